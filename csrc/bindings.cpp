@@ -1,0 +1,283 @@
+// bindings.cpp: the one Python module, nextoken._core.
+//
+// Weights arrive as numpy views of the memory-mapped file and are used where they lie (the model object
+// keeps the arrays alive). The GIL is released around every call that computes. nextoken::Error (bad
+// input) becomes ValueError. Low-level kernels are exposed under _core.ops on numpy arrays, for tests
+// and for embedding in other stacks.
+#include <pybind11/numpy.h>
+#include <pybind11/pybind11.h>
+#include <pybind11/stl.h>
+
+#include <memory>
+#include <string>
+
+#include "kernels/kernels.h"
+#include "model/decoder.h"
+
+namespace py = pybind11;
+using namespace nextoken;
+
+namespace {
+
+using FloatArray = py::array_t<float, py::array::c_style | py::array::forcecast>;
+using IdArray = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
+using ByteArray = py::array_t<uint8_t, py::array::c_style>;
+
+DType checked_dtype(int type) {
+  NT_CHECK(dtype_known(type), "unsupported weight type " + std::to_string(type) +
+                                  " (supported: F32, F16, Q4_0, Q4_1, Q8_0)");
+  return DType(type);
+}
+
+// A (rows, cols) weight of `type` in `data`: checks the byte count and block alignment.
+TensorView tensor_view(const std::string& name, const ByteArray& data, int type, int64_t rows, int64_t cols) {
+  const DType t = checked_dtype(type);
+  NT_CHECK(rows > 0 && cols > 0, "tensor '" + name + "' has an empty shape");
+  NT_CHECK(!dtype_is_blocked(t) || cols % QK == 0,
+           "tensor '" + name + "': " + dtype_name(t) + " rows must be a multiple of 32 weights, got " + std::to_string(cols));
+  const size_t expected = size_t(rows) * row_bytes(t, cols);
+  NT_CHECK(size_t(data.nbytes()) == expected, "tensor '" + name + "' has " + std::to_string(data.nbytes()) +
+                                                  " bytes, expected " + std::to_string(expected) + " for " +
+                                                  dtype_name(t) + " (" + std::to_string(rows) + ", " +
+                                                  std::to_string(cols) + ")");
+  return TensorView{t, data.data(), rows, cols};
+}
+
+int checked_threads(int n) {
+  NT_CHECK(n > 0, "n_threads must be positive, got " + std::to_string(n));
+  return n;
+}
+
+// The model plus the Python objects that own its weight memory.
+struct PyLlamaModel {
+  PyLlamaModel(const py::dict& config, const py::list& tensors, int n_ctx, int n_threads) {
+    LlamaConfig c;
+    auto get = [&](const char* key) {
+      NT_CHECK(config.contains(key), std::string("model config lacks '") + key + "'");
+      return config[key];
+    };
+    c.n_layers = get("n_layers").cast<int>();
+    c.dim = get("dim").cast<int>();
+    c.hidden_dim = get("hidden_dim").cast<int>();
+    c.n_heads = get("n_heads").cast<int>();
+    c.n_kv_heads = get("n_kv_heads").cast<int>();
+    c.head_dim = get("head_dim").cast<int>();
+    c.vocab_size = get("vocab_size").cast<int>();
+    c.rope_base = get("rope_base").cast<float>();
+    c.norm_eps = get("norm_eps").cast<float>();
+    TensorMap map;
+    for (const py::handle& item : tensors) {
+      auto [name, type, rows, cols, data] = item.cast<std::tuple<std::string, int, int64_t, int64_t, ByteArray>>();
+      map[name] = tensor_view(name, data, type, rows, cols);
+      keep_alive.append(data);
+    }
+    py::gil_scoped_release release;
+    model = std::make_unique<LlamaModel>(c, map, n_ctx, n_threads);
+  }
+
+  py::array_t<float> forward(const IdArray& tokens, int pos0, bool all_logits) {
+    NT_CHECK(tokens.ndim() == 1, "tokens must be a 1-D array of ids");
+    const int T = int(tokens.shape(0)), V = model->config().vocab_size;
+    py::array_t<float> logits = all_logits ? py::array_t<float>({T, V}) : py::array_t<float>({V});
+    const int32_t* ids = tokens.data();
+    float* out = logits.mutable_data();
+    {
+      py::gil_scoped_release release;
+      model->forward(ids, T, pos0, out, all_logits);
+    }
+    return logits;
+  }
+
+  std::unique_ptr<LlamaModel> model;
+  py::list keep_alive;
+};
+
+// A Generation plus a reference to the Python model object, which owns the model it runs on.
+struct PyGeneration {
+  py::object model_owner;
+  std::unique_ptr<Generation> generation;
+
+  int32_t next() {
+    py::gil_scoped_release release;
+    return generation->next();
+  }
+};
+
+PyGeneration start_generation(py::object self, const IdArray& prompt, int max_new_tokens, int min_new_tokens,
+                              float temperature, int top_k, float top_p, uint64_t seed,
+                              const std::vector<int32_t>& eos_ids) {
+  NT_CHECK(prompt.ndim() == 1, "the prompt must be a 1-D array of ids");
+  GenerateOptions options;
+  options.max_new_tokens = max_new_tokens;
+  options.min_new_tokens = min_new_tokens;
+  options.sampling = SamplingParams{temperature, top_k, top_p, seed};
+  options.eos_ids = eos_ids;
+  std::vector<int32_t> ids(prompt.data(), prompt.data() + prompt.size());
+  PyLlamaModel& m = self.cast<PyLlamaModel&>();
+  return PyGeneration{self, std::make_unique<Generation>(*m.model, std::move(ids), options)};
+}
+
+// ---- ops: kernels on numpy arrays ------------------------------------------------------------------
+
+py::array_t<float> op_matmul(const FloatArray& x, const ByteArray& w, int type, int n_out, int n_threads) {
+  NT_CHECK(x.ndim() == 2, "x must be 2-D (T, K)");
+  const int T = int(x.shape(0)), K = int(x.shape(1));
+  TensorView wv = tensor_view("w", w, type, n_out, K);
+  checked_threads(n_threads);
+  py::array_t<float> y({T, n_out});
+  float* yp = y.mutable_data();
+  const float* xp = x.data();
+  py::gil_scoped_release release;
+  matmul(yp, xp, wv.data, wv.type, T, K, n_out, n_threads);
+  return y;
+}
+
+py::array_t<float> op_dequantize(const ByteArray& w, int type, int64_t rows, int64_t cols) {
+  TensorView wv = tensor_view("w", w, type, rows, cols);
+  py::array_t<float> out({rows, cols});
+  const size_t rb = row_bytes(wv.type, cols);
+  for (int64_t r = 0; r < rows; ++r)
+    dequantize_row(out.mutable_data() + r * cols, static_cast<const uint8_t*>(wv.data) + r * rb, wv.type, cols);
+  return out;
+}
+
+py::array_t<float> op_rmsnorm(const FloatArray& x, const FloatArray& weight, float eps) {
+  NT_CHECK(x.ndim() == 2 && weight.ndim() == 1 && weight.shape(0) == x.shape(1), "rmsnorm: x (T, C), weight (C)");
+  py::array_t<float> out({x.shape(0), x.shape(1)});
+  rmsnorm(out.mutable_data(), x.data(), weight.data(), int(x.shape(0)), int(x.shape(1)), eps);
+  return out;
+}
+
+py::tuple op_rope_table(int n_pos, int D, float base) {
+  NT_CHECK(n_pos > 0 && D > 0 && D % 2 == 0, "rope_table: n_pos > 0 and an even head dim");
+  py::array_t<float> cos({n_pos, D / 2}), sin({n_pos, D / 2});
+  rope_table(cos.mutable_data(), sin.mutable_data(), n_pos, D, base);
+  return py::make_tuple(cos, sin);
+}
+
+py::array_t<float> op_rope(const FloatArray& x, const FloatArray& cos, const FloatArray& sin) {
+  NT_CHECK(x.ndim() == 3 && x.shape(2) % 2 == 0, "rope: x must be (T, n_heads, D) with D even");
+  const int T = int(x.shape(0)), H = int(x.shape(1)), D = int(x.shape(2));
+  NT_CHECK(cos.ndim() == 2 && sin.ndim() == 2 && cos.shape(0) == T && cos.shape(1) == D / 2 &&
+               sin.shape(0) == T && sin.shape(1) == D / 2,
+           "rope: cos and sin must be (T, D/2)");
+  py::array_t<float> out({T, H, D});
+  std::copy(x.data(), x.data() + x.size(), out.mutable_data());
+  rope(out.mutable_data(), cos.data(), sin.data(), T, H, D);
+  return out;
+}
+
+py::array_t<float> op_swiglu(const FloatArray& gate, const FloatArray& up) {
+  NT_CHECK(gate.size() == up.size(), "swiglu: gate and up must have the same size");
+  py::array_t<float> out(gate.request().shape);
+  swiglu(out.mutable_data(), gate.data(), up.data(), gate.size());
+  return out;
+}
+
+py::array_t<float> op_add(const FloatArray& x, const FloatArray& y) {
+  NT_CHECK(x.size() == y.size(), "add: x and y must have the same size");
+  py::array_t<float> out(x.request().shape);
+  std::copy(x.data(), x.data() + x.size(), out.mutable_data());
+  add_inplace(out.mutable_data(), y.data(), x.size());
+  return out;
+}
+
+py::array_t<float> op_embedding(const IdArray& ids, const ByteArray& table, int type, int vocab, int C) {
+  NT_CHECK(ids.ndim() == 1, "embedding: ids must be 1-D");
+  TensorView tv = tensor_view("table", table, type, vocab, C);
+  for (py::ssize_t t = 0; t < ids.shape(0); ++t)
+    NT_CHECK(ids.data()[t] >= 0 && ids.data()[t] < vocab, "embedding: token id " + std::to_string(ids.data()[t]) +
+                                                              " outside [0, " + std::to_string(vocab) + ")");
+  py::array_t<float> out({int(ids.shape(0)), C});
+  embedding(out.mutable_data(), ids.data(), int(ids.shape(0)), tv.data, tv.type, C);
+  return out;
+}
+
+// q: (T, H, D) for prefill, k, v: (H_kv, S, D).
+void check_attention(const FloatArray& q, const FloatArray& k, const FloatArray& v, int q_rank) {
+  NT_CHECK(q.ndim() == q_rank && k.ndim() == 3 && v.ndim() == 3, "attention: wrong number of dimensions");
+  NT_CHECK(k.shape(0) == v.shape(0) && k.shape(1) == v.shape(1) && k.shape(2) == v.shape(2), "attention: k and v differ in shape");
+  const py::ssize_t H = q.shape(q_rank - 2), D = q.shape(q_rank - 1), H_kv = k.shape(0);
+  NT_CHECK(k.shape(2) == D, "attention: q and k head dims differ");
+  NT_CHECK(H_kv > 0 && H % H_kv == 0, "attention: query heads must be a multiple of key/value heads");
+  NT_CHECK(D % 16 == 0 && D <= 256, "attention: head dim must be a multiple of 16, at most 256");
+}
+
+py::array_t<float> op_attention_prefill(const FloatArray& q, const FloatArray& k, const FloatArray& v, int pos0,
+                                        int n_threads) {
+  check_attention(q, k, v, 3);
+  const int T = int(q.shape(0)), H = int(q.shape(1)), D = int(q.shape(2)), H_kv = int(k.shape(0)), S = int(k.shape(1));
+  NT_CHECK(pos0 >= 0 && pos0 + T <= S, "attention_prefill: pos0 + T exceeds the cache length");
+  checked_threads(n_threads);
+  py::array_t<float> out({T, H, D});
+  float* o = out.mutable_data();
+  const float *qp = q.data(), *kp = k.data(), *vp = v.data();
+  py::gil_scoped_release release;
+  attention_prefill(o, qp, kp, vp, T, pos0, H, H_kv, D, S, 1.0f / std::sqrt(float(D)), n_threads);
+  return out;
+}
+
+py::array_t<float> op_attention_decode(const FloatArray& q, const FloatArray& k, const FloatArray& v, int n_keys,
+                                       int n_threads) {
+  check_attention(q, k, v, 2);
+  const int H = int(q.shape(0)), D = int(q.shape(1)), H_kv = int(k.shape(0)), S = int(k.shape(1));
+  NT_CHECK(n_keys > 0 && n_keys <= S, "attention_decode: n_keys must be in [1, cache length]");
+  checked_threads(n_threads);
+  py::array_t<float> out({H, D});
+  float* o = out.mutable_data();
+  const float *qp = q.data(), *kp = k.data(), *vp = v.data();
+  py::gil_scoped_release release;
+  attention_decode(o, qp, kp, vp, n_keys, H, H_kv, D, S, 1.0f / std::sqrt(float(D)), n_threads);
+  return out;
+}
+
+int op_sample(const FloatArray& logits, float temperature, int top_k, float top_p, float u) {
+  NT_CHECK(logits.ndim() == 1 && logits.size() > 0, "sample: logits must be a non-empty 1-D array");
+  check_sampling_params(SamplingParams{temperature, top_k, top_p, 0});
+  NT_CHECK(u >= 0.0f && u < 1.0f, "sample: u must be in [0, 1)");
+  const int n = int(logits.size());
+  if (temperature == 0.0f) return argmax(logits.data(), n);
+  std::vector<int32_t> order(n);
+  std::vector<float> probs(n);
+  return sample_top_k_top_p(logits.data(), n, temperature, top_k, top_p, u, order.data(), probs.data());
+}
+
+}  // namespace
+
+PYBIND11_MODULE(_core, m) {
+  m.doc() = "nextoken's C++ core: kernels and the Llama-family decoder";
+  py::register_exception<Error>(m, "Error", PyExc_ValueError);
+  m.def("cpu_isa", &cpu_isa, "The instruction set the CPU kernels run with.");
+
+  py::class_<PyLlamaModel>(m, "LlamaModel")
+      .def(py::init<const py::dict&, const py::list&, int, int>(), py::arg("config"), py::arg("tensors"),
+           py::arg("n_ctx"), py::arg("n_threads"))
+      .def("forward", &PyLlamaModel::forward, py::arg("tokens"), py::arg("pos0") = 0, py::arg("all_logits") = true)
+      .def("start", &start_generation, py::arg("prompt"), py::arg("max_new_tokens"), py::arg("min_new_tokens"),
+           py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("seed"), py::arg("eos_ids"),
+           "Begin a generation; its next() returns one token per call (the first call prefills), -1 at the end.")
+      .def_property_readonly("n_ctx", [](const PyLlamaModel& m) { return m.model->n_ctx(); })
+      .def_property("n_threads", [](const PyLlamaModel& m) { return m.model->n_threads(); },
+                    [](PyLlamaModel& m, int n) { m.model->set_n_threads(n); });
+
+  py::class_<PyGeneration>(m, "Generation")
+      .def("next", &PyGeneration::next)
+      .def_property_readonly("n_generated", [](const PyGeneration& g) { return g.generation->n_generated(); });
+
+  py::module_ ops = m.def_submodule("ops", "Kernels on numpy arrays (float32 activations, raw GGUF weight bytes).");
+  ops.def("matmul", &op_matmul, py::arg("x"), py::arg("w"), py::arg("w_type"), py::arg("n_out"), py::arg("n_threads") = 1,
+          "y (T, N) = x (T, K) @ W^T; w holds N rows of K weights of GGUF type w_type.");
+  ops.def("dequantize", &op_dequantize, py::arg("w"), py::arg("w_type"), py::arg("rows"), py::arg("cols"));
+  ops.def("rmsnorm", &op_rmsnorm, py::arg("x"), py::arg("weight"), py::arg("eps"));
+  ops.def("rope_table", &op_rope_table, py::arg("n_pos"), py::arg("head_dim"), py::arg("base"));
+  ops.def("rope", &op_rope, py::arg("x"), py::arg("cos"), py::arg("sin"));
+  ops.def("swiglu", &op_swiglu, py::arg("gate"), py::arg("up"));
+  ops.def("add", &op_add, py::arg("x"), py::arg("y"));
+  ops.def("embedding", &op_embedding, py::arg("ids"), py::arg("table"), py::arg("w_type"), py::arg("vocab"), py::arg("dim"));
+  ops.def("attention_prefill", &op_attention_prefill, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("pos0") = 0,
+          py::arg("n_threads") = 1, "q (T, H, D); k, v (H_kv, S, D); query t at position pos0 + t.");
+  ops.def("attention_decode", &op_attention_decode, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_keys"),
+          py::arg("n_threads") = 1, "q (H, D); k, v (H_kv, S, D); attends to keys 0 .. n_keys - 1.");
+  ops.def("sample", &op_sample, py::arg("logits"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"),
+          py::arg("u"), "One draw with uniform u in [0, 1); temperature 0 is argmax.");
+}

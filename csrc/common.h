@@ -1,0 +1,99 @@
+// common.h: what every layer shares: the weight types, the error that reaches Python, f16 conversion.
+#pragma once
+
+#include <cstddef>
+#include <cstdint>
+#include <cstring>
+#include <stdexcept>
+#include <string>
+
+#ifdef _OPENMP
+#include <omp.h>
+#endif
+
+namespace nextoken {
+
+// Thrown for anything a user can get wrong (bad shapes, ids, parameters). The binding turns it into
+// Python's ValueError; nothing in the core aborts the process on user input.
+struct Error : std::invalid_argument {
+  using std::invalid_argument::invalid_argument;
+};
+
+#define NT_CHECK(cond, msg)                                                     \
+  do {                                                                          \
+    if (!(cond)) throw ::nextoken::Error(std::string(msg));                     \
+  } while (0)
+
+// Weight element types, numbered as GGUF numbers them (ggml_type) so a loader can pass them through.
+enum class DType : int { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8 };
+
+// GGUF block layouts (ggml-common.h): QK = 32 weights per block, scales in IEEE half precision.
+constexpr int QK = 32;
+struct BlockQ4_0 { uint16_t d; uint8_t qs[QK / 2]; };          // w = d * (q - 8)
+struct BlockQ4_1 { uint16_t d, m; uint8_t qs[QK / 2]; };       // w = d * q + m
+struct BlockQ8_0 { uint16_t d; int8_t qs[QK]; };               // w = d * q
+// In the 4-bit blocks, byte j holds weight j in its low nibble and weight j + 16 in its high nibble.
+static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(BlockQ8_0) == 34, "GGUF layout");
+
+inline const char* dtype_name(DType t) {
+  switch (t) {
+    case DType::F32: return "F32";
+    case DType::F16: return "F16";
+    case DType::Q4_0: return "Q4_0";
+    case DType::Q4_1: return "Q4_1";
+    case DType::Q8_0: return "Q8_0";
+  }
+  return "unknown";
+}
+
+inline bool dtype_known(int t) { return t == 0 || t == 1 || t == 2 || t == 3 || t == 8; }
+
+// Bytes taken by one row of n weights; n must be a multiple of QK for the block types.
+inline size_t row_bytes(DType t, int64_t n) {
+  switch (t) {
+    case DType::F32: return size_t(n) * 4;
+    case DType::F16: return size_t(n) * 2;
+    case DType::Q4_0: return size_t(n / QK) * sizeof(BlockQ4_0);
+    case DType::Q4_1: return size_t(n / QK) * sizeof(BlockQ4_1);
+    case DType::Q8_0: return size_t(n / QK) * sizeof(BlockQ8_0);
+  }
+  return 0;
+}
+
+inline bool dtype_is_blocked(DType t) { return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q8_0; }
+
+// IEEE binary16 -> binary32, exact for every input (subnormals, inf, nan included).
+inline float f16_to_f32(uint16_t h) {
+  uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
+  if (exp == 0x1f) {
+    bits = sign | 0x7f800000u | (man << 13);
+  } else if (exp != 0) {
+    bits = sign | ((exp + 112) << 23) | (man << 13);
+  } else if (man == 0) {
+    bits = sign;
+  } else {  // subnormal: renormalise
+    int e = -1;
+    do { ++e; man <<= 1; } while (!(man & 0x400));
+    bits = sign | uint32_t(112 - e) << 23 | ((man & 0x3ff) << 13);
+  }
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
+
+// Inside an OpenMP parallel region: the contiguous share [begin, end) of n items (in units of `grain`)
+// that belongs to the calling thread. Outside OpenMP the one thread gets everything.
+inline void thread_share(int n, int grain, int& begin, int& end) {
+  int tid = 0, nth = 1;
+#ifdef _OPENMP
+  tid = omp_get_thread_num();
+  nth = omp_get_num_threads();
+#endif
+  const int64_t units = (int64_t(n) + grain - 1) / grain;
+  begin = int(units * tid / nth * grain);
+  end = int(units * (tid + 1) / nth * grain);
+  if (begin > n) begin = n;
+  if (end > n) end = n;
+}
+
+}  // namespace nextoken

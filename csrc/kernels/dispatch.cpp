@@ -1,0 +1,86 @@
+// dispatch.cpp: the one place that picks an instruction set. The per-ISA kernels (isa_kernels.h) are
+// built as avx512 (x86-64-v4), avx2 (x86-64-v3) and generic (the compiler's baseline); the CPU is asked
+// once which it can run. On non-x86 builds only the generic variant exists.
+#include <cstdlib>
+#include <cstring>
+
+#define NT_ISA generic
+#include "isa_kernels.h"
+#undef NT_ISA
+#ifdef NT_X86_VARIANTS
+#define NT_ISA avx2
+#include "isa_kernels.h"
+#undef NT_ISA
+#define NT_ISA avx512
+#include "isa_kernels.h"
+#undef NT_ISA
+#endif
+
+namespace nextoken {
+namespace {
+
+enum class Isa { generic, avx2, avx512 };
+
+// NEXTOKEN_ISA=generic|avx2 forces a lower variant (for testing the portable paths on a fast CPU).
+Isa detect_isa() {
+  Isa best = Isa::generic;
+#ifdef NT_X86_VARIANTS
+  __builtin_cpu_init();
+  if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
+    best = Isa::avx2;
+  if (best == Isa::avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+    best = Isa::avx512;
+#endif
+  const char* forced = std::getenv("NEXTOKEN_ISA");
+  if (forced && std::strcmp(forced, "generic") == 0) return Isa::generic;
+  if (forced && std::strcmp(forced, "avx2") == 0 && best == Isa::avx512) return Isa::avx2;
+  return best;
+}
+
+Isa isa() {
+  static const Isa chosen = detect_isa();
+  return chosen;
+}
+
+}  // namespace
+
+#ifdef NT_X86_VARIANTS
+#define NT_DISPATCH(fn, ...)                                           \
+  switch (isa()) {                                                     \
+    case Isa::avx512: return avx512::fn(__VA_ARGS__);                  \
+    case Isa::avx2: return avx2::fn(__VA_ARGS__);                      \
+    case Isa::generic: break;                                          \
+  }                                                                    \
+  return generic::fn(__VA_ARGS__)
+#else
+#define NT_DISPATCH(fn, ...) return generic::fn(__VA_ARGS__)
+#endif
+
+const char* cpu_isa() {
+  switch (isa()) {
+    case Isa::avx512: return "avx512";
+    case Isa::avx2: return "avx2";
+    case Isa::generic: break;
+  }
+  return "generic";
+}
+
+void matmul(float* y, const float* x, const void* w, DType w_type, int T, int K, int N, int n_threads) {
+  NT_DISPATCH(matmul, y, x, w, w_type, T, K, N, n_threads);
+}
+void swiglu(float* out, const float* gate, const float* up, int64_t n) { NT_DISPATCH(swiglu, out, gate, up, n); }
+void add_inplace(float* x, const float* y, int64_t n) { NT_DISPATCH(add_inplace, x, y, n); }
+void embedding(float* out, const int32_t* ids, int T, const void* table, DType type, int C) {
+  NT_DISPATCH(embedding, out, ids, T, table, type, C);
+}
+void attention_prefill(float* out, const float* q, const float* k, const float* v, int T, int pos0,
+                       int H, int H_kv, int D, int S, float scale, int n_threads) {
+  NT_DISPATCH(attention_prefill, out, q, k, v, T, pos0, H, H_kv, D, S, scale, n_threads);
+}
+void attention_decode(float* out, const float* q, const float* k, const float* v, int n_keys, int H,
+                      int H_kv, int D, int S, float scale, int n_threads) {
+  NT_DISPATCH(attention_decode, out, q, k, v, n_keys, H, H_kv, D, S, scale, n_threads);
+}
+
+}  // namespace nextoken

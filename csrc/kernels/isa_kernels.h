@@ -1,0 +1,21 @@
+// isa_kernels.h: the kernels compiled once per instruction set (their files build with -DNT_ISA=avx512,
+// avx2 or generic and matching compiler flags). dispatch.cpp includes this once per ISA and forwards the
+// public entry points of kernels.h to the variant the CPU supports. No include guard on purpose.
+#include "kernels.h"
+
+#ifndef NT_ISA
+#error "define NT_ISA before including isa_kernels.h"
+#endif
+
+namespace nextoken {
+namespace NT_ISA {
+void matmul(float* y, const float* x, const void* w, DType w_type, int T, int K, int N, int n_threads);
+void swiglu(float* out, const float* gate, const float* up, int64_t n);
+void add_inplace(float* x, const float* y, int64_t n);
+void embedding(float* out, const int32_t* ids, int T, const void* table, DType type, int C);
+void attention_prefill(float* out, const float* q, const float* k, const float* v, int T, int pos0,
+                       int H, int H_kv, int D, int S, float scale, int n_threads);
+void attention_decode(float* out, const float* q, const float* k, const float* v, int n_keys, int H,
+                      int H_kv, int D, int S, float scale, int n_threads);
+}  // namespace NT_ISA
+}  // namespace nextoken

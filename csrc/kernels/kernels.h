@@ -1,0 +1,69 @@
+// kernels.h: every op of the engine, declared once.
+//
+// Free functions on raw pointers and explicit sizes, outputs first, no allocation inside. Letters used
+// throughout: T = tokens in the call, K = input features, N = output features, C = channels (model dim),
+// H = query heads, H_kv = key/value heads, D = head dim, S = cache capacity (positions).
+// Ops that take n_threads split work so that every output element is computed by one thread in a fixed
+// order: results are bitwise identical for any thread count.
+#pragma once
+
+#include <cstdint>
+
+#include "../common.h"
+
+namespace nextoken {
+
+// ---- matmul.cpp ----------------------------------------------------------------------------------
+// y (T, N) = x (T, K) @ W^T, W (N, K) stored row by row in `w_type` (blocks of QK along K).
+// The same per-element reduction serves T = 1 (decode GEMV) and T > 1 (prefill GEMM), so decoding
+// reproduces prefill bit for bit.
+void matmul(float* y, const float* x, const void* w, DType w_type, int T, int K, int N, int n_threads);
+
+// ---- quant.cpp -----------------------------------------------------------------------------------
+// out (n,) = the n weights of one stored row, as float.
+void dequantize_row(float* out, const void* row, DType type, int64_t n);
+
+// ---- norm.cpp ------------------------------------------------------------------------------------
+// out (T, C) = x / sqrt(mean(x^2) + eps) * weight, row by row; out may alias x.
+void rmsnorm(float* out, const float* x, const float* weight, int T, int C, float eps);
+
+// ---- rope.cpp ------------------------------------------------------------------------------------
+// cos, sin (n_pos, D/2): angle (p, i) = p * base^(-2i/D), computed in fp32 as Hugging Face does.
+void rope_table(float* cos, float* sin, int n_pos, int D, float base);
+// x (T, n_heads, D) rotated in place; pair i of a head is (x[2i], x[2i+1]) (the GGUF/llama layout),
+// token t uses row t of cos/sin (D/2 each), so callers pass the table offset by the first position.
+void rope(float* x, const float* cos, const float* sin, int T, int n_heads, int D);
+
+// ---- elementwise.cpp -----------------------------------------------------------------------------
+// out (n) = silu(gate) * up, silu(g) = g / (1 + e^-g); out may alias gate.
+void swiglu(float* out, const float* gate, const float* up, int64_t n);
+// x (n) += y (n)
+void add_inplace(float* x, const float* y, int64_t n);
+// out (T, C) = rows ids[t] of table (vocab, C); ids must already be checked against vocab.
+void embedding(float* out, const int32_t* ids, int T, const void* table, DType type, int C);
+
+// ---- attention.cpp -------------------------------------------------------------------------------
+// Causal attention, fused: softmax(q k^T * scale) v with an online softmax over blocks of keys, never
+// forming the (T, T) score matrix. Query head h reads key/value head h / (H / H_kv).
+// q, out: (T, H, D). k, v: (H_kv, S, D) cache, positions 0 .. pos0 + T - 1 filled.
+// Query t sits at position pos0 + t and sees keys 0 .. pos0 + t.
+void attention_prefill(float* out, const float* q, const float* k, const float* v, int T, int pos0,
+                       int H, int H_kv, int D, int S, float scale, int n_threads);
+// One new query per head, q, out: (H, D), over keys 0 .. n_keys - 1 of the cache.
+void attention_decode(float* out, const float* q, const float* k, const float* v, int n_keys, int H,
+                      int H_kv, int D, int S, float scale, int n_threads);
+
+// ---- sampling.cpp --------------------------------------------------------------------------------
+// Index of the largest logit (the first one on ties).
+int argmax(const float* logits, int n);
+// Draws a token from softmax(logits / temperature) restricted to the top_k largest (top_k = 0: all)
+// and then to the smallest head of that list whose probability reaches top_p (Hugging Face's rule).
+// u is a uniform draw in [0, 1). order (n,), probs (n,) are scratch.
+int sample_top_k_top_p(const float* logits, int n, float temperature, int top_k, float top_p, float u,
+                       int32_t* order, float* probs);
+
+// ---- dispatch.cpp --------------------------------------------------------------------------------
+// The instruction set the hot kernels run with: "avx512", "avx2" or "generic".
+const char* cpu_isa();
+
+}  // namespace nextoken

@@ -1,0 +1,145 @@
+// matmul.cpp: y (T, N) = x (T, K) @ W^T for every weight type, CPU, compiled once per ISA.
+//
+// T = tokens, K = input features (W's row length), N = output features (W's rows).
+// Weights are dequantized on the fly, one 32-weight block at a time, into two 16-lane float vectors,
+// and multiplied into fp32 activations. A tile of up to TILE_T tokens x TILE_N weight rows shares each
+// dequantized block, which is what makes prefill (T > 1) cheaper per token than decode.
+// Every output y[t][n] is one 16-lane accumulator updated block by block in order k = 0, 32, 64, ...
+// and summed by hsum(): the same whatever the tile shape, T, or thread count.
+#include <algorithm>
+
+#include "isa_kernels.h"
+#include "simd.h"
+
+namespace nextoken {
+namespace NT_ISA {
+namespace {
+
+constexpr int TILE_T = 4;   // tokens per tile
+constexpr int TILE_N = 4;   // weight rows per tile
+constexpr int BLOCK_T = 64; // tokens whose activations stay in L2 while a thread sweeps its rows
+
+// Block b (weights 32b .. 32b + 31) of one row, as weights 0-15 in lo and 16-31 in hi.
+template <DType D>
+inline void load_block(const uint8_t* row, int b, f32x16& lo, f32x16& hi) {
+  if constexpr (D == DType::F32) {
+    const float* p = reinterpret_cast<const float*>(row) + b * QK;
+    lo = load16(p);
+    hi = load16(p + 16);
+  } else if constexpr (D == DType::F16) {
+    const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + b * QK;
+    lo = load16_f16(p);
+    hi = load16_f16(p + 16);
+  } else if constexpr (D == DType::Q4_0) {
+    const BlockQ4_0* blk = reinterpret_cast<const BlockQ4_0*>(row) + b;
+    const u8x16 q = load_u8x16(blk->qs);
+    const float d = half_to_float(blk->d);
+    lo = (u8_to_f32(q & 0xF) - 8.0f) * d;
+    hi = (u8_to_f32(q >> 4) - 8.0f) * d;
+  } else if constexpr (D == DType::Q4_1) {
+    const BlockQ4_1* blk = reinterpret_cast<const BlockQ4_1*>(row) + b;
+    const u8x16 q = load_u8x16(blk->qs);
+    const float d = half_to_float(blk->d), m = half_to_float(blk->m);
+    lo = u8_to_f32(q & 0xF) * d + m;
+    hi = u8_to_f32(q >> 4) * d + m;
+  } else {  // Q8_0
+    const BlockQ8_0* blk = reinterpret_cast<const BlockQ8_0*>(row) + b;
+    i8x16 q0, q1;
+    std::memcpy(&q0, blk->qs, 16);
+    std::memcpy(&q1, blk->qs + 16, 16);
+    const float d = half_to_float(blk->d);
+    lo = i8_to_f32(q0) * d;
+    hi = i8_to_f32(q1) * d;
+  }
+}
+
+// The last, partial block of an unblocked (F32/F16) row: weights 32b .. K - 1, zero after.
+template <DType D>
+inline void load_tail(const uint8_t* row, int b, int n, f32x16& lo, f32x16& hi) {
+  float tmp[QK] = {};
+  for (int i = 0; i < n; ++i) {
+    if constexpr (D == DType::F32) tmp[i] = reinterpret_cast<const float*>(row)[b * QK + i];
+    else tmp[i] = half_to_float(reinterpret_cast<const uint16_t*>(row)[b * QK + i]);
+  }
+  lo = load16(tmp);
+  hi = load16(tmp + 16);
+}
+
+// y[t * N + r] for NT tokens x NR rows. x: (NT, K) rows, w: NR rows of rb bytes.
+template <DType D, int NT, int NR>
+inline void tile(float* y, int N, const float* x, int K, const uint8_t* w, size_t rb) {
+  f32x16 acc[NT][NR];
+  for (int t = 0; t < NT; ++t)
+    for (int r = 0; r < NR; ++r) acc[t][r] = splat(0.0f);
+  const int n_full = K / QK, tail = K % QK;
+  for (int b = 0; b < n_full; ++b) {
+    f32x16 wl[NR], wh[NR];
+    for (int r = 0; r < NR; ++r) load_block<D>(w + r * rb, b, wl[r], wh[r]);
+    for (int t = 0; t < NT; ++t) {
+      const f32x16 xl = load16(x + size_t(t) * K + b * QK), xh = load16(x + size_t(t) * K + b * QK + 16);
+      for (int r = 0; r < NR; ++r) {
+        acc[t][r] += wl[r] * xl;
+        acc[t][r] += wh[r] * xh;
+      }
+    }
+  }
+  if constexpr (D == DType::F32 || D == DType::F16) {
+    if (tail) {
+      f32x16 wl[NR], wh[NR];
+      for (int r = 0; r < NR; ++r) load_tail<D>(w + r * rb, n_full, tail, wl[r], wh[r]);
+      for (int t = 0; t < NT; ++t) {
+        const float* xt = x + size_t(t) * K + n_full * QK;
+        const f32x16 xl = load16_partial(xt, std::min(tail, 16));
+        const f32x16 xh = tail > 16 ? load16_partial(xt + 16, tail - 16) : splat(0.0f);
+        for (int r = 0; r < NR; ++r) {
+          acc[t][r] += wl[r] * xl;
+          acc[t][r] += wh[r] * xh;
+        }
+      }
+    }
+  }
+  for (int t = 0; t < NT; ++t)
+    for (int r = 0; r < NR; ++r) y[size_t(t) * N + r] = hsum(acc[t][r]);
+}
+
+// Rows [n0, n1) of y for tokens [t0, t1).
+template <DType D, int NR>
+inline void row_tile(float* y, const float* x, const uint8_t* w, size_t rb, int t0, int t1, int K, int N, int n) {
+  int t = t0;
+  for (; t + TILE_T <= t1; t += TILE_T)
+    tile<D, TILE_T, NR>(y + size_t(t) * N + n, N, x + size_t(t) * K, K, w + n * rb, rb);
+  for (; t < t1; ++t) tile<D, 1, NR>(y + size_t(t) * N + n, N, x + size_t(t) * K, K, w + n * rb, rb);
+}
+
+template <DType D>
+void matmul_typed(float* y, const float* x, const uint8_t* w, int T, int K, int N, int n_threads) {
+  const size_t rb = row_bytes(D, K);
+#pragma omp parallel num_threads(n_threads)
+  {
+    // Each thread owns a contiguous range of row tiles for the whole call: no barrier inside.
+    int n0, n1;
+    thread_share(N, TILE_N, n0, n1);
+    for (int t0 = 0; t0 < T; t0 += BLOCK_T) {
+      const int t1 = std::min(T, t0 + BLOCK_T);
+      int n = n0;
+      for (; n + TILE_N <= n1; n += TILE_N) row_tile<D, TILE_N>(y, x, w, rb, t0, t1, K, N, n);
+      for (; n < n1; ++n) row_tile<D, 1>(y, x, w, rb, t0, t1, K, N, n);
+    }
+  }
+}
+
+}  // namespace
+
+void matmul(float* y, const float* x, const void* w, DType w_type, int T, int K, int N, int n_threads) {
+  const uint8_t* wb = static_cast<const uint8_t*>(w);
+  switch (w_type) {
+    case DType::F32: return matmul_typed<DType::F32>(y, x, wb, T, K, N, n_threads);
+    case DType::F16: return matmul_typed<DType::F16>(y, x, wb, T, K, N, n_threads);
+    case DType::Q4_0: return matmul_typed<DType::Q4_0>(y, x, wb, T, K, N, n_threads);
+    case DType::Q4_1: return matmul_typed<DType::Q4_1>(y, x, wb, T, K, N, n_threads);
+    case DType::Q8_0: return matmul_typed<DType::Q8_0>(y, x, wb, T, K, N, n_threads);
+  }
+}
+
+}  // namespace NT_ISA
+}  // namespace nextoken

@@ -1,0 +1,117 @@
+// simd.h: 16-lane float vectors and the few helpers the hot kernels need.
+//
+// Written with GCC/Clang vector extensions rather than intrinsics, so one source serves every ISA: the
+// kernel files that include this are compiled once per ISA (AVX-512, AVX2, baseline) and the compiler
+// maps a 16-lane vector onto one zmm, two ymm or four xmm registers. Intrinsics appear only where
+// the extensions have no spelling (half-precision conversion).
+#pragma once
+
+#include <cmath>
+#include <cstdint>
+#include <cstring>
+
+#include "../common.h"
+
+#if defined(__F16C__) || defined(__AVX512F__)
+#include <immintrin.h>
+#endif
+
+namespace nextoken {
+
+typedef float f32x16 __attribute__((vector_size(64)));
+typedef float f32x8 __attribute__((vector_size(32)));
+typedef float f32x4 __attribute__((vector_size(16)));
+typedef int32_t i32x16 __attribute__((vector_size(64)));
+typedef uint32_t u32x16 __attribute__((vector_size(64)));
+typedef uint8_t u8x16 __attribute__((vector_size(16)));
+typedef int8_t i8x16 __attribute__((vector_size(16)));
+
+static inline f32x16 splat(float x) { return f32x16{} + x; }
+
+static inline f32x16 load16(const float* p) {
+  f32x16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+static inline void store16(float* p, f32x16 v) { std::memcpy(p, &v, sizeof v); }
+
+// Loads n < 16 floats, zero in the other lanes.
+static inline f32x16 load16_partial(const float* p, int n) {
+  float tmp[16] = {};
+  std::memcpy(tmp, p, sizeof(float) * n);
+  return load16(tmp);
+}
+
+static inline u8x16 load_u8x16(const uint8_t* p) {
+  u8x16 v;
+  std::memcpy(&v, p, sizeof v);
+  return v;
+}
+
+static inline f32x16 u8_to_f32(u8x16 q) { return __builtin_convertvector(q, f32x16); }
+static inline f32x16 i8_to_f32(i8x16 q) { return __builtin_convertvector(q, f32x16); }
+
+// Sum of the 16 lanes, always in the same tree order.
+static inline float hsum(f32x16 v) {
+  f32x8 a = __builtin_shufflevector(v, v, 0, 1, 2, 3, 4, 5, 6, 7) +
+            __builtin_shufflevector(v, v, 8, 9, 10, 11, 12, 13, 14, 15);
+  f32x4 b = __builtin_shufflevector(a, a, 0, 1, 2, 3) + __builtin_shufflevector(a, a, 4, 5, 6, 7);
+  return (b[0] + b[2]) + (b[1] + b[3]);
+}
+
+static inline float hmax(f32x16 v) {
+  float m = v[0];
+  for (int i = 1; i < 16; ++i) m = v[i] > m ? v[i] : m;
+  return m;
+}
+
+static inline float half_to_float(uint16_t h) {
+#if defined(__F16C__)
+  return _cvtsh_ss(h);
+#else
+  return f16_to_f32(h);
+#endif
+}
+
+static inline f32x16 load16_f16(const uint16_t* p) {
+#if defined(__AVX512F__)
+  return (f32x16)_mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p)));
+#else
+  f32x16 v;
+  for (int i = 0; i < 16; ++i) v[i] = half_to_float(p[i]);
+  return v;
+#endif
+}
+
+// e^x for 16 lanes: Cody-Waite range reduction x = n ln2 + r, a degree-6 polynomial for e^r on
+// |r| <= ln2/2, then 2^n built in the exponent bits. Max error ~2 ulp; e^x -> 0 below -87.3, +inf above 88.7.
+static inline f32x16 exp16(f32x16 x) {
+  const f32x16 hi = splat(88.7228f), lo = splat(-87.3365f);
+  x = x < lo ? lo : x;
+  f32x16 big = x > hi ? splat(INFINITY) : splat(0.0f);
+  x = x > hi ? hi : x;
+  // n = round(x / ln2) via the 1.5 * 2^23 shifter trick.
+  const f32x16 shifter = splat(12582912.0f);
+  f32x16 t = x * splat(1.44269504088896341f) + shifter;
+  f32x16 n = t - shifter;
+  f32x16 r = x - n * splat(0.693359375f);
+  r = r - n * splat(-2.12194440e-4f);
+  f32x16 p = splat(1.9875691500e-4f);
+  p = p * r + splat(1.3981999507e-3f);
+  p = p * r + splat(8.3334519073e-3f);
+  p = p * r + splat(4.1665795894e-2f);
+  p = p * r + splat(1.6666665459e-1f);
+  p = p * r + splat(5.0000001201e-1f);
+  p = p * r * r + r + splat(1.0f);
+  i32x16 ni = __builtin_convertvector(n, i32x16);
+  // 2^n for n in [-126, 128]; split in two factors so n = 128 or n = -126.x does not overflow the field.
+  i32x16 n1 = ni >> 1, n2 = ni - n1;
+  f32x16 s1, s2;
+  i32x16 b1 = (n1 + 127) << 23, b2 = (n2 + 127) << 23;
+  std::memcpy(&s1, &b1, sizeof s1);
+  std::memcpy(&s2, &b2, sizeof s2);
+  f32x16 y = p * s1 * s2;
+  return big != 0.0f ? big : y;
+}
+
+}  // namespace nextoken

@@ -1,0 +1,67 @@
+// buffers.h: the memory a model holds besides its weights, allocated once when the model is made:
+// the KV cache and the activation workspace. Nothing here is allocated per token.
+#pragma once
+
+#include <cstdlib>
+#include <memory>
+#include <new>
+
+#include "config.h"
+
+namespace nextoken {
+
+// Zeroed floats from calloc: for large sizes the pages are mapped lazily, so a cache sized for the full
+// context costs resident memory only for the positions actually written.
+class FloatBuffer {
+ public:
+  explicit FloatBuffer(size_t n) : data_(static_cast<float*>(std::calloc(n ? n : 1, sizeof(float)))) {
+    if (!data_) throw std::bad_alloc();
+  }
+  float* get() const { return data_.get(); }
+
+ private:
+  struct Free { void operator()(float* p) const { std::free(p); } };
+  std::unique_ptr<float, Free> data_;
+};
+
+// Keys and values of every layer: (n_layers, H_kv, S, D) each, S = context capacity.
+struct KVCache {
+  KVCache(const LlamaConfig& c, int capacity)
+      : capacity(capacity),
+        layer_size(size_t(c.n_kv_heads) * capacity * c.head_dim),
+        k(layer_size * c.n_layers),
+        v(layer_size * c.n_layers) {}
+  float* keys(int layer) const { return k.get() + layer * layer_size; }
+  float* values(int layer) const { return v.get() + layer * layer_size; }
+
+  int capacity;
+  size_t layer_size;
+  FloatBuffer k, v;
+};
+
+// Activations for up to `batch` tokens at once; longer prompts run in chunks of `batch`.
+struct Workspace {
+  Workspace(const LlamaConfig& c, int batch)
+      : batch(batch),
+        x(size_t(batch) * c.dim),
+        xn(size_t(batch) * c.dim),
+        q(size_t(batch) * c.n_heads * c.head_dim),
+        k(size_t(batch) * c.n_kv_heads * c.head_dim),
+        v(size_t(batch) * c.n_kv_heads * c.head_dim),
+        att(size_t(batch) * c.n_heads * c.head_dim),
+        gate(size_t(batch) * c.hidden_dim),
+        up(size_t(batch) * c.hidden_dim),
+        logits(size_t(c.vocab_size)) {}
+
+  int batch;
+  FloatBuffer x;      // (T, C) residual stream
+  FloatBuffer xn;     // (T, C) normed input / sublayer output
+  FloatBuffer q;      // (T, H, D)
+  FloatBuffer k, v;   // (T, H_kv, D) new keys and values before they go into the cache
+  FloatBuffer att;    // (T, H, D) attention output
+  FloatBuffer gate;   // (T, hidden)
+  FloatBuffer up;     // (T, hidden)
+  FloatBuffer logits; // (vocab) last position's logits while generating
+};
+
+}  // namespace nextoken

@@ -1,0 +1,1 @@
+"""Readers of weight files: each returns a ModelFile (config, tensors, tokenizer description)."""

@@ -1,0 +1,185 @@
+"""The Model users hold: load weights, tokenize, and generate (text in, text out; ids in, ids out)."""
+from __future__ import annotations
+
+import os
+import secrets
+from typing import Iterable, Iterator, Sequence, Union
+
+import numpy as np
+
+from . import _core, hub
+from ._core import Error
+from .loaders import gguf
+from .tokenizer import StreamDecoder, Tokenizer
+
+Prompt = Union[str, Sequence[int], np.ndarray]
+
+
+def default_threads() -> int:
+    try:
+        return max(1, len(os.sched_getaffinity(0)))
+    except AttributeError:  # not on Linux
+        return max(1, os.cpu_count() or 1)
+
+
+def load(model: Union[str, os.PathLike] = hub.DEFAULT_MODEL, n_ctx: int = 2048, n_threads: int | None = None) -> "Model":
+    """Load a model by name (see nextoken.hub.MODELS; fetched on first use) or from a .gguf path.
+
+    n_ctx: the most tokens (prompt + generated) one sequence can hold; the KV cache is sized for it.
+    n_threads: CPU threads for the kernels; default: every core this process may run on.
+    """
+    return Model(hub.resolve(model), n_ctx=n_ctx, n_threads=n_threads)
+
+
+def _check_int(name, value, low):
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
+        raise Error(f"{name} must be an integer >= {low}, got {value!r}")
+    return int(value)
+
+
+class Model:
+    def __init__(self, path, n_ctx: int = 2048, n_threads: int | None = None):
+        n_ctx = _check_int("n_ctx", n_ctx, 1)
+        n_threads = default_threads() if n_threads is None else _check_int("n_threads", n_threads, 1)
+        self.file = gguf.read(path)
+        self.tokenizer = Tokenizer(self.file.tokenizer)
+        self.config = dict(self.file.config)
+        if self.tokenizer.vocab_size != self.config["vocab_size"]:
+            raise Error(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model {self.config['vocab_size']}")
+        self._model = _core.LlamaModel(self.config, self.file.tensors, n_ctx, n_threads)
+
+    # ---- sizes and settings ------------------------------------------------------------------------
+    @property
+    def n_ctx(self) -> int:
+        return self._model.n_ctx
+
+    @property
+    def n_threads(self) -> int:
+        return self._model.n_threads
+
+    @n_threads.setter
+    def n_threads(self, n: int):
+        self._model.n_threads = _check_int("n_threads", n, 1)
+
+    @property
+    def vocab_size(self) -> int:
+        return self.config["vocab_size"]
+
+    @property
+    def eos_token_ids(self) -> list[int]:
+        return list(self.tokenizer.eos_ids)
+
+    # ---- text <-> ids --------------------------------------------------------------------------------
+    def tokenize(self, text: str) -> list[int]:
+        if not isinstance(text, str):
+            raise Error(f"tokenize() takes a str, got {type(text).__name__}")
+        return self.tokenizer.encode(text)
+
+    def detokenize(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
+        return self.tokenizer.decode(self._ids(ids), skip_special_tokens=skip_special_tokens)
+
+    def _ids(self, ids) -> np.ndarray:
+        arr = np.asarray(ids)
+        if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
+            raise Error("token ids must be a flat sequence of integers")
+        bad = (arr < 0) | (arr >= self.vocab_size)
+        if bad.any():
+            raise Error(f"token id {int(arr[bad][0])} is outside the vocabulary [0, {self.vocab_size})")
+        return arr.astype(np.int32)
+
+    # ---- the network ---------------------------------------------------------------------------------
+    def forward(self, ids: Sequence[int]) -> np.ndarray:
+        """Logits (len(ids), vocab) float32 for a sequence starting at position 0."""
+        ids = self._ids(ids)
+        if ids.size == 0:
+            raise Error("forward() needs at least one token")
+        if ids.size > self.n_ctx:
+            raise Error(f"{ids.size} tokens do not fit in the context (n_ctx = {self.n_ctx})")
+        return self._model.forward(ids, 0, True)
+
+    # ---- generation ----------------------------------------------------------------------------------
+    def generate(self, prompt: Prompt, max_new_tokens: int = 128, *, min_new_tokens: int = 0,
+                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
+                 stop: Sequence[str] | str | None = None):
+        """Continue `prompt`. A str prompt returns the new text; token ids return the new ids (list[int]).
+
+        Greedy unless temperature > 0; then top_k (0: off) and top_p (1.0: off) filter the draw, seeded
+        by `seed` (None: a random seed). Stops at an EOS token (it is returned among the ids, not in the
+        text), after max_new_tokens, or (text prompts) before the first occurrence of a `stop` string.
+        min_new_tokens masks EOS until that many tokens exist.
+        """
+        pieces = self.stream(prompt, max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,
+                             top_k=top_k, top_p=top_p, seed=seed, stop=stop)
+        return "".join(pieces) if isinstance(prompt, str) else list(pieces)
+
+    def stream(self, prompt: Prompt, max_new_tokens: int = 128, *, min_new_tokens: int = 0,
+               temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
+               stop: Sequence[str] | str | None = None) -> Iterator:
+        """As generate(), one piece at a time: str pieces for a str prompt (never a split UTF-8 character;
+        their concatenation is what generate() returns), single ids for an ids prompt."""
+        text_prompt = isinstance(prompt, str)
+        ids = self._ids(self.tokenize(prompt) if text_prompt else prompt)
+        if ids.size == 0:
+            raise Error("the prompt is empty")
+        max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 0)
+        min_new_tokens = _check_int("min_new_tokens", min_new_tokens, 0)
+        top_k = _check_int("top_k", top_k, 0)
+        if seed is None:
+            seed = secrets.randbits(64)
+        seed = _check_int("seed", seed, 0) & (2**64 - 1)
+        for name, value in (("temperature", temperature), ("top_p", top_p)):
+            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
+                raise Error(f"{name} must be a number, got {value!r}")
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if any(not isinstance(s, str) or not s for s in stops):
+            raise Error("stop must be a non-empty string or a list of them")
+        if stops and not text_prompt:
+            raise Error("stop strings need a text prompt")
+        # The C++ side checks the rest (sampling domains, context room) before anything runs.
+        generation = self._model.start(ids, max_new_tokens, min_new_tokens, float(temperature), top_k,
+                                       float(top_p), seed, self.tokenizer.eos_ids)
+        tokens = _tokens(generation)
+        if not text_prompt:
+            return tokens
+        return _text(tokens, StreamDecoder(self.tokenizer), stops)
+
+
+def _tokens(generation) -> Iterator[int]:
+    while (token := generation.next()) >= 0:
+        yield token
+
+
+def _text(tokens: Iterator[int], decoder: StreamDecoder, stops: list[str]) -> Iterator[str]:
+    if not stops:
+        for token in tokens:
+            if piece := decoder.push(token):
+                yield piece
+        if piece := decoder.flush():
+            yield piece
+        return
+    # With stop strings, hold back any tail that could still grow into one.
+    text, sent = "", 0
+    longest = max(len(s) for s in stops)
+    for token in tokens:
+        text += decoder.push(token)
+        window = max(0, sent - longest)
+        hits = [i for i in (text.find(s, window) for s in stops) if i >= 0]
+        if hits:
+            if min(hits) > sent:
+                yield text[sent:min(hits)]
+            tokens.close()
+            return
+        safe = len(text)
+        for s in stops:
+            for k in range(min(len(s) - 1, len(text)), 0, -1):
+                if text.endswith(s[:k]):
+                    safe = min(safe, len(text) - k)
+                    break
+        if safe > sent:
+            yield text[sent:safe]
+            sent = safe
+    text += decoder.flush()
+    hits = [i for i in (text.find(s, max(0, sent - longest)) for s in stops) if i >= 0]
+    end = min(hits) if hits else len(text)
+    if end > sent:
+        yield text[sent:end]
