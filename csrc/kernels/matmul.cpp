@@ -44,12 +44,9 @@ inline void load_block(const uint8_t* row, int b, f32x16& lo, f32x16& hi) {
     hi = u8_to_f32(q >> 4) * d + m;
   } else {  // Q8_0
     const BlockQ8_0* blk = reinterpret_cast<const BlockQ8_0*>(row) + b;
-    i8x16 q0, q1;
-    std::memcpy(&q0, blk->qs, 16);
-    std::memcpy(&q1, blk->qs + 16, 16);
     const float d = half_to_float(blk->d);
-    lo = i8_to_f32(q0) * d;
-    hi = i8_to_f32(q1) * d;
+    lo = load16_i8(blk->qs) * d;
+    hi = load16_i8(blk->qs + 16) * d;
   }
 }
 

@@ -12,7 +12,7 @@
 
 #include "../common.h"
 
-#if defined(__F16C__) || defined(__AVX512F__)
+#if defined(__SSE2__)
 #include <immintrin.h>
 #endif
 
@@ -24,7 +24,6 @@ typedef float f32x4 __attribute__((vector_size(16)));
 typedef int32_t i32x16 __attribute__((vector_size(64)));
 typedef uint32_t u32x16 __attribute__((vector_size(64)));
 typedef uint8_t u8x16 __attribute__((vector_size(16)));
-typedef int8_t i8x16 __attribute__((vector_size(16)));
 
 static inline f32x16 splat(float x) { return f32x16{} + x; }
 
@@ -43,13 +42,33 @@ static inline f32x16 load16_partial(const float* p, int n) {
 }
 
 static inline u8x16 load_u8x16(const uint8_t* p) {
+#if defined(__SSE2__)
+  return (u8x16)_mm_loadu_si128(reinterpret_cast<const __m128i*>(p));  // memcpy here gets split into bytes
+#else
   u8x16 v;
   std::memcpy(&v, p, sizeof v);
   return v;
+#endif
 }
 
-static inline f32x16 u8_to_f32(u8x16 q) { return __builtin_convertvector(q, f32x16); }
-static inline f32x16 i8_to_f32(i8x16 q) { return __builtin_convertvector(q, f32x16); }
+// Through int32: GCC turns a direct byte -> float conversion into 16 scalar converts.
+static inline f32x16 u8_to_f32(u8x16 q) { return __builtin_convertvector(__builtin_convertvector(q, i32x16), f32x16); }
+// 16 signed bytes from memory as floats. Intrinsics: GCC 12 turns a vector-extension sign extension of
+// bytes into 16 scalar loads.
+static inline f32x16 load16_i8(const int8_t* p) {
+#if defined(__AVX512F__)
+  return (f32x16)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
+#elif defined(__AVX2__)
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  const f32x8 lo = (f32x8)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
+  const f32x8 hi = (f32x8)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(q, q)));
+  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#else
+  f32x16 v;
+  for (int i = 0; i < 16; ++i) v[i] = float(p[i]);
+  return v;
+#endif
+}
 
 // Sum of the 16 lanes, always in the same tree order.
 static inline float hsum(f32x16 v) {

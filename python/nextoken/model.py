@@ -88,14 +88,19 @@ class Model:
         return arr.astype(np.int32)
 
     # ---- the network ---------------------------------------------------------------------------------
-    def forward(self, ids: Sequence[int]) -> np.ndarray:
-        """Logits (len(ids), vocab) float32 for a sequence starting at position 0."""
+    def forward(self, ids: Sequence[int], start_pos: int = 0) -> np.ndarray:
+        """Logits (len(ids), vocab) float32 of `ids` at positions start_pos, start_pos + 1, ...
+
+        The KV cache keeps what forward() computed, so a sequence can be fed in pieces: positions below
+        start_pos must come from earlier forward() calls on this model (start_pos = 0 starts afresh).
+        """
         ids = self._ids(ids)
+        start_pos = _check_int("start_pos", start_pos, 0)
         if ids.size == 0:
             raise Error("forward() needs at least one token")
-        if ids.size > self.n_ctx:
-            raise Error(f"{ids.size} tokens do not fit in the context (n_ctx = {self.n_ctx})")
-        return self._model.forward(ids, 0, True)
+        if start_pos + ids.size > self.n_ctx:
+            raise Error(f"context overflow: positions {start_pos} .. {start_pos + ids.size - 1} do not fit in n_ctx = {self.n_ctx}")
+        return self._model.forward(ids, start_pos, True)
 
     # ---- generation ----------------------------------------------------------------------------------
     def generate(self, prompt: Prompt, max_new_tokens: int = 128, *, min_new_tokens: int = 0,

@@ -70,6 +70,19 @@ def _read(reader, path: Path) -> ModelFile:
     arch = _scalar(reader, "general.architecture")
     if arch not in SUPPORTED_ARCHITECTURES:
         raise Error(f"unsupported architecture '{arch}' in {path.name} (supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
+    tensors = []
+    for t in reader.tensors:
+        type_id = int(t.tensor_type)
+        if type_id not in SUPPORTED_TYPES:
+            raise Error(f"tensor '{t.name}' has type {t.tensor_type.name}, which nextoken does not support "
+                        f"(supported: {', '.join(SUPPORTED_TYPES.values())})")
+        shape = [int(n) for n in t.shape]  # GGUF order: shape[0] is the row length
+        cols, rows = shape[0], int(np.prod(shape[1:], dtype=np.int64))
+        data = np.asarray(t.data)
+        if not data.flags.c_contiguous:
+            raise Error(f"tensor '{t.name}' is not stored contiguously")
+        tensors.append((t.name, type_id, rows, cols, data.reshape(-1).view(np.uint8)))
+
     n_heads = int(_scalar(reader, f"{arch}.attention.head_count"))
     dim = int(_scalar(reader, f"{arch}.embedding_length"))
     tokens = _array(reader, "tokenizer.ggml.tokens", as_str=True)
@@ -88,19 +101,6 @@ def _read(reader, path: Path) -> ModelFile:
     }
     if config["head_dim"] * n_heads != dim:
         raise Error(f"{path.name}: head dim {config['head_dim']} x {n_heads} heads != embedding length {dim}")
-
-    tensors = []
-    for t in reader.tensors:
-        type_id = int(t.tensor_type)
-        if type_id not in SUPPORTED_TYPES:
-            raise Error(f"tensor '{t.name}' has type {t.tensor_type.name}, which nextoken does not support "
-                        f"(supported: {', '.join(SUPPORTED_TYPES.values())})")
-        shape = [int(n) for n in t.shape]  # GGUF order: shape[0] is the row length
-        cols, rows = shape[0], int(np.prod(shape[1:], dtype=np.int64))
-        data = np.asarray(t.data)
-        if not data.flags.c_contiguous:
-            raise Error(f"tensor '{t.name}' is not stored contiguously")
-        tensors.append((t.name, type_id, rows, cols, data.reshape(-1).view(np.uint8)))
 
     tokenizer = {
         "model": _scalar(reader, "tokenizer.ggml.model"),

@@ -1,0 +1,148 @@
+"""Bad input raises a clear Python exception (nextoken.Error is a ValueError) and never crashes."""
+import shutil
+
+import numpy as np
+import pytest
+from gguf import GGMLQuantizationType, GGUFWriter
+
+import nextoken
+from nextoken import reference as ref
+
+from conftest import write_tiny_llama
+
+
+def test_error_is_a_value_error():
+    assert issubclass(nextoken.Error, ValueError)
+
+
+def test_missing_file(tmp_path):
+    with pytest.raises(FileNotFoundError, match="no model file"):
+        nextoken.load(tmp_path / "nope.gguf")
+
+
+def test_unknown_model_name():
+    with pytest.raises(nextoken.Error, match="unknown model"):
+        nextoken.pull("gpt-17")
+
+
+@pytest.mark.parametrize("keep", [0.02, 0.3, 0.6, 0.99])
+def test_truncated_file(tiny_model_path, tmp_path, keep):
+    data = tiny_model_path[0].read_bytes()
+    bad = tmp_path / "truncated.gguf"
+    bad.write_bytes(data[:int(len(data) * keep)])
+    with pytest.raises(nextoken.Error):
+        nextoken.load(bad)
+
+
+def test_not_a_gguf_file(tmp_path):
+    bad = tmp_path / "junk.gguf"
+    bad.write_bytes(b"this is not a model at all" * 100)
+    with pytest.raises(nextoken.Error, match="not a readable GGUF"):
+        nextoken.load(bad)
+
+
+def test_corrupted_header(tiny_model_path, tmp_path):
+    data = bytearray(tiny_model_path[0].read_bytes())
+    data[8:16] = (10 ** 12).to_bytes(8, "little")  # tensor count
+    bad = tmp_path / "corrupt.gguf"
+    bad.write_bytes(bytes(data))
+    with pytest.raises(nextoken.Error):
+        nextoken.load(bad)
+
+
+def test_unsupported_tensor_type(tmp_path):
+    path = tmp_path / "q5.gguf"
+    w = GGUFWriter(str(path), "llama")
+    w.add_block_count(1)
+    raw = np.zeros((4, 22 * 2), dtype=np.uint8)  # 4 rows of 64 Q5_0 weights
+    w.add_tensor("blk.0.attn_q.weight", raw, raw_shape=raw.shape, raw_dtype=GGMLQuantizationType.Q5_0)
+    w.write_header_to_file()
+    w.write_kv_data_to_file()
+    w.write_tensors_to_file()
+    w.close()
+    with pytest.raises(nextoken.Error, match="Q5_0"):
+        nextoken.load(path)
+
+
+def test_unsupported_architecture(tmp_path):
+    path = tmp_path / "falcon.gguf"
+    write_tiny_llama(path, arch="falcon")
+    with pytest.raises(nextoken.Error, match="unsupported architecture 'falcon'"):
+        nextoken.load(path)
+
+
+def test_missing_tensor(tmp_path):
+    path = tmp_path / "missing.gguf"
+    write_tiny_llama(path, drop=("blk.1.ffn_up.weight",))
+    with pytest.raises(nextoken.Error, match="blk.1.ffn_up.weight"):
+        nextoken.load(path)
+
+
+def test_tensor_shape_disagrees_with_metadata(tiny_model_path, tmp_path):
+    from nextoken.loaders import gguf
+    mf = gguf.read(tiny_model_path[0])
+    config = dict(mf.config, hidden_dim=mf.config["hidden_dim"] * 2)
+    with pytest.raises(nextoken.Error, match="ffn_gate.weight' has shape"):
+        nextoken._core.LlamaModel(config, mf.tensors, 64, 1)
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_path):
+    return nextoken.load(tiny_model_path[0], n_ctx=32, n_threads=2)
+
+
+@pytest.mark.parametrize("ids", [[1, 2, 300], [-1], [10 ** 6]])
+def test_token_ids_out_of_range(tiny, ids):
+    with pytest.raises(nextoken.Error, match="outside the vocabulary"):
+        tiny.forward(ids)
+    with pytest.raises(nextoken.Error, match="outside the vocabulary"):
+        tiny.generate(ids)
+
+
+def test_token_ids_must_be_integers(tiny):
+    with pytest.raises(nextoken.Error, match="integers"):
+        tiny.forward([1.5, 2.0])
+    with pytest.raises(nextoken.Error, match="integers"):
+        tiny.generate([[1, 2], [3, 4]])
+
+
+def test_context_overflow(tiny):
+    with pytest.raises(nextoken.Error, match="context overflow"):
+        tiny.forward(list(range(33)))
+    with pytest.raises(nextoken.Error, match="context overflow"):
+        tiny.forward([1, 2], start_pos=31)
+    with pytest.raises(nextoken.Error, match="context overflow"):
+        tiny.generate(list(range(30)), max_new_tokens=3)
+    assert len(tiny.generate(list(range(30)), max_new_tokens=2, min_new_tokens=2)) == 2
+
+
+def test_empty_prompt(tiny):
+    with pytest.raises(nextoken.Error, match="empty"):
+        tiny.generate([])
+    with pytest.raises(nextoken.Error, match="empty"):
+        tiny.generate("")
+    with pytest.raises(nextoken.Error, match="at least one"):
+        tiny.forward([])
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(temperature=-0.5), "temperature"), (dict(temperature=float("inf")), "temperature"),
+    (dict(temperature="hot"), "temperature"), (dict(top_p=0.0), "top_p"), (dict(top_p=1.01), "top_p"),
+    (dict(top_p=-1.0), "top_p"), (dict(top_k=-3), "top_k"), (dict(top_k=2.5), "top_k"),
+    (dict(max_new_tokens=-1), "max_new_tokens"), (dict(min_new_tokens=-2), "min_new_tokens"),
+    (dict(seed=-1), "seed"), (dict(stop=[""]), "stop"),
+])
+def test_bad_generation_parameters(tiny, bad, match):
+    with pytest.raises(nextoken.Error, match=match):
+        tiny.generate("the", **bad)
+
+
+@pytest.mark.parametrize("kw", [dict(n_ctx=0), dict(n_threads=0), dict(n_ctx="big")])
+def test_bad_load_parameters(tiny_model_path, kw):
+    with pytest.raises(nextoken.Error):
+        nextoken.load(tiny_model_path[0], **kw)
+
+
+def test_ops_reject_non_numeric_input():
+    with pytest.raises((TypeError, ValueError)):
+        nextoken.ops.rmsnorm(np.array([["a"]]), np.ones(1, np.float32), 1e-5)

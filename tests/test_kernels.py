@@ -1,0 +1,225 @@
+"""Every kernel against the plain numpy reference (nextoken.reference) on random inputs.
+
+Tolerance rule: fp32 kernels against a float64 reference are held to ~1e-5 relative to the scale of
+the output (fp32 rounding of sums of a few thousand terms stays well inside it); quantized matmuls are
+compared with dequantize-then-fp32, so they are held to the same bound.
+"""
+import numpy as np
+import pytest
+
+import nextoken
+from nextoken import ops
+from nextoken import reference as ref
+
+RTOL = 1e-5
+TYPES = [ref.F32, ref.F16, ref.Q4_0, ref.Q4_1, ref.Q8_0]
+
+
+def close(actual, expected, rtol=RTOL):
+    """|actual - expected| <= rtol * max|expected| elementwise (scale-relative: sums cancel)."""
+    scale = max(float(np.abs(expected).max()), 1e-30)
+    err = float(np.abs(actual.astype(np.float64) - expected).max())
+    assert err <= rtol * scale, f"max error {err:.3g} > {rtol:g} x scale {scale:.3g}"
+
+
+def random_weight(rng, w_type, rows, cols):
+    """Raw bytes of a random (rows, cols) weight of type w_type, with every nibble / byte value used."""
+    w = rng.standard_normal((rows, cols)).astype(np.float32)
+    return ref.quantize(w, w_type)
+
+
+def test_isa_is_known():
+    assert nextoken.cpu_isa() in ("avx512", "avx2", "generic")
+
+
+@pytest.mark.parametrize("w_type", TYPES)
+@pytest.mark.parametrize("rows,cols", [(1, 32), (7, 64), (33, 96), (64, 576)])
+def test_dequantize_matches_reference(w_type, rows, cols):
+    rng = np.random.default_rng(rows * cols + w_type)
+    raw = random_weight(rng, w_type, rows, cols)
+    np.testing.assert_array_equal(ops.dequantize(raw, w_type, rows, cols), ref.dequantize(raw, w_type, rows, cols))
+
+
+def test_reference_dequantize_decodes_known_blocks():
+    # One Q4_1 block written by hand: d = 0.5, m = -1, byte j = (j % 16) | ((15 - j % 16) << 4).
+    d, m = np.array([0.5], np.float16).view(np.uint8), np.array([-1.0], np.float16).view(np.uint8)
+    qs = np.array([(j % 16) | ((15 - j % 16) << 4) for j in range(16)], dtype=np.uint8)
+    block = np.concatenate([d, m, qs])
+    expected = np.concatenate([np.arange(16) * 0.5 - 1, (15 - np.arange(16)) * 0.5 - 1]).astype(np.float32)
+    np.testing.assert_array_equal(ref.dequantize(block, ref.Q4_1, 1, 32)[0], expected)
+    # One Q8_0 block: d = 2, q = -16 .. 15.
+    block = np.concatenate([np.array([2.0], np.float16).view(np.uint8), np.arange(-16, 16, dtype=np.int8).view(np.uint8)])
+    np.testing.assert_array_equal(ref.dequantize(block, ref.Q8_0, 1, 32)[0], np.arange(-16, 16) * 2.0)
+
+
+@pytest.mark.parametrize("w_type", TYPES)
+@pytest.mark.parametrize("T,K,N", [(1, 32, 1), (1, 64, 7), (3, 96, 5), (5, 128, 33), (17, 576, 70), (70, 256, 9)])
+def test_matmul_matches_dequantize_then_fp32(w_type, T, K, N):
+    rng = np.random.default_rng(T * 1000 + K + N)
+    raw = random_weight(rng, w_type, N, K)
+    x = rng.standard_normal((T, K)).astype(np.float32)
+    expected = ref.matmul(x, ref.dequantize(raw, w_type, N, K))
+    close(ops.matmul(x, raw, w_type, N, 2), expected)
+
+
+@pytest.mark.parametrize("w_type", [ref.F32, ref.F16])
+@pytest.mark.parametrize("K", [1, 15, 17, 33, 47, 100])
+def test_matmul_unblocked_types_take_any_row_length(w_type, K):
+    rng = np.random.default_rng(K)
+    raw = random_weight(rng, w_type, 6, K)
+    x = rng.standard_normal((5, K)).astype(np.float32)
+    close(ops.matmul(x, raw, w_type, 6, 2), ref.matmul(x, ref.dequantize(raw, w_type, 6, K)))
+
+
+@pytest.mark.parametrize("w_type", TYPES)
+def test_matmul_rows_do_not_depend_on_batch_or_threads(w_type):
+    """Row t of a batched product is bitwise the product of row t alone (decode == prefill)."""
+    rng = np.random.default_rng(1)
+    raw = random_weight(rng, w_type, 37, 160)
+    x = rng.standard_normal((11, 160)).astype(np.float32)
+    full = ops.matmul(x, raw, w_type, 37, 1)
+    np.testing.assert_array_equal(ops.matmul(x, raw, w_type, 37, 2), full)
+    np.testing.assert_array_equal(ops.matmul(x, raw, w_type, 37, 3), full)
+    for t in (0, 5, 10):
+        np.testing.assert_array_equal(ops.matmul(x[t:t + 1], raw, w_type, 37, 2)[0], full[t])
+
+
+@pytest.mark.parametrize("T,C", [(1, 8), (3, 576), (5, 37)])
+def test_rmsnorm(T, C):
+    rng = np.random.default_rng(C)
+    x = rng.standard_normal((T, C)).astype(np.float32) * 3
+    w = rng.standard_normal(C).astype(np.float32)
+    close(ops.rmsnorm(x, w, 1e-5), ref.rmsnorm(x, w, 1e-5))
+
+
+@pytest.mark.parametrize("D,base", [(16, 10000.0), (64, 100000.0), (128, 500000.0)])
+def test_rope_table_and_rotation(D, base):
+    cos, sin = ops.rope_table(300, D, base)
+    rcos, rsin = ref.rope_table(300, D, base)
+    # An fp32 angle p * inv_freq carries the rounding of inv_freq (1 ulp, x p) and of the product
+    # (1 ulp of the angle): allow 2 ulp of the angle.
+    inv_freq = 1.0 / np.float64(base) ** (np.arange(0, D, 2) / D)
+    angle_ulp = np.spacing(np.maximum(np.arange(300)[:, None] * inv_freq, 1.0).astype(np.float32))
+    assert np.all(np.abs(cos - rcos) <= 2 * angle_ulp)
+    assert np.all(np.abs(sin - rsin) <= 2 * angle_ulp)
+    rng = np.random.default_rng(D)
+    x = rng.standard_normal((7, 3, D)).astype(np.float32)
+    close(ops.rope(x, cos[100:107], sin[100:107]), ref.rope(x, rcos[100:107], rsin[100:107]))
+
+
+@pytest.mark.parametrize("n", [1, 15, 16, 17, 1536 * 3 + 5])
+def test_swiglu_and_add(n):
+    rng = np.random.default_rng(n)
+    g = (rng.standard_normal(n) * 6).astype(np.float32)
+    u = rng.standard_normal(n).astype(np.float32)
+    np.testing.assert_allclose(ops.swiglu(g, u), ref.swiglu(g, u), rtol=RTOL, atol=1e-7)
+    np.testing.assert_array_equal(ops.add(g, u), g + u)
+
+
+def test_swiglu_extreme_inputs():
+    g = np.array([-200, -90, -88, -20, 0, 20, 88, 89, 200] * 2, dtype=np.float32)
+    u = np.ones_like(g)
+    out = ops.swiglu(g, u)
+    assert np.all(np.isfinite(out))
+    np.testing.assert_allclose(out, ref.swiglu(g, u), rtol=RTOL, atol=1e-30)
+
+
+@pytest.mark.parametrize("w_type", [ref.F32, ref.F16, ref.Q8_0, ref.Q4_1])
+def test_embedding(w_type):
+    rng = np.random.default_rng(w_type)
+    raw = random_weight(rng, w_type, 50, 64)
+    ids = np.array([0, 49, 7, 7, 3], dtype=np.int32)
+    np.testing.assert_array_equal(ops.embedding(ids, raw, w_type, 50, 64), ref.dequantize(raw, w_type, 50, 64)[ids])
+
+
+ATTENTION_CASES = [  # T, pos0, H, H_kv, D
+    (1, 0, 1, 1, 16), (5, 0, 2, 1, 16), (33, 0, 9, 3, 64), (70, 0, 4, 4, 32),
+    (13, 20, 4, 2, 64), (3, 61, 8, 2, 128), (100, 31, 2, 2, 80),
+]
+
+
+@pytest.mark.parametrize("T,pos0,H,H_kv,D", ATTENTION_CASES)
+def test_attention_prefill_matches_softmax_reference(T, pos0, H, H_kv, D):
+    rng = np.random.default_rng(T + pos0 + D)
+    S = pos0 + T + 5  # cache longer than what is filled
+    q = rng.standard_normal((T, H, D)).astype(np.float32)
+    k = rng.standard_normal((H_kv, S, D)).astype(np.float32)
+    v = rng.standard_normal((H_kv, S, D)).astype(np.float32)
+    close(ops.attention_prefill(q, k, v, pos0, 2), ref.attention(q, k, v, pos0))
+
+
+@pytest.mark.parametrize("T,pos0,H,H_kv,D", ATTENTION_CASES)
+def test_attention_decode_equals_prefill_rows(T, pos0, H, H_kv, D):
+    rng = np.random.default_rng(T * 7 + D)
+    S = pos0 + T
+    q = rng.standard_normal((T, H, D)).astype(np.float32)
+    k = rng.standard_normal((H_kv, S, D)).astype(np.float32)
+    v = rng.standard_normal((H_kv, S, D)).astype(np.float32)
+    prefill = ops.attention_prefill(q, k, v, pos0, 2)
+    for t in {0, T // 2, T - 1}:
+        np.testing.assert_array_equal(ops.attention_decode(q[t], k, v, pos0 + t + 1, 2), prefill[t])
+    np.testing.assert_array_equal(ops.attention_prefill(q, k, v, pos0, 1), prefill)
+
+
+def test_attention_large_scores_stay_finite():
+    rng = np.random.default_rng(3)
+    q = (rng.standard_normal((40, 2, 32)) * 30).astype(np.float32)
+    k = (rng.standard_normal((1, 40, 32)) * 30).astype(np.float32)
+    v = rng.standard_normal((1, 40, 32)).astype(np.float32)
+    out = ops.attention_prefill(q, k, v, 0, 2)
+    assert np.all(np.isfinite(out))
+    close(out, ref.attention(q, k, v), rtol=1e-4)  # scores ~1e4: fp32 rounding of the scores is ~1e-3 absolute
+
+
+def test_argmax_takes_first_maximum():
+    logits = np.array([0.0, 3.0, 1.0, 3.0], dtype=np.float32)
+    assert ops.sample(logits, 0.0, 0, 1.0, 0.5) == 1
+
+
+@pytest.mark.parametrize("top_k,top_p", [(0, 1.0), (1, 1.0), (5, 1.0), (0, 0.5), (0, 0.9), (10, 0.8), (0, 1e-6)])
+def test_sampling_stays_in_allowed_set(top_k, top_p):
+    rng = np.random.default_rng(top_k + int(top_p * 100))
+    logits = (rng.standard_normal(1000) * 3).astype(np.float32)
+    allowed = ref.allowed_tokens(logits, 0.7, top_k, top_p)
+    seen = {ops.sample(logits, 0.7, top_k, top_p, u) for u in np.linspace(0, 1, 400, endpoint=False)}
+    assert seen <= allowed
+    if top_k == 1 or top_p == 1e-6:
+        assert seen == {int(np.argmax(logits))}
+
+
+def test_sampling_follows_the_distribution():
+    """Draws on an even grid of u reproduce the softmax probabilities (inverse CDF)."""
+    logits = np.log(np.array([0.5, 0.25, 0.125, 0.125], dtype=np.float32))
+    us = (np.arange(8000) + 0.5) / 8000
+    counts = np.bincount([ops.sample(logits, 1.0, 0, 1.0, u) for u in us], minlength=4) / len(us)
+    np.testing.assert_allclose(counts, [0.5, 0.25, 0.125, 0.125], atol=1e-3)
+    # temperature 2 flattens: p ~ sqrt(p)
+    flat = np.sqrt([0.5, 0.25, 0.125, 0.125])
+    counts = np.bincount([ops.sample(logits, 2.0, 0, 1.0, u) for u in us], minlength=4) / len(us)
+    np.testing.assert_allclose(counts, flat / flat.sum(), atol=1e-3)
+
+
+@pytest.mark.parametrize("bad", [dict(temperature=-1.0), dict(top_p=0.0), dict(top_p=1.5), dict(top_k=-1),
+                                 dict(temperature=float("nan"))])
+def test_sampling_rejects_bad_parameters(bad):
+    args = dict(temperature=1.0, top_k=0, top_p=1.0, u=0.5) | bad
+    with pytest.raises(ValueError):
+        ops.sample(np.zeros(10, dtype=np.float32), **args)
+
+
+def test_ops_reject_bad_shapes():
+    x = np.zeros((2, 64), dtype=np.float32)
+    with pytest.raises(ValueError, match="bytes"):
+        ops.matmul(x, np.zeros(10, dtype=np.uint8), ref.Q4_1, 4)
+    with pytest.raises(ValueError, match="multiple of 32"):
+        ops.matmul(np.zeros((2, 40), dtype=np.float32), np.zeros(100, dtype=np.uint8), ref.Q8_0, 2)
+    with pytest.raises(ValueError, match="unsupported weight type"):
+        ops.matmul(x, np.zeros(64, dtype=np.uint8), 12, 1)
+    with pytest.raises(ValueError, match="head dim"):
+        ops.attention_prefill(np.zeros((2, 2, 24), np.float32), np.zeros((1, 2, 24), np.float32),
+                              np.zeros((1, 2, 24), np.float32))
+    with pytest.raises(ValueError, match="multiple"):
+        ops.attention_prefill(np.zeros((2, 3, 16), np.float32), np.zeros((2, 2, 16), np.float32),
+                              np.zeros((2, 2, 16), np.float32))
+    with pytest.raises(ValueError, match="outside"):
+        ops.embedding(np.array([50], np.int32), np.zeros(50 * 34 * 2, np.uint8), ref.Q8_0, 50, 64)
