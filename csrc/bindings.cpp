@@ -132,6 +132,26 @@ py::array_t<float> op_matmul(const FloatArray& x, const ByteArray& w, int type, 
   return y;
 }
 
+std::vector<py::array_t<float>> op_matmul_multi(const FloatArray& x, const std::vector<std::tuple<ByteArray, int, int>>& weights,
+                                                int n_threads) {
+  NT_CHECK(x.ndim() == 2, "x must be 2-D (T, K)");
+  const int T = int(x.shape(0)), K = int(x.shape(1));
+  checked_threads(n_threads);
+  std::vector<py::array_t<float>> ys;
+  std::vector<MatmulOut> outs;
+  for (const auto& [w, type, n_out] : weights) {
+    const TensorView wv = tensor_view("w", w, type, n_out, K);
+    ys.emplace_back(std::vector<py::ssize_t>{T, n_out});
+    outs.push_back(MatmulOut{ys.back().mutable_data(), wv.data, wv.type, n_out});
+  }
+  const float* xp = x.data();
+  {
+    py::gil_scoped_release release;
+    matmul_multi(outs.data(), int(outs.size()), xp, T, K, n_threads);
+  }
+  return ys;
+}
+
 py::array_t<float> op_dequantize(const ByteArray& w, int type, int64_t rows, int64_t cols) {
   TensorView wv = tensor_view("w", w, type, rows, cols);
   py::array_t<float> out({rows, cols});
@@ -267,6 +287,8 @@ PYBIND11_MODULE(_core, m) {
   py::module_ ops = m.def_submodule("ops", "Kernels on numpy arrays (float32 activations, raw GGUF weight bytes).");
   ops.def("matmul", &op_matmul, py::arg("x"), py::arg("w"), py::arg("w_type"), py::arg("n_out"), py::arg("n_threads") = 1,
           "y (T, N) = x (T, K) @ W^T; w holds N rows of K weights of GGUF type w_type.");
+  ops.def("matmul_multi", &op_matmul_multi, py::arg("x"), py::arg("weights"), py::arg("n_threads") = 1,
+          "[x @ W_i^T for (w_i, w_type_i, n_out_i) in weights], in one pass over the threads.");
   ops.def("dequantize", &op_dequantize, py::arg("w"), py::arg("w_type"), py::arg("rows"), py::arg("cols"));
   ops.def("rmsnorm", &op_rmsnorm, py::arg("x"), py::arg("weight"), py::arg("eps"));
   ops.def("rope_table", &op_rope_table, py::arg("n_pos"), py::arg("head_dim"), py::arg("base"));

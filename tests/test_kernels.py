@@ -84,6 +84,18 @@ def test_matmul_rows_do_not_depend_on_batch_or_threads(w_type):
         np.testing.assert_array_equal(ops.matmul(x[t:t + 1], raw, w_type, 37, 2)[0], full[t])
 
 
+@pytest.mark.parametrize("threads", [1, 2, 3])
+def test_matmul_multi_equals_separate_products(threads):
+    """Outputs of odd sizes and mixed types share one pass over the threads without changing a bit."""
+    rng = np.random.default_rng(threads)
+    specs = [(ref.Q4_1, 9), (ref.Q8_0, 5), (ref.F16, 1), (ref.Q4_0, 14)]
+    weights = [(random_weight(rng, ty, n, 64), ty, n) for ty, n in specs]
+    x = rng.standard_normal((6, 64)).astype(np.float32)
+    for y, (raw, ty, n) in zip(ops.matmul_multi(x, weights, threads), weights):
+        np.testing.assert_array_equal(y, ops.matmul(x, raw, ty, n, 1))
+        close(y, ref.matmul(x, ref.dequantize(raw, ty, n, 64)))
+
+
 @pytest.mark.parametrize("T,C", [(1, 8), (3, 576), (5, 37)])
 def test_rmsnorm(T, C):
     rng = np.random.default_rng(C)

@@ -66,8 +66,8 @@ const char* cpu_isa() {
   return "generic";
 }
 
-void matmul(float* y, const float* x, const void* w, DType w_type, int T, int K, int N, int n_threads) {
-  NT_DISPATCH(matmul, y, x, w, w_type, T, K, N, n_threads);
+void matmul_multi(const MatmulOut* outs, int n_outs, const float* x, int T, int K, int n_threads) {
+  NT_DISPATCH(matmul_multi, outs, n_outs, x, T, K, n_threads);
 }
 void swiglu(float* out, const float* gate, const float* up, int64_t n) { NT_DISPATCH(swiglu, out, gate, up, n); }
 void add_inplace(float* x, const float* y, int64_t n) { NT_DISPATCH(add_inplace, x, y, n); }

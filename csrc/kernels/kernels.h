@@ -14,10 +14,21 @@
 namespace nextoken {
 
 // ---- matmul.cpp ----------------------------------------------------------------------------------
-// y (T, N) = x (T, K) @ W^T, W (N, K) stored row by row in `w_type` (blocks of QK along K).
+// One product y (T, N) = x (T, K) @ W^T, W (N, K) stored row by row in `w_type` (blocks of QK along K).
+struct MatmulOut {
+  float* y;        // (T, N)
+  const void* w;   // (N, K) of w_type
+  DType w_type;
+  int N;
+};
+// Several products that share x (Q, K and V; gate and up), computed in one pass over the threads.
 // The same per-element reduction serves T = 1 (decode GEMV) and T > 1 (prefill GEMM), so decoding
 // reproduces prefill bit for bit.
-void matmul(float* y, const float* x, const void* w, DType w_type, int T, int K, int N, int n_threads);
+void matmul_multi(const MatmulOut* outs, int n_outs, const float* x, int T, int K, int n_threads);
+inline void matmul(float* y, const float* x, const void* w, DType w_type, int T, int K, int N, int n_threads) {
+  const MatmulOut out{y, w, w_type, N};
+  matmul_multi(&out, 1, x, T, K, n_threads);
+}
 
 // ---- quant.cpp -----------------------------------------------------------------------------------
 // out (n,) = the n weights of one stored row, as float.

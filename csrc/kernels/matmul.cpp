@@ -32,16 +32,17 @@ inline void load_block(const uint8_t* row, int b, f32x16& lo, f32x16& hi) {
     hi = load16_f16(p + 16);
   } else if constexpr (D == DType::Q4_0) {
     const BlockQ4_0* blk = reinterpret_cast<const BlockQ4_0*>(row) + b;
-    const u8x16 q = load_u8x16(blk->qs);
+    const i32x16 q = widen_u8(blk->qs);
     const float d = half_to_float(blk->d);
-    lo = (u8_to_f32(q & 0xF) - 8.0f) * d;
-    hi = (u8_to_f32(q >> 4) - 8.0f) * d;
+    lo = (__builtin_convertvector(q & 0xF, f32x16) - 8.0f) * d;
+    hi = (__builtin_convertvector(q >> 4, f32x16) - 8.0f) * d;
   } else if constexpr (D == DType::Q4_1) {
     const BlockQ4_1* blk = reinterpret_cast<const BlockQ4_1*>(row) + b;
-    const u8x16 q = load_u8x16(blk->qs);
-    const float d = half_to_float(blk->d), m = half_to_float(blk->m);
-    lo = u8_to_f32(q & 0xF) * d + m;
-    hi = u8_to_f32(q >> 4) * d + m;
+    const i32x16 q = widen_u8(blk->qs);
+    float d, m;
+    halves_to_floats(&blk->d, d, m);  // d and m are adjacent
+    lo = __builtin_convertvector(q & 0xF, f32x16) * d + m;
+    hi = __builtin_convertvector(q >> 4, f32x16) * d + m;
   } else {  // Q8_0
     const BlockQ8_0* blk = reinterpret_cast<const BlockQ8_0*>(row) + b;
     const float d = half_to_float(blk->d);
@@ -99,7 +100,7 @@ inline void tile(float* y, int N, const float* x, int K, const uint8_t* w, size_
     for (int r = 0; r < NR; ++r) y[size_t(t) * N + r] = hsum(acc[t][r]);
 }
 
-// Rows [n0, n1) of y for tokens [t0, t1).
+// Tokens [t0, t1) of rows [n, n + NR) of y.
 template <DType D, int NR>
 inline void row_tile(float* y, const float* x, const uint8_t* w, size_t rb, int t0, int t1, int K, int N, int n) {
   int t = t0;
@@ -108,33 +109,46 @@ inline void row_tile(float* y, const float* x, const uint8_t* w, size_t rb, int 
   for (; t < t1; ++t) tile<D, 1, NR>(y + size_t(t) * N + n, N, x + size_t(t) * K, K, w + n * rb, rb);
 }
 
+// Rows [n0, n1) of y, every token.
 template <DType D>
-void matmul_typed(float* y, const float* x, const uint8_t* w, int T, int K, int N, int n_threads) {
+void rows(float* y, const float* x, const uint8_t* w, int T, int K, int N, int n0, int n1) {
   const size_t rb = row_bytes(D, K);
-#pragma omp parallel num_threads(n_threads)
-  {
-    // Each thread owns a contiguous range of row tiles for the whole call: no barrier inside.
-    int n0, n1;
-    thread_share(N, TILE_N, n0, n1);
-    for (int t0 = 0; t0 < T; t0 += BLOCK_T) {
-      const int t1 = std::min(T, t0 + BLOCK_T);
-      int n = n0;
-      for (; n + TILE_N <= n1; n += TILE_N) row_tile<D, TILE_N>(y, x, w, rb, t0, t1, K, N, n);
-      for (; n < n1; ++n) row_tile<D, 1>(y, x, w, rb, t0, t1, K, N, n);
-    }
+  for (int t0 = 0; t0 < T; t0 += BLOCK_T) {
+    const int t1 = std::min(T, t0 + BLOCK_T);
+    int n = n0;
+    for (; n + TILE_N <= n1; n += TILE_N) row_tile<D, TILE_N>(y, x, w, rb, t0, t1, K, N, n);
+    for (; n < n1; ++n) row_tile<D, 1>(y, x, w, rb, t0, t1, K, N, n);
+  }
+}
+
+void rows_any(const MatmulOut& o, const float* x, int T, int K, int n0, int n1) {
+  const uint8_t* w = static_cast<const uint8_t*>(o.w);
+  switch (o.w_type) {
+    case DType::F32: return rows<DType::F32>(o.y, x, w, T, K, o.N, n0, n1);
+    case DType::F16: return rows<DType::F16>(o.y, x, w, T, K, o.N, n0, n1);
+    case DType::Q4_0: return rows<DType::Q4_0>(o.y, x, w, T, K, o.N, n0, n1);
+    case DType::Q4_1: return rows<DType::Q4_1>(o.y, x, w, T, K, o.N, n0, n1);
+    case DType::Q8_0: return rows<DType::Q8_0>(o.y, x, w, T, K, o.N, n0, n1);
   }
 }
 
 }  // namespace
 
-void matmul(float* y, const float* x, const void* w, DType w_type, int T, int K, int N, int n_threads) {
-  const uint8_t* wb = static_cast<const uint8_t*>(w);
-  switch (w_type) {
-    case DType::F32: return matmul_typed<DType::F32>(y, x, wb, T, K, N, n_threads);
-    case DType::F16: return matmul_typed<DType::F16>(y, x, wb, T, K, N, n_threads);
-    case DType::Q4_0: return matmul_typed<DType::Q4_0>(y, x, wb, T, K, N, n_threads);
-    case DType::Q4_1: return matmul_typed<DType::Q4_1>(y, x, wb, T, K, N, n_threads);
-    case DType::Q8_0: return matmul_typed<DType::Q8_0>(y, x, wb, T, K, N, n_threads);
+void matmul_multi(const MatmulOut* outs, int n_outs, const float* x, int T, int K, int n_threads) {
+  // The row tiles of all outputs, end to end, split evenly over the threads: one parallel region (one
+  // wake-up and one join) for Q, K and V together, or gate and up.
+  int total_tiles = 0;
+  for (int i = 0; i < n_outs; ++i) total_tiles += (outs[i].N + TILE_N - 1) / TILE_N;
+#pragma omp parallel num_threads(n_threads)
+  {
+    int tile0, tile1;
+    thread_share(total_tiles, 1, tile0, tile1);
+    for (int i = 0, first = 0; i < n_outs && first < tile1; ++i) {
+      const int n_tiles = (outs[i].N + TILE_N - 1) / TILE_N;
+      const int a = std::max(tile0, first) - first, b = std::min(tile1, first + n_tiles) - first;
+      if (a < b) rows_any(outs[i], x, T, K, a * TILE_N, std::min(outs[i].N, b * TILE_N));
+      first += n_tiles;
+    }
   }
 }
 

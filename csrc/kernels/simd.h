@@ -51,8 +51,20 @@ static inline u8x16 load_u8x16(const uint8_t* p) {
 #endif
 }
 
-// Through int32: GCC turns a direct byte -> float conversion into 16 scalar converts.
-static inline f32x16 u8_to_f32(u8x16 q) { return __builtin_convertvector(__builtin_convertvector(q, i32x16), f32x16); }
+// 16 bytes from memory, zero-extended to 16 int32 lanes (one vpmovzxbd on AVX-512). Intrinsics, as
+// in load16_i8: GCC 12 rewrites the vector-extension form into 16 scalar byte loads.
+static inline i32x16 widen_u8(const uint8_t* p) {
+#if defined(__AVX512F__)
+  return (i32x16)_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
+#elif defined(__AVX2__)
+  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
+  typedef int32_t i32x8 __attribute__((vector_size(32)));
+  const i32x8 lo = (i32x8)_mm256_cvtepu8_epi32(q), hi = (i32x8)_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(q, q));
+  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+#else
+  return __builtin_convertvector(load_u8x16(p), i32x16);
+#endif
+}
 // 16 signed bytes from memory as floats. Intrinsics: GCC 12 turns a vector-extension sign extension of
 // bytes into 16 scalar loads.
 static inline f32x16 load16_i8(const int8_t* p) {
@@ -89,6 +101,20 @@ static inline float half_to_float(uint16_t h) {
   return _cvtsh_ss(h);
 #else
   return f16_to_f32(h);
+#endif
+}
+
+// Two adjacent halves (a block's d and m) as floats, converted together.
+static inline void halves_to_floats(const uint16_t* p, float& a, float& b) {
+#if defined(__F16C__)
+  uint32_t pair;
+  std::memcpy(&pair, p, 4);
+  const __m128 f = _mm_cvtph_ps(_mm_cvtsi32_si128(int(pair)));
+  a = _mm_cvtss_f32(f);
+  b = _mm_cvtss_f32(_mm_movehdup_ps(f));
+#else
+  a = f16_to_f32(p[0]);
+  b = f16_to_f32(p[1]);
 #endif
 }
 

@@ -140,9 +140,9 @@ void LlamaModel::forward_chunk(const int32_t* tokens, int T, int pos0, float* lo
     const LlamaLayer& w = weights_.layers[l];
     // Attention sublayer: x += Wo attn(rope(Wq n(x)), rope(Wk n(x)), Wv n(x))
     rmsnorm(xn, x, w.attn_norm, T, C, c.norm_eps);
-    matmul(q, xn, w.wq.data, w.wq.type, T, C, q_dim, nt);
-    matmul(k, xn, w.wk.data, w.wk.type, T, C, kv_dim, nt);
-    matmul(v, xn, w.wv.data, w.wv.type, T, C, kv_dim, nt);
+    const MatmulOut qkv[3] = {{q, w.wq.data, w.wq.type, q_dim}, {k, w.wk.data, w.wk.type, kv_dim},
+                              {v, w.wv.data, w.wv.type, kv_dim}};
+    matmul_multi(qkv, 3, xn, T, C, nt);
     rope(q, cos, sin, T, H, D);
     rope(k, cos, sin, T, H_kv, D);
     float *k_cache = cache_.keys(l), *v_cache = cache_.values(l);
@@ -158,8 +158,9 @@ void LlamaModel::forward_chunk(const int32_t* tokens, int T, int pos0, float* lo
     add_inplace(x, xn, size_t(T) * C);
     // Feed-forward sublayer: x += W_down (silu(W_gate n(x)) * W_up n(x))
     rmsnorm(xn, x, w.ffn_norm, T, C, c.norm_eps);
-    matmul(gate, xn, w.w_gate.data, w.w_gate.type, T, C, c.hidden_dim, nt);
-    matmul(up, xn, w.w_up.data, w.w_up.type, T, C, c.hidden_dim, nt);
+    const MatmulOut gate_up[2] = {{gate, w.w_gate.data, w.w_gate.type, c.hidden_dim},
+                                  {up, w.w_up.data, w.w_up.type, c.hidden_dim}};
+    matmul_multi(gate_up, 2, xn, T, C, nt);
     swiglu(gate, gate, up, size_t(T) * c.hidden_dim);
     matmul(xn, gate, w.w_down.data, w.w_down.type, T, c.hidden_dim, C, nt);
     add_inplace(x, xn, size_t(T) * C);

@@ -1,0 +1,308 @@
+"""End-to-end speed of nextoken beside its peers, on the same GGUF, thread count and token ids.
+
+    python benchmarks/bench_generate.py [--model smollm2|PATH] [--threads 2] [--repeats 5] [--engines ...]
+
+Each engine runs in its own worker process (so load time and peak RSS are its own) and the driver
+asks the workers for one measurement at a time, round-robin, so that a noisy neighbour slows every
+engine alike. Figures: prefill tok/s for 128- and 512-token prompts, decode tok/s for 128 new tokens
+after a 128- and a 2048-token prompt (greedy, EOS ignored), load time, peak RSS, and the achieved decode
+bandwidth (weight bytes read per token x tok/s, as gpt-fast reports it). Medians and min-max over the
+repeats after one warm-up; ratios are to llama-cpp-python (flash attention on) when it is installed.
+
+Engines: nextoken, llama.cpp (llama-cpp-python, flash attention on and default), ctranslate2 (int8,
+converted from the GGUF through transformers on first use, cached), hf-fp32 / hf-bf16 (transformers with
+torch). Engines whose package is missing are skipped. See benchmarks/README.md.
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import platform
+import resource
+import statistics
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+FIGURES = [  # name, kind, prompt tokens, new tokens
+    ("prefill_128", "prefill", 128, 0),
+    ("prefill_512", "prefill", 512, 0),
+    ("decode_128", "decode", 128, 128),
+    ("decode_2048", "decode", 2048, 128),
+]
+N_CTX = 2048 + 128 + 8
+TEXT = ("The history of the city begins in a small fishing village on the river. Over the centuries it grew into "
+        "a trading port, then an industrial centre, and today it is known for its universities, its museums and "
+        "its food. Visitors walk along the old harbour, climb the hill to the cathedral, and eat in the markets. ")
+
+
+def prompt_ids(model_path: Path, n: int) -> list[int]:
+    import nextoken
+    from nextoken.loaders import gguf
+    from nextoken.tokenizer import Tokenizer
+    tok = Tokenizer(gguf.read(model_path).tokenizer)
+    ids = tok.encode(TEXT * (n // 40 + 2))
+    return ids[:n]
+
+
+# ==== workers: one engine per process ======================================================================
+class NextokenEngine:
+    def __init__(self, path, threads):
+        import nextoken
+        self.model = nextoken.load(path, n_ctx=N_CTX, n_threads=threads)
+
+    def prefill(self, ids):
+        t = time.perf_counter()
+        self.model.generate(ids, max_new_tokens=1)
+        return time.perf_counter() - t
+
+    def decode(self, ids, n_new):
+        stream = self.model.stream(ids, max_new_tokens=n_new + 1, min_new_tokens=n_new + 1)
+        next(stream)  # prefill and the first token
+        t = time.perf_counter()
+        for _ in stream:
+            pass
+        return time.perf_counter() - t
+
+
+class LlamaCppEngine:
+    def __init__(self, path, threads, flash_attn):
+        from llama_cpp import Llama
+        self.llm = Llama(model_path=str(path), n_ctx=N_CTX, n_batch=512, n_ubatch=512, n_threads=threads,
+                         n_threads_batch=threads, flash_attn=flash_attn, verbose=False)
+
+    def prefill(self, ids):
+        self.llm.reset()
+        t = time.perf_counter()
+        self.llm.eval(ids)
+        return time.perf_counter() - t
+
+    def decode(self, ids, n_new):
+        gen = self.llm.generate(ids, temp=0.0, reset=True)
+        next(gen)
+        t = time.perf_counter()
+        for i, _ in enumerate(gen):
+            if i + 1 == n_new:
+                break
+        return time.perf_counter() - t
+
+
+class HFEngine:
+    def __init__(self, path, threads, dtype):
+        import torch
+        from transformers import AutoModelForCausalLM
+        torch.set_num_threads(threads)
+        self.torch = torch
+        self.model = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name,
+                                                          dtype=getattr(torch, dtype)).eval()
+
+    def _step(self, ids, cache):
+        with self.torch.no_grad():
+            out = self.model(input_ids=ids, past_key_values=cache, use_cache=True, logits_to_keep=1)
+        return out.logits[0, -1].argmax().view(1, 1), out.past_key_values
+
+    def prefill(self, ids):
+        from transformers import DynamicCache
+        x = self.torch.tensor([ids])
+        t = time.perf_counter()
+        self._step(x, DynamicCache())
+        return time.perf_counter() - t
+
+    def decode(self, ids, n_new):
+        from transformers import DynamicCache
+        tok, cache = self._step(self.torch.tensor([ids]), DynamicCache())
+        t = time.perf_counter()
+        for _ in range(n_new):
+            tok, cache = self._step(tok, cache)
+        return time.perf_counter() - t
+
+
+class CTranslate2Engine:
+    def __init__(self, path, threads):
+        import ctranslate2
+        self.tokens = _vocab(path)
+        self.generator = ctranslate2.Generator(str(_ct2_model(path)), device="cpu", compute_type="int8",
+                                               intra_threads=threads, inter_threads=1)
+
+    def prefill(self, ids):
+        toks = [self.tokens[i] for i in ids]
+        t = time.perf_counter()
+        self.generator.generate_batch([toks], max_length=1, sampling_topk=1, include_prompt_in_result=False)
+        return time.perf_counter() - t
+
+    def decode(self, ids, n_new):
+        # generate_tokens streams: the clock starts at the first token, after the prompt is processed.
+        toks = [self.tokens[i] for i in ids]
+        steps = self.generator.generate_tokens(toks, max_length=n_new + 1, min_length=n_new + 1, sampling_topk=1)
+        next(steps)
+        t = time.perf_counter()
+        for _ in steps:
+            pass
+        return time.perf_counter() - t
+
+
+def _vocab(path):
+    from nextoken.loaders import gguf
+    return gguf.read(path).tokenizer["tokens"]
+
+
+def _ct2_model(path: Path) -> Path:
+    """The GGUF converted to a CTranslate2 int8 model (once; cached next to the GGUF)."""
+    out = path.parent / (path.stem + ".ct2-int8")
+    if (out / "model.bin").exists():
+        return out
+    import tempfile
+    import ctranslate2
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+    with tempfile.TemporaryDirectory() as tmp:
+        AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).save_pretrained(tmp)
+        AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name).save_pretrained(tmp)
+        ctranslate2.converters.TransformersConverter(tmp).convert(str(out), quantization="int8", force=True)
+    return out
+
+
+ENGINES = {
+    "nextoken": (lambda p, t: NextokenEngine(p, t), "nextoken"),
+    "llama.cpp-fa": (lambda p, t: LlamaCppEngine(p, t, True), "llama_cpp"),
+    "llama.cpp": (lambda p, t: LlamaCppEngine(p, t, False), "llama_cpp"),
+    "ctranslate2-int8": (lambda p, t: CTranslate2Engine(p, t), "ctranslate2"),
+    "hf-fp32": (lambda p, t: HFEngine(p, t, "float32"), "transformers"),
+    "hf-bf16": (lambda p, t: HFEngine(p, t, "bfloat16"), "transformers"),
+}
+
+
+def worker(engine: str, path: Path, threads: int):
+    """Answers JSON requests on stdin, one per line, with JSON on stdout."""
+    out = sys.stdout
+    sys.stdout = sys.stderr  # keep library chatter off the protocol
+    t = time.perf_counter()
+    eng = ENGINES[engine][0](path, threads)
+    load_s = time.perf_counter() - t
+    prompts = {n: prompt_ids(path, n) for _, _, n, _ in FIGURES}
+    out.write(json.dumps({"load_s": load_s}) + "\n")
+    out.flush()
+    for line in sys.stdin:
+        req = json.loads(line)
+        if req["op"] == "quit":
+            break
+        ids = prompts[req["prompt"]]
+        if req["op"] == "prefill":
+            reply = {"tok_s": len(ids) / eng.prefill(ids)}
+        else:
+            reply = {"tok_s": req["new"] / eng.decode(ids, req["new"])}
+        reply["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        out.write(json.dumps(reply) + "\n")
+        out.flush()
+
+
+# ==== driver ==============================================================================================
+def available(engine: str) -> bool:
+    import importlib.util
+    return importlib.util.find_spec(ENGINES[engine][1]) is not None
+
+
+def decode_bytes_per_token(path: Path) -> int:
+    """Bytes of weights a decode step reads: every matrix once (norm vectors too; the embedding table
+    once more only for the tied output projection, where all of it is read)."""
+    from nextoken.loaders import gguf
+    mf = gguf.read(path)
+    names = {name for name, *_ in mf.tensors}
+    total = 0
+    for name, _, _, _, data in mf.tensors:
+        if name == "token_embd.weight" and "output.weight" in names:
+            continue  # untied: only one row of the embedding is read
+        total += data.nbytes
+    return total
+
+
+def machine() -> str:
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip()
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--model", default="smollm2")
+    ap.add_argument("--threads", type=int, default=2)
+    ap.add_argument("--repeats", type=int, default=5)
+    ap.add_argument("--engines", nargs="*", default=list(ENGINES))
+    ap.add_argument("--figures", nargs="*", default=[f[0] for f in FIGURES])
+    ap.add_argument("--json", default="benchmarks/results/bench_generate.json")
+    ap.add_argument("--worker", help=argparse.SUPPRESS)
+    args = ap.parse_args()
+    import nextoken
+    path = nextoken.hub.resolve(args.model).resolve()
+    if args.worker:
+        return worker(args.worker, path, args.threads)
+
+    engines = [e for e in args.engines if available(e)]
+    skipped = [e for e in args.engines if e not in engines]
+    figures = [f for f in FIGURES if f[0] in args.figures]
+    procs, results = {}, {}
+    for e in engines:
+        p = subprocess.Popen([sys.executable, __file__, "--worker", e, "--model", str(path), "--threads", str(args.threads)],
+                             stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        line = p.stdout.readline()
+        if not line:
+            print(f"{e}: worker failed to start, skipped", file=sys.stderr)
+            continue
+        procs[e] = p
+        results[e] = {"load_s": json.loads(line)["load_s"], **{f[0]: [] for f in figures}}
+
+    def ask(e, req):
+        procs[e].stdin.write(json.dumps(req) + "\n")
+        procs[e].stdin.flush()
+        return json.loads(procs[e].stdout.readline())
+
+    for rep in range(args.repeats + 1):  # round 0 is the warm-up
+        for name, kind, n_prompt, n_new in figures:
+            for e in list(procs):
+                reply = ask(e, {"op": kind, "prompt": n_prompt, "new": n_new})
+                results[e]["peak_rss_mib"] = reply["peak_rss_mib"]
+                if rep:
+                    results[e][name].append(reply["tok_s"])
+        print(f"round {rep}/{args.repeats} done", file=sys.stderr)
+    for e, p in procs.items():
+        p.stdin.write(json.dumps({"op": "quit"}) + "\n")
+        p.stdin.close()
+        p.wait()
+
+    weight_bytes = decode_bytes_per_token(path)
+    base = "llama.cpp-fa" if "llama.cpp-fa" in results else None
+    print(f"\n{path.name} | {machine()} | {args.threads} threads | median (min-max) of {args.repeats} | "
+          f"decode reads {weight_bytes / 1e6:.1f} MB/token" + (f" | skipped (not installed): {', '.join(skipped)}" if skipped else ""))
+    header = ["engine"] + [f"{f[0]} tok/s" for f in figures] + ["decode_128 GB/s", "load s", "peak RSS MiB"]
+    rows = []
+    for e, r in results.items():
+        row = [e]
+        for name, *_ in figures:
+            med = statistics.median(r[name])
+            cell = f"{med:.1f} ({min(r[name]):.0f}-{max(r[name]):.0f})"
+            if base and e != base:
+                cell += f" {med / statistics.median(results[base][name]):.2f}x"
+            row.append(cell)
+        row.append(f"{statistics.median(r['decode_128']) * weight_bytes / 1e9:.1f}" if "decode_128" in r else "-")
+        row.append(f"{r['load_s']:.2f}")
+        row.append(f"{r['peak_rss_mib']:.0f}")
+        rows.append(row)
+    widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
+    for row in [header, ["-" * w for w in widths]] + rows:
+        print(" | ".join(str(x).ljust(w) for x, w in zip(row, widths)))
+    if base:
+        print(f"(ratios: median / {base} median)")
+    Path(args.json).parent.mkdir(parents=True, exist_ok=True)
+    Path(args.json).write_text(json.dumps({"model": str(path), "cpu": machine(), "threads": args.threads,
+                                           "repeats": args.repeats, "decode_bytes_per_token": weight_bytes,
+                                           "results": results}, indent=1))
+
+
+if __name__ == "__main__":
+    main()
