@@ -19,6 +19,29 @@ constexpr int TILE_T = 4;   // tokens per tile
 constexpr int TILE_N = 4;   // weight rows per tile
 constexpr int BLOCK_T = 64; // tokens whose activations stay in L2 while a thread sweeps its rows
 
+// The 32 weights q * d + m of 16 packed 4-bit codes q (low nibbles: weights 0-15, high: 16-31).
+// With AVX-512 the 16 possible values go in one register and a permute looks each code up (vpermps
+// reads the low 4 bits of each index), cheaper than converting codes to float and scaling each.
+inline void dequantize_nibbles(const uint8_t* qs, float d, float m, f32x16& lo, f32x16& hi) {
+#if defined(__AVX512F__)
+  const __m512i q = _mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)));
+  const f32x16 table = iota16() * d + m;
+  lo = (f32x16)_mm512_permutexvar_ps(q, (__m512)table);
+  hi = (f32x16)_mm512_permutexvar_ps(_mm512_srli_epi32(q, 4), (__m512)table);
+#elif defined(__AVX2__)
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(qs)), mask = _mm_set1_epi8(0xF);
+  const __m128i q_lo = _mm_and_si128(raw, mask), q_hi = _mm_and_si128(_mm_srli_epi16(raw, 4), mask);
+  const __m256 dv = _mm256_set1_ps(d), mv = _mm256_set1_ps(m);
+  auto eight = [&](__m128i q) { return (f32x8)_mm256_fmadd_ps(_mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(q)), dv, mv); };
+  lo = join8(eight(q_lo), eight(_mm_unpackhi_epi64(q_lo, q_lo)));
+  hi = join8(eight(q_hi), eight(_mm_unpackhi_epi64(q_hi, q_hi)));
+#else
+  const u8x16 q = load_u8x16(qs);
+  lo = __builtin_convertvector(__builtin_convertvector(q & 0xF, i32x16), f32x16) * d + m;
+  hi = __builtin_convertvector(__builtin_convertvector(q >> 4, i32x16), f32x16) * d + m;
+#endif
+}
+
 // Block b (weights 32b .. 32b + 31) of one row, as weights 0-15 in lo and 16-31 in hi.
 template <DType D>
 inline void load_block(const uint8_t* row, int b, f32x16& lo, f32x16& hi) {
@@ -32,17 +55,13 @@ inline void load_block(const uint8_t* row, int b, f32x16& lo, f32x16& hi) {
     hi = load16_f16(p + 16);
   } else if constexpr (D == DType::Q4_0) {
     const BlockQ4_0* blk = reinterpret_cast<const BlockQ4_0*>(row) + b;
-    const i32x16 q = widen_u8(blk->qs);
     const float d = half_to_float(blk->d);
-    lo = (__builtin_convertvector(q & 0xF, f32x16) - 8.0f) * d;
-    hi = (__builtin_convertvector(q >> 4, f32x16) - 8.0f) * d;
+    dequantize_nibbles(blk->qs, d, -8.0f * d, lo, hi);
   } else if constexpr (D == DType::Q4_1) {
     const BlockQ4_1* blk = reinterpret_cast<const BlockQ4_1*>(row) + b;
-    const i32x16 q = widen_u8(blk->qs);
     float d, m;
     halves_to_floats(&blk->d, d, m);  // d and m are adjacent
-    lo = __builtin_convertvector(q & 0xF, f32x16) * d + m;
-    hi = __builtin_convertvector(q >> 4, f32x16) * d + m;
+    dequantize_nibbles(blk->qs, d, m, lo, hi);
   } else {  // Q8_0
     const BlockQ8_0* blk = reinterpret_cast<const BlockQ8_0*>(row) + b;
     const float d = half_to_float(blk->d);

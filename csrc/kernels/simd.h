@@ -26,6 +26,7 @@ typedef uint32_t u32x16 __attribute__((vector_size(64)));
 typedef uint8_t u8x16 __attribute__((vector_size(16)));
 
 static inline f32x16 splat(float x) { return f32x16{} + x; }
+static inline f32x16 iota16() { return f32x16{0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15}; }
 
 static inline f32x16 load16(const float* p) {
   f32x16 v;
@@ -51,20 +52,10 @@ static inline u8x16 load_u8x16(const uint8_t* p) {
 #endif
 }
 
-// 16 bytes from memory, zero-extended to 16 int32 lanes (one vpmovzxbd on AVX-512). Intrinsics, as
-// in load16_i8: GCC 12 rewrites the vector-extension form into 16 scalar byte loads.
-static inline i32x16 widen_u8(const uint8_t* p) {
-#if defined(__AVX512F__)
-  return (i32x16)_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p)));
-#elif defined(__AVX2__)
-  const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  typedef int32_t i32x8 __attribute__((vector_size(32)));
-  const i32x8 lo = (i32x8)_mm256_cvtepu8_epi32(q), hi = (i32x8)_mm256_cvtepu8_epi32(_mm_unpackhi_epi64(q, q));
+static inline f32x16 join8(f32x8 lo, f32x8 hi) {
   return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
-#else
-  return __builtin_convertvector(load_u8x16(p), i32x16);
-#endif
 }
+
 // 16 signed bytes from memory as floats. Intrinsics: GCC 12 turns a vector-extension sign extension of
 // bytes into 16 scalar loads.
 static inline f32x16 load16_i8(const int8_t* p) {
@@ -72,9 +63,8 @@ static inline f32x16 load16_i8(const int8_t* p) {
   return (f32x16)_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))));
 #elif defined(__AVX2__)
   const __m128i q = _mm_loadu_si128(reinterpret_cast<const __m128i*>(p));
-  const f32x8 lo = (f32x8)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q));
-  const f32x8 hi = (f32x8)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(q, q)));
-  return __builtin_shufflevector(lo, hi, 0, 1, 2, 3, 4, 5, 6, 7, 8, 9, 10, 11, 12, 13, 14, 15);
+  return join8((f32x8)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(q)),
+               (f32x8)_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_unpackhi_epi64(q, q))));
 #else
   f32x16 v;
   for (int i = 0; i < 16; ++i) v[i] = float(p[i]);
