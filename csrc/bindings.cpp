@@ -50,7 +50,9 @@ int checked_threads(int n) {
 
 // The model plus the Python objects that own its weight memory.
 struct PyLlamaModel {
-  PyLlamaModel(const py::dict& config, const py::list& tensors, int n_ctx, int n_threads) {
+  PyLlamaModel(const py::dict& config, const py::list& tensors, int n_ctx, int n_threads, const std::string& compute_type) {
+    NT_CHECK(compute_type == "float32" || compute_type == "int8",
+             "compute_type must be 'float32' or 'int8', got '" + compute_type + "'");
     LlamaConfig c;
     auto get = [&](const char* key) {
       NT_CHECK(config.contains(key), std::string("model config lacks '") + key + "'");
@@ -72,7 +74,8 @@ struct PyLlamaModel {
       keep_alive.append(data);
     }
     py::gil_scoped_release release;
-    model = std::make_unique<LlamaModel>(c, map, n_ctx, n_threads);
+    model = std::make_unique<LlamaModel>(c, map, n_ctx, n_threads,
+                                         compute_type == "int8" ? ComputeType::Int8 : ComputeType::Float32);
   }
 
   py::array_t<float> forward(const IdArray& tokens, int pos0, bool all_logits) {
@@ -150,6 +153,43 @@ std::vector<py::array_t<float>> op_matmul_multi(const FloatArray& x, const std::
     matmul_multi(outs.data(), int(outs.size()), xp, T, K, n_threads);
   }
   return ys;
+}
+
+py::array_t<uint8_t> op_pack_weight(const ByteArray& w, int type, int rows, int cols) {
+  const TensorView wv = tensor_view("w", w, type, rows, cols);
+  NT_CHECK(packed_bits(wv.type), std::string("no packed form for ") + dtype_name(wv.type) + " (Q4_0, Q4_1, Q8_0 only)");
+  py::array_t<uint8_t> out(py::ssize_t(packed_bytes(wv.type, rows, cols)));
+  pack_weight(out.mutable_data(), wv.data, wv.type, rows, cols);
+  return out;
+}
+
+py::tuple op_quantize_activations(const FloatArray& x) {
+  NT_CHECK(x.ndim() == 2 && x.shape(1) % QK == 0, "x must be (T, K) with K a multiple of 32");
+  const int T = int(x.shape(0)), K = int(x.shape(1));
+  py::array_t<int8_t> xq({T, K});
+  py::array_t<float> dx({T, K / QK});
+  py::array_t<int32_t> sx({T, K / QK});
+  quantize_activations(xq.mutable_data(), dx.mutable_data(), sx.mutable_data(), x.data(), T, K);
+  return py::make_tuple(xq, dx, sx);
+}
+
+py::array_t<float> op_matmul_int8(const FloatArray& x, const ByteArray& packed, int type, int n_out, int n_threads) {
+  NT_CHECK(x.ndim() == 2 && x.shape(1) % QK == 0, "x must be (T, K) with K a multiple of 32");
+  const int T = int(x.shape(0)), K = int(x.shape(1));
+  const DType t = checked_dtype(type);
+  NT_CHECK(packed_bits(t), std::string("no packed form for ") + dtype_name(t));
+  NT_CHECK(n_out > 0 && size_t(packed.nbytes()) == packed_bytes(t, n_out, K), "packed weight has the wrong size");
+  checked_threads(n_threads);
+  std::vector<int8_t> xq(size_t(T) * K);
+  std::vector<float> dx(size_t(T) * K / QK);
+  std::vector<int32_t> sx(size_t(T) * K / QK);
+  py::array_t<float> y({T, n_out});
+  const PackedOut out{y.mutable_data(), packed.data(), packed_bits(t), n_out};
+  const float* xp = x.data();
+  py::gil_scoped_release release;
+  quantize_activations(xq.data(), dx.data(), sx.data(), xp, T, K);
+  matmul_int8_multi(&out, 1, xq.data(), dx.data(), sx.data(), T, K, n_threads);
+  return y;
 }
 
 py::array_t<float> op_dequantize(const ByteArray& w, int type, int64_t rows, int64_t cols) {
@@ -270,8 +310,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("cpu_isa", &cpu_isa, "The instruction set the CPU kernels run with.");
 
   py::class_<PyLlamaModel>(m, "LlamaModel")
-      .def(py::init<const py::dict&, const py::list&, int, int>(), py::arg("config"), py::arg("tensors"),
-           py::arg("n_ctx"), py::arg("n_threads"))
+      .def(py::init<const py::dict&, const py::list&, int, int, const std::string&>(), py::arg("config"),
+           py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"), py::arg("compute_type") = "float32")
       .def("forward", &PyLlamaModel::forward, py::arg("tokens"), py::arg("pos0") = 0, py::arg("all_logits") = true)
       .def("start", &start_generation, py::arg("prompt"), py::arg("max_new_tokens"), py::arg("min_new_tokens"),
            py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("seed"), py::arg("eos_ids"),
@@ -289,6 +329,11 @@ PYBIND11_MODULE(_core, m) {
           "y (T, N) = x (T, K) @ W^T; w holds N rows of K weights of GGUF type w_type.");
   ops.def("matmul_multi", &op_matmul_multi, py::arg("x"), py::arg("weights"), py::arg("n_threads") = 1,
           "[x @ W_i^T for (w_i, w_type_i, n_out_i) in weights], in one pass over the threads.");
+  ops.def("pack_weight", &op_pack_weight, py::arg("w"), py::arg("w_type"), py::arg("rows"), py::arg("cols"),
+          "A Q4_0 / Q4_1 / Q8_0 weight in the packed layout of the int8 matmul.");
+  ops.def("quantize_activations", &op_quantize_activations, py::arg("x"), "(xq, dx, sx) per 32-block of x (T, K).");
+  ops.def("matmul_int8", &op_matmul_int8, py::arg("x"), py::arg("packed"), py::arg("w_type"), py::arg("n_out"),
+          py::arg("n_threads") = 1, "x quantized to int8 per 32-block, times a packed weight.");
   ops.def("dequantize", &op_dequantize, py::arg("w"), py::arg("w_type"), py::arg("rows"), py::arg("cols"));
   ops.def("rmsnorm", &op_rmsnorm, py::arg("x"), py::arg("weight"), py::arg("eps"));
   ops.def("rope_table", &op_rope_table, py::arg("n_pos"), py::arg("head_dim"), py::arg("base"));

@@ -81,6 +81,28 @@ inline float f16_to_f32(uint16_t h) {
   return f;
 }
 
+// binary32 -> binary16, round to nearest even (overflow to inf, tiny values to subnormals or zero).
+inline uint16_t f32_to_f16(float f) {
+  uint32_t x;
+  std::memcpy(&x, &f, 4);
+  const uint32_t sign = (x >> 16) & 0x8000;
+  x &= 0x7fffffff;
+  if (x >= 0x7f800000) return uint16_t(sign | 0x7c00 | (x > 0x7f800000 ? 0x200 : 0));  // inf, nan
+  if (x >= 0x477ff000) return uint16_t(sign | 0x7c00);                                // rounds past 65504
+  if (x < 0x38800000) {  // below the smallest normal half: a subnormal (or zero)
+    if (x < 0x33000000) return uint16_t(sign);
+    const uint32_t exp = x >> 23, man = (x & 0x7fffff) | 0x800000, shift = 126 - exp;
+    uint32_t h = man >> shift;
+    const uint32_t rest = man & ((1u << shift) - 1), half = 1u << (shift - 1);
+    if (rest > half || (rest == half && (h & 1))) ++h;
+    return uint16_t(sign | h);
+  }
+  uint32_t h = ((x - 0x38000000) >> 13);
+  const uint32_t rest = x & 0x1fff;
+  if (rest > 0x1000 || (rest == 0x1000 && (h & 1))) ++h;
+  return uint16_t(sign | h);
+}
+
 // Inside an OpenMP parallel region: the contiguous share [begin, end) of n items (in units of `grain`)
 // that belongs to the calling thread. Outside OpenMP the one thread gets everything.
 inline void thread_share(int n, int grain, int& begin, int& end) {

@@ -140,3 +140,34 @@ def test_max_new_tokens_zero(tiny_model_path):
     model = nextoken.load(path, n_ctx=64, n_threads=2)
     assert model.generate([1, 2], max_new_tokens=0) == []
     assert model.generate("the", max_new_tokens=0) == ""
+
+
+# ---- compute_type="int8" --------------------------------------------------------------------------------
+def test_int8_forward_matches_int8_reference(tmp_path):
+    """Against the reference that quantizes every matmul input the same way. An activation that sits
+    on a rounding boundary can land one code apart (fp32 vs float64 inputs), which moves logits by
+    ~1e-3 of their scale at most; the fp32 reference differs by the quantization error itself."""
+    path = tmp_path / "m.gguf"
+    config, weights = write_tiny_llama(path, ref.Q4_1, ref.Q8_0, seed=3)
+    model = nextoken.load(path, n_ctx=64, n_threads=2, compute_type="int8")
+    ids = [5, 100, 37, 250, 3, 9, 11, 0, 299]
+    ours = model.forward(ids)
+    close(ours, ref.llama_forward(config, weights, ids, int8=True), rtol=1e-3)
+    exact = ref.llama_forward(config, weights, ids)
+    assert np.mean((ours - exact) ** 2) / np.var(exact) < 1e-3
+
+
+def test_int8_decoding_equals_prefill_and_ignores_threads(tiny_model_path):
+    path, config, _ = tiny_model_path
+    model = nextoken.load(path, n_ctx=64, n_threads=2, compute_type="int8")
+    ids = np.random.default_rng(4).integers(0, config["vocab_size"], 30)
+    full = model.forward(ids)
+    steps = np.concatenate([model.forward(ids[:1])] + [model.forward(ids[t:t + 1], start_pos=t) for t in range(1, 30)])
+    np.testing.assert_array_equal(steps, full)
+    model.n_threads = 1
+    np.testing.assert_array_equal(model.forward(ids), full)
+
+
+def test_unknown_compute_type(tiny_model_path):
+    with pytest.raises(ValueError, match="compute_type"):
+        nextoken.load(tiny_model_path[0], compute_type="int4")

@@ -1,5 +1,5 @@
 // dispatch.cpp: the one place that picks an instruction set. The per-ISA kernels (isa_kernels.h) are
-// built as avx512 (x86-64-v4), avx2 (x86-64-v3) and generic (the compiler's baseline); the CPU is asked
+// built as avx512 (x86-64-v4 + VNNI), avx2 (x86-64-v3) and generic (the compiler's baseline); the CPU is asked
 // once which it can run. On non-x86 builds only the generic variant exists.
 #include <cstdlib>
 #include <cstring>
@@ -29,7 +29,8 @@ Isa detect_isa() {
   if (__builtin_cpu_supports("avx2") && __builtin_cpu_supports("fma") && __builtin_cpu_supports("f16c"))
     best = Isa::avx2;
   if (best == Isa::avx2 && __builtin_cpu_supports("avx512f") && __builtin_cpu_supports("avx512bw") &&
-      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl"))
+      __builtin_cpu_supports("avx512dq") && __builtin_cpu_supports("avx512vl") &&
+      __builtin_cpu_supports("avx512vnni"))
     best = Isa::avx512;
 #endif
   const char* forced = std::getenv("NEXTOKEN_ISA");
@@ -68,6 +69,10 @@ const char* cpu_isa() {
 
 void matmul_multi(const MatmulOut* outs, int n_outs, const float* x, int T, int K, int n_threads) {
   NT_DISPATCH(matmul_multi, outs, n_outs, x, T, K, n_threads);
+}
+void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, const float* dx, const int32_t* sx,
+                       int T, int K, int n_threads) {
+  NT_DISPATCH(matmul_int8_multi, outs, n_outs, xq, dx, sx, T, K, n_threads);
 }
 void swiglu(float* out, const float* gate, const float* up, int64_t n) { NT_DISPATCH(swiglu, out, gate, up, n); }
 void add_inplace(float* x, const float* y, int64_t n) { NT_DISPATCH(add_inplace, x, y, n); }

@@ -10,6 +10,8 @@
 namespace nextoken {
 namespace NT_ISA {
 void matmul_multi(const MatmulOut* outs, int n_outs, const float* x, int T, int K, int n_threads);
+void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, const float* dx, const int32_t* sx,
+                       int T, int K, int n_threads);
 void swiglu(float* out, const float* gate, const float* up, int64_t n);
 void add_inplace(float* x, const float* y, int64_t n);
 void embedding(float* out, const int32_t* ids, int T, const void* table, DType type, int C);

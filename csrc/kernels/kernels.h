@@ -30,6 +30,30 @@ inline void matmul(float* y, const float* x, const void* w, DType w_type, int T,
   matmul_multi(&out, 1, x, T, K, n_threads);
 }
 
+// ---- matmul_int8.cpp (compute_type "int8") -----------------------------------------------------------
+// Integer dot products, as llama.cpp does them: activations quantized to int8 per 32-block, weights
+// repacked once at load. Packed layout, per group of 16 rows and per 32-weight block, one chunk:
+//   d[16], m[16] (f16): row j's weights are w = d[j] * u + m[j] for unsigned codes u;
+//   codes: 4-bit: 4 x 64 bytes, byte 4j + k of vector p holds u(j, 8p + k) low and u(j, 8p + 4 + k) high;
+//          8-bit: 8 x 64 bytes, byte 4j + k of vector g is u(j, 4g + k).
+// so that one 64-byte vector holds 4 consecutive codes of each of the 16 rows: the shape of VNNI's
+// vpdpbusd, which sums 4 u8 x s8 products per int32 lane. Rows past N in the last group are zero.
+struct PackedOut {
+  float* y;          // (T, N)
+  const uint8_t* w;  // pack_weight() output
+  int bits;          // 4 or 8
+  int N;
+};
+// Bytes pack_weight() writes for a (N, K) weight; 0 when the type has no packed form (F32, F16).
+size_t packed_bytes(DType type, int N, int K);
+int packed_bits(DType type);
+void pack_weight(uint8_t* out, const void* w, DType type, int N, int K);
+// xq (T, K) = round(x / dx) per 32-block, dx (T, K/32) = max|x| / 127, sx (T, K/32) = sum of the block's xq.
+void quantize_activations(int8_t* xq, float* dx, int32_t* sx, const float* x, int T, int K);
+// y_i (T, N_i) = sum over blocks of d dx (u . xq) + m dx sx, for outputs that share the quantized x.
+void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, const float* dx, const int32_t* sx,
+                       int T, int K, int n_threads);
+
 // ---- quant.cpp -----------------------------------------------------------------------------------
 // out (n,) = the n weights of one stored row, as float.
 void dequantize_row(float* out, const void* row, DType type, int64_t n);

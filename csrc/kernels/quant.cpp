@@ -1,4 +1,7 @@
 // quant.cpp: GGUF weight rows back to float, element by element as ggml's dequantize_row_* does.
+#include <algorithm>
+#include <cmath>
+
 #include "kernels.h"
 
 namespace nextoken {
@@ -44,6 +47,80 @@ void dequantize_row(float* out, const void* row, DType type, int64_t n) {
       return;
     }
   }
+}
+
+// ---- packing for matmul_int8 (layout in kernels.h) ---------------------------------------------------
+int packed_bits(DType type) {
+  return type == DType::Q4_0 || type == DType::Q4_1 ? 4 : type == DType::Q8_0 ? 8 : 0;
+}
+
+static size_t chunk_bytes(int bits) { return 64 + size_t(bits) * 64; }
+
+size_t packed_bytes(DType type, int N, int K) {
+  const int bits = packed_bits(type);
+  return bits ? size_t((N + 15) / 16) * (K / QK) * chunk_bytes(bits) : 0;
+}
+
+void pack_weight(uint8_t* out, const void* w, DType type, int N, int K) {
+  const int bits = packed_bits(type), n_blocks = K / QK;
+  const size_t rb = row_bytes(type, K), chunk = chunk_bytes(bits);
+  std::memset(out, 0, packed_bytes(type, N, K));
+  for (int n = 0; n < N; ++n) {
+    const uint8_t* row = static_cast<const uint8_t*>(w) + size_t(n) * rb;
+    const int j = n % 16;
+    for (int b = 0; b < n_blocks; ++b) {
+      uint8_t* c = out + (size_t(n / 16) * n_blocks + b) * chunk;
+      uint16_t* d = reinterpret_cast<uint16_t*>(c);
+      uint16_t* m = d + 16;
+      uint8_t u[QK];  // the block's unsigned codes, w = d * u + m
+      if (type == DType::Q8_0) {
+        const BlockQ8_0& blk = reinterpret_cast<const BlockQ8_0*>(row)[b];
+        for (int i = 0; i < QK; ++i) u[i] = uint8_t(blk.qs[i] + 128);
+        d[j] = blk.d;
+        m[j] = f32_to_f16(-128.0f * f16_to_f32(blk.d));  // exact: a power-of-two multiple
+      } else {
+        const uint8_t* qs = type == DType::Q4_1 ? reinterpret_cast<const BlockQ4_1*>(row)[b].qs
+                                                : reinterpret_cast<const BlockQ4_0*>(row)[b].qs;
+        for (int i = 0; i < QK / 2; ++i) {
+          u[i] = qs[i] & 0xF;
+          u[i + QK / 2] = qs[i] >> 4;
+        }
+        if (type == DType::Q4_1) {
+          d[j] = reinterpret_cast<const BlockQ4_1*>(row)[b].d;
+          m[j] = reinterpret_cast<const BlockQ4_1*>(row)[b].m;
+        } else {
+          d[j] = reinterpret_cast<const BlockQ4_0*>(row)[b].d;
+          m[j] = f32_to_f16(-8.0f * f16_to_f32(d[j]));  // exact: a power-of-two multiple
+        }
+      }
+      uint8_t* codes = c + 64;
+      if (bits == 8) {
+        for (int i = 0; i < QK; ++i) codes[(i / 4) * 64 + 4 * j + i % 4] = u[i];
+      } else {
+        for (int p = 0; p < 4; ++p)
+          for (int k = 0; k < 4; ++k) codes[p * 64 + 4 * j + k] = uint8_t(u[8 * p + k] | (u[8 * p + 4 + k] << 4));
+      }
+    }
+  }
+}
+
+void quantize_activations(int8_t* xq, float* dx, int32_t* sx, const float* x, int T, int K) {
+  const int n_blocks = K / QK;
+  for (int t = 0; t < T; ++t)
+    for (int b = 0; b < n_blocks; ++b) {
+      const float* xb = x + size_t(t) * K + b * QK;
+      int8_t* qb = xq + size_t(t) * K + b * QK;
+      float amax = 0.0f;
+      for (int i = 0; i < QK; ++i) amax = std::max(amax, std::fabs(xb[i]));
+      const float scale = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+      int32_t sum = 0;
+      for (int i = 0; i < QK; ++i) {
+        qb[i] = int8_t(std::nearbyint(xb[i] * inv));
+        sum += qb[i];
+      }
+      dx[size_t(t) * n_blocks + b] = scale;
+      sx[size_t(t) * n_blocks + b] = sum;
+    }
 }
 
 }  // namespace nextoken

@@ -2,9 +2,11 @@
 // the KV cache and the activation workspace. Nothing here is allocated per token.
 #pragma once
 
+#include <algorithm>
 #include <cstdlib>
 #include <memory>
 #include <new>
+#include <vector>
 
 #include "config.h"
 
@@ -51,7 +53,12 @@ struct Workspace {
         att(size_t(batch) * c.n_heads * c.head_dim),
         gate(size_t(batch) * c.hidden_dim),
         up(size_t(batch) * c.hidden_dim),
-        logits(size_t(c.vocab_size)) {}
+        logits(size_t(c.vocab_size)),
+        xq(size_t(batch) * max_in(c)),
+        dx(size_t(batch) * max_in(c) / QK),
+        sx(size_t(batch) * max_in(c) / QK) {}
+
+  static int max_in(const LlamaConfig& c) { return std::max({c.dim, c.hidden_dim, c.n_heads * c.head_dim}); }
 
   int batch;
   FloatBuffer x;      // (T, C) residual stream
@@ -62,6 +69,10 @@ struct Workspace {
   FloatBuffer gate;   // (T, hidden)
   FloatBuffer up;     // (T, hidden)
   FloatBuffer logits; // (vocab) last position's logits while generating
+  // int8 compute: the quantized input of a matmul (T, K), its block scales and block sums (T, K/32)
+  std::vector<int8_t> xq;
+  std::vector<float> dx;
+  std::vector<int32_t> sx;
 };
 
 }  // namespace nextoken

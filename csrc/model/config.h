@@ -32,20 +32,31 @@ struct TensorView {
 
 using TensorMap = std::map<std::string, TensorView>;  // keyed by GGUF tensor names
 
+// A weight matrix: the file's view, and its repacked copy when the model runs with int8 activations.
+struct Matrix {
+  TensorView view;
+  const uint8_t* packed = nullptr;  // kernels.h's packed layout, or null: the fp32 path
+};
+
 struct LlamaLayer {
   const float* attn_norm;  // (C)
   const float* ffn_norm;   // (C)
-  TensorView wq, wk, wv;   // (H * D, C), (H_kv * D, C), (H_kv * D, C)
-  TensorView wo;           // (C, H * D)
-  TensorView w_gate, w_up; // (hidden, C)
-  TensorView w_down;       // (C, hidden)
+  Matrix wq, wk, wv;       // (H * D, C), (H_kv * D, C), (H_kv * D, C)
+  Matrix wo;               // (C, H * D)
+  Matrix w_gate, w_up;     // (hidden, C)
+  Matrix w_down;           // (C, hidden)
 };
 
 struct LlamaWeights {
   TensorView token_embd;     // (vocab, C)
   const float* output_norm;  // (C)
-  TensorView output;         // (vocab, C), token_embd when the embeddings are tied
+  Matrix output;             // (vocab, C), token_embd when the embeddings are tied
   std::vector<LlamaLayer> layers;
 };
+
+// How matrix products run. Float32: fp32 activations, weights dequantized on the fly (matches the
+// fp32 reference to rounding). Int8: activations quantized per 32-block, integer dot products against
+// weights repacked at load (faster; logits differ from fp32 by the activation quantization error).
+enum class ComputeType { Float32, Int8 };
 
 }  // namespace nextoken

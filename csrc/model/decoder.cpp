@@ -23,7 +23,7 @@ const TensorView& find(const TensorMap& tensors, const std::string& name) {
 }
 
 // A weight matrix (rows, cols) of any supported type.
-TensorView matrix(const TensorMap& tensors, const std::string& name, int64_t rows, int64_t cols) {
+TensorView matrix_view(const TensorMap& tensors, const std::string& name, int64_t rows, int64_t cols) {
   const TensorView& t = find(tensors, name);
   NT_CHECK(t.rows == rows && t.cols == cols, "tensor '" + name + "' has shape " + shape_str(t.rows, t.cols) +
                                                  ", expected " + shape_str(rows, cols));
@@ -44,21 +44,21 @@ const float* vector(const TensorMap& tensors, const std::string& name, int64_t n
 LlamaWeights bind_weights(const LlamaConfig& c, const TensorMap& tensors) {
   const int q_dim = c.n_heads * c.head_dim, kv_dim = c.n_kv_heads * c.head_dim;
   LlamaWeights w;
-  w.token_embd = matrix(tensors, "token_embd.weight", c.vocab_size, c.dim);
+  w.token_embd = matrix_view(tensors, "token_embd.weight", c.vocab_size, c.dim);
   w.output_norm = vector(tensors, "output_norm.weight", c.dim);
-  w.output = tensors.count("output.weight") ? matrix(tensors, "output.weight", c.vocab_size, c.dim) : w.token_embd;
+  w.output.view = tensors.count("output.weight") ? matrix_view(tensors, "output.weight", c.vocab_size, c.dim) : w.token_embd;
   for (int i = 0; i < c.n_layers; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
     LlamaLayer l;
     l.attn_norm = vector(tensors, p + "attn_norm.weight", c.dim);
     l.ffn_norm = vector(tensors, p + "ffn_norm.weight", c.dim);
-    l.wq = matrix(tensors, p + "attn_q.weight", q_dim, c.dim);
-    l.wk = matrix(tensors, p + "attn_k.weight", kv_dim, c.dim);
-    l.wv = matrix(tensors, p + "attn_v.weight", kv_dim, c.dim);
-    l.wo = matrix(tensors, p + "attn_output.weight", c.dim, q_dim);
-    l.w_gate = matrix(tensors, p + "ffn_gate.weight", c.hidden_dim, c.dim);
-    l.w_up = matrix(tensors, p + "ffn_up.weight", c.hidden_dim, c.dim);
-    l.w_down = matrix(tensors, p + "ffn_down.weight", c.dim, c.hidden_dim);
+    l.wq.view = matrix_view(tensors, p + "attn_q.weight", q_dim, c.dim);
+    l.wk.view = matrix_view(tensors, p + "attn_k.weight", kv_dim, c.dim);
+    l.wv.view = matrix_view(tensors, p + "attn_v.weight", kv_dim, c.dim);
+    l.wo.view = matrix_view(tensors, p + "attn_output.weight", c.dim, q_dim);
+    l.w_gate.view = matrix_view(tensors, p + "ffn_gate.weight", c.hidden_dim, c.dim);
+    l.w_up.view = matrix_view(tensors, p + "ffn_up.weight", c.hidden_dim, c.dim);
+    l.w_down.view = matrix_view(tensors, p + "ffn_down.weight", c.dim, c.hidden_dim);
     w.layers.push_back(l);
   }
   return w;
@@ -81,7 +81,8 @@ int checked_ctx(int n_ctx) {
 
 }  // namespace
 
-LlamaModel::LlamaModel(const LlamaConfig& config, const TensorMap& tensors, int n_ctx, int n_threads)
+LlamaModel::LlamaModel(const LlamaConfig& config, const TensorMap& tensors, int n_ctx, int n_threads,
+                       ComputeType compute)
     : config_(checked(config)),
       weights_(bind_weights(config_, tensors)),
       n_threads_(1),
@@ -91,6 +92,43 @@ LlamaModel::LlamaModel(const LlamaConfig& config, const TensorMap& tensors, int 
       rope_sin_(size_t(n_ctx) * config_.head_dim / 2) {
   set_n_threads(n_threads);
   rope_table(rope_cos_.get(), rope_sin_.get(), n_ctx, config_.head_dim, config_.rope_base);
+  if (compute == ComputeType::Int8) pack_matrices();
+}
+
+void LlamaModel::pack_matrices() {
+  std::vector<Matrix*> all{&weights_.output};
+  for (LlamaLayer& l : weights_.layers)
+    for (Matrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down}) all.push_back(m);
+  std::vector<size_t> offsets;
+  size_t total = 0;
+  for (Matrix* m : all) {
+    offsets.push_back(total);
+    total += packed_bytes(m->view.type, int(m->view.rows), int(m->view.cols));
+  }
+  packed_.resize(total);
+  for (size_t i = 0; i < all.size(); ++i) {
+    const TensorView& v = all[i]->view;
+    if (!packed_bits(v.type)) continue;  // F32 / F16 weights keep the fp32 path
+    pack_weight(packed_.data() + offsets[i], v.data, v.type, int(v.rows), int(v.cols));
+    all[i]->packed = packed_.data() + offsets[i];
+  }
+}
+
+void LlamaModel::project(std::initializer_list<std::pair<float*, const Matrix*>> outs, const float* x, int T, int K) {
+  MatmulOut floats[4];
+  PackedOut packed[4];
+  int n_float = 0, n_packed = 0;
+  for (const auto& [y, m] : outs) {
+    const int N = int(m->view.rows);
+    if (m->packed) packed[n_packed++] = PackedOut{y, m->packed, packed_bits(m->view.type), N};
+    else floats[n_float++] = MatmulOut{y, m->view.data, m->view.type, N};
+  }
+  if (n_float) matmul_multi(floats, n_float, x, T, K, n_threads_);
+  if (n_packed) {
+    Workspace& ws = workspace_;
+    quantize_activations(ws.xq.data(), ws.dx.data(), ws.sx.data(), x, T, K);
+    matmul_int8_multi(packed, n_packed, ws.xq.data(), ws.dx.data(), ws.sx.data(), T, K, n_threads_);
+  }
 }
 
 void LlamaModel::set_n_threads(int n) {
@@ -140,9 +178,7 @@ void LlamaModel::forward_chunk(const int32_t* tokens, int T, int pos0, float* lo
     const LlamaLayer& w = weights_.layers[l];
     // Attention sublayer: x += Wo attn(rope(Wq n(x)), rope(Wk n(x)), Wv n(x))
     rmsnorm(xn, x, w.attn_norm, T, C, c.norm_eps);
-    const MatmulOut qkv[3] = {{q, w.wq.data, w.wq.type, q_dim}, {k, w.wk.data, w.wk.type, kv_dim},
-                              {v, w.wv.data, w.wv.type, kv_dim}};
-    matmul_multi(qkv, 3, xn, T, C, nt);
+    project({{q, &w.wq}, {k, &w.wk}, {v, &w.wv}}, xn, T, C);
     rope(q, cos, sin, T, H, D);
     rope(k, cos, sin, T, H_kv, D);
     float *k_cache = cache_.keys(l), *v_cache = cache_.values(l);
@@ -154,25 +190,22 @@ void LlamaModel::forward_chunk(const int32_t* tokens, int T, int pos0, float* lo
       }
     if (T == 1) attention_decode(att, q, k_cache, v_cache, pos0 + 1, H, H_kv, D, S, scale, nt);
     else attention_prefill(att, q, k_cache, v_cache, T, pos0, H, H_kv, D, S, scale, nt);
-    matmul(xn, att, w.wo.data, w.wo.type, T, q_dim, C, nt);
+    project({{xn, &w.wo}}, att, T, q_dim);
     add_inplace(x, xn, size_t(T) * C);
     // Feed-forward sublayer: x += W_down (silu(W_gate n(x)) * W_up n(x))
     rmsnorm(xn, x, w.ffn_norm, T, C, c.norm_eps);
-    const MatmulOut gate_up[2] = {{gate, w.w_gate.data, w.w_gate.type, c.hidden_dim},
-                                  {up, w.w_up.data, w.w_up.type, c.hidden_dim}};
-    matmul_multi(gate_up, 2, xn, T, C, nt);
+    project({{gate, &w.w_gate}, {up, &w.w_up}}, xn, T, C);
     swiglu(gate, gate, up, size_t(T) * c.hidden_dim);
-    matmul(xn, gate, w.w_down.data, w.w_down.type, T, c.hidden_dim, C, nt);
+    project({{xn, &w.w_down}}, gate, T, c.hidden_dim);
     add_inplace(x, xn, size_t(T) * C);
   }
   if (!logits) return;
-  const TensorView& out = weights_.output;
   if (all_logits) {
     rmsnorm(xn, x, weights_.output_norm, T, C, c.norm_eps);
-    matmul(logits, xn, out.data, out.type, T, C, c.vocab_size, nt);
+    project({{logits, &weights_.output}}, xn, T, C);
   } else {
     rmsnorm(xn, x + size_t(T - 1) * C, weights_.output_norm, 1, C, c.norm_eps);
-    matmul(logits, xn, out.data, out.type, 1, C, c.vocab_size, nt);
+    project({{logits, &weights_.output}}, xn, 1, C);
   }
 }
 

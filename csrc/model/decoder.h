@@ -7,6 +7,9 @@
 
 #include <vector>
 
+#include <initializer_list>
+#include <utility>
+
 #include "buffers.h"
 #include "config.h"
 #include "sampler.h"
@@ -23,7 +26,8 @@ struct GenerateOptions {
 class LlamaModel {
  public:
   // Checks every tensor's presence, type and shape against the config; throws nextoken::Error.
-  LlamaModel(const LlamaConfig& config, const TensorMap& tensors, int n_ctx, int n_threads);
+  LlamaModel(const LlamaConfig& config, const TensorMap& tensors, int n_ctx, int n_threads,
+             ComputeType compute = ComputeType::Float32);
 
   // tokens[0 .. T) at positions pos0 .. pos0 + T - 1 (positions before pos0 must be in the cache).
   // logits: (T, vocab) when all_logits, else (vocab) for the last token.
@@ -41,6 +45,9 @@ class LlamaModel {
   // Up to workspace_.batch tokens: the transformer body, then the logits of the rows asked for.
   void forward_chunk(const int32_t* tokens, int T, int pos0, float* logits, bool all_logits);
   void check_tokens(const int32_t* tokens, int T, int pos0) const;
+  // ys[i] (T, N_i) = x (T, K) @ W_i^T for matrices that share x, on the path each matrix is set up for.
+  void project(std::initializer_list<std::pair<float*, const Matrix*>> outs, const float* x, int T, int K);
+  void pack_matrices();
 
   LlamaConfig config_;
   LlamaWeights weights_;
@@ -48,6 +55,7 @@ class LlamaModel {
   KVCache cache_;
   Workspace workspace_;
   FloatBuffer rope_cos_, rope_sin_;  // (n_ctx, D/2)
+  std::vector<uint8_t> packed_;      // every Matrix::packed points in here (int8 compute)
   uint64_t cache_owner_ = 0;         // bumped by every forward() and Generation: who the cache belongs to
 };
 

@@ -22,13 +22,18 @@ def default_threads() -> int:
         return max(1, os.cpu_count() or 1)
 
 
-def load(model: Union[str, os.PathLike] = hub.DEFAULT_MODEL, n_ctx: int = 2048, n_threads: int | None = None) -> "Model":
+def load(model: Union[str, os.PathLike] = hub.DEFAULT_MODEL, n_ctx: int = 2048, n_threads: int | None = None,
+         compute_type: str = "float32") -> "Model":
     """Load a model by name (see nextoken.hub.MODELS; fetched on first use) or from a .gguf path.
 
     n_ctx: the most tokens (prompt + generated) one sequence can hold; the KV cache is sized for it.
     n_threads: CPU threads for the kernels; default: every core this process may run on.
+    compute_type: "float32" (default): fp32 activations, weights dequantized on the fly; matches the
+      fp32 reference to rounding. "int8": activations quantized to int8 per 32 values and integer dot
+      products against weights repacked at load (Q4_0/Q4_1/Q8_0 matrices), as llama.cpp computes:
+      faster, and the logits move by the quantization error (about 1% of their spread).
     """
-    return Model(hub.resolve(model), n_ctx=n_ctx, n_threads=n_threads)
+    return Model(hub.resolve(model), n_ctx=n_ctx, n_threads=n_threads, compute_type=compute_type)
 
 
 def _check_int(name, value, low):
@@ -38,7 +43,7 @@ def _check_int(name, value, low):
 
 
 class Model:
-    def __init__(self, path, n_ctx: int = 2048, n_threads: int | None = None):
+    def __init__(self, path, n_ctx: int = 2048, n_threads: int | None = None, compute_type: str = "float32"):
         n_ctx = _check_int("n_ctx", n_ctx, 1)
         n_threads = default_threads() if n_threads is None else _check_int("n_threads", n_threads, 1)
         self.file = gguf.read(path)
@@ -46,7 +51,10 @@ class Model:
         self.config = dict(self.file.config)
         if self.tokenizer.vocab_size != self.config["vocab_size"]:
             raise Error(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model {self.config['vocab_size']}")
-        self._model = _core.LlamaModel(self.config, self.file.tensors, n_ctx, n_threads)
+        if compute_type not in ("float32", "int8"):
+            raise Error(f"compute_type must be 'float32' or 'int8', got {compute_type!r}")
+        self.compute_type = compute_type
+        self._model = _core.LlamaModel(self.config, self.file.tensors, n_ctx, n_threads, compute_type)
 
     # ---- sizes and settings ------------------------------------------------------------------------
     @property

@@ -72,6 +72,25 @@ def matmul(x: np.ndarray, w: np.ndarray) -> np.ndarray:
     return (x.astype(np.float64) @ w.astype(np.float64).T).astype(np.float32)
 
 
+def quantize_activations(x):
+    """int8 codes, scales and code sums per 32-block of x (T, K): dx = max|x| / 127, xq = round(x / dx)."""
+    T, K = x.shape
+    blocks = x.reshape(T, K // QK, QK)
+    amax = np.abs(blocks).max(axis=2)
+    dx = (amax / np.float32(127)).astype(np.float32)
+    inv = np.divide(np.float32(127), amax, out=np.zeros_like(amax), where=amax > 0).astype(np.float32)
+    xq = np.rint(blocks * inv[:, :, None]).astype(np.int8)
+    return xq.reshape(T, K), dx, xq.astype(np.int32).sum(axis=2)
+
+
+def matmul_int8(x, w):
+    """x (T, K) @ w (N, K)^T with x replaced by its int8 quantization (compute_type "int8")."""
+    xq, dx, _ = quantize_activations(x)
+    T, K = x.shape
+    x_deq = (xq.reshape(T, K // QK, QK).astype(np.float64) * dx[:, :, None]).reshape(T, K)
+    return (x_deq @ w.astype(np.float64).T).astype(np.float32)
+
+
 def rmsnorm(x, weight, eps):
     x64 = x.astype(np.float64)
     return (x64 / np.sqrt((x64 * x64).mean(axis=-1, keepdims=True) + eps) * weight).astype(np.float32)
@@ -134,8 +153,10 @@ def allowed_tokens(logits, temperature, top_k, top_p):
 
 
 # ---- the whole model ----------------------------------------------------------------------------------------
-def llama_forward(config: dict, weights: dict, ids) -> np.ndarray:
-    """Logits (T, vocab) of a Llama model; weights: GGUF tensor name -> dequantized float32 array."""
+def llama_forward(config: dict, weights: dict, ids, int8: bool = False) -> np.ndarray:
+    """Logits (T, vocab) of a Llama model; weights: GGUF tensor name -> dequantized float32 array.
+    int8: every matrix product quantizes its input as compute_type "int8" does."""
+    matmul_ = matmul_int8 if int8 else matmul
     C, H, H_kv, D = config["dim"], config["n_heads"], config["n_kv_heads"], config["head_dim"]
     eps, T = config["norm_eps"], len(ids)
     cos, sin = rope_table(T, D, config["rope_base"])
@@ -143,13 +164,13 @@ def llama_forward(config: dict, weights: dict, ids) -> np.ndarray:
     for i in range(config["n_layers"]):
         p = f"blk.{i}."
         xn = rmsnorm(x, weights[p + "attn_norm.weight"].reshape(-1), eps)
-        q = rope(matmul(xn, weights[p + "attn_q.weight"]).reshape(T, H, D), cos, sin)
-        k = rope(matmul(xn, weights[p + "attn_k.weight"]).reshape(T, H_kv, D), cos, sin)
-        v = matmul(xn, weights[p + "attn_v.weight"]).reshape(T, H_kv, D)
+        q = rope(matmul_(xn, weights[p + "attn_q.weight"]).reshape(T, H, D), cos, sin)
+        k = rope(matmul_(xn, weights[p + "attn_k.weight"]).reshape(T, H_kv, D), cos, sin)
+        v = matmul_(xn, weights[p + "attn_v.weight"]).reshape(T, H_kv, D)
         att = attention(q, k.transpose(1, 0, 2), v.transpose(1, 0, 2)).reshape(T, H * D)
-        x = x + matmul(att, weights[p + "attn_output.weight"])
+        x = x + matmul_(att, weights[p + "attn_output.weight"])
         xn = rmsnorm(x, weights[p + "ffn_norm.weight"].reshape(-1), eps)
-        h = swiglu(matmul(xn, weights[p + "ffn_gate.weight"]), matmul(xn, weights[p + "ffn_up.weight"]))
-        x = x + matmul(h, weights[p + "ffn_down.weight"])
+        h = swiglu(matmul_(xn, weights[p + "ffn_gate.weight"]), matmul_(xn, weights[p + "ffn_up.weight"]))
+        x = x + matmul_(h, weights[p + "ffn_down.weight"])
     xn = rmsnorm(x, weights["output_norm.weight"].reshape(-1), eps)
-    return matmul(xn, weights.get("output.weight", weights["token_embd.weight"]))
+    return matmul_(xn, weights.get("output.weight", weights["token_embd.weight"]))

@@ -1,0 +1,144 @@
+// matmul_int8.cpp: y = x @ W^T with int8 activations and packed 4/8-bit weights, CPU, once per ISA.
+//
+// T = tokens, K = input features, N = output features; packed layout in kernels.h. Per token, group of
+// 16 rows and 32-weight block b, with u the codes, xq the activation codes and a the exact integer
+// a[j] = sum_i u(j, i) xq(i):
+//     acc[j] = fma(float(a[j]), d[j] * dx_b, acc[j]);   acc[j] = fma(m[j], dx_b * sx_b, acc[j])
+// With AVX-512 VNNI the 16 rows are the 16 lanes of one register and a is 8 vpdpbusd; elsewhere the same
+// operations run lane by lane, so every ISA gives the same bits. No horizontal sums: 16 outputs at once.
+#include <algorithm>
+#include <cmath>
+
+#include "isa_kernels.h"
+#include "simd.h"
+
+namespace nextoken {
+namespace NT_ISA {
+namespace {
+
+constexpr int ROWS = 16;    // rows per packed group
+constexpr int TILE_T = 4;   // tokens sharing one unpacking of a chunk's codes
+constexpr int BLOCK_T = 64; // tokens whose activations stay in cache while a thread sweeps its groups
+
+constexpr size_t chunk_bytes(int bits) { return 64 + size_t(bits) * 64; }
+
+#if defined(__AVX512VNNI__)
+// y[t * N + j], j < n_rows (<= 16), for NT tokens and one group of rows.
+template <int BITS, int NT>
+void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, const int32_t* sx, int K,
+                const uint8_t* w) {
+  const int n_blocks = K / QK;
+  __m512 acc[NT];
+  for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
+  for (int b = 0; b < n_blocks; ++b) {
+    const uint8_t* c = w + b * chunk_bytes(BITS);
+    const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
+    const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32)));
+    __m512i codes[8];
+    if constexpr (BITS == 4) {
+      const __m512i low4 = _mm512_set1_epi8(0x0F);
+      for (int p = 0; p < 4; ++p) {
+        const __m512i v = _mm512_loadu_si512(c + 64 + 64 * p);
+        codes[2 * p] = _mm512_and_si512(v, low4);
+        codes[2 * p + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
+      }
+    } else {
+      for (int g = 0; g < 8; ++g) codes[g] = _mm512_loadu_si512(c + 64 + 64 * g);
+    }
+    for (int t = 0; t < NT; ++t) {
+      const int8_t* xb = xq + size_t(t) * K + b * QK;
+      __m512i a = _mm512_setzero_si512();
+      for (int g = 0; g < 8; ++g) {
+        int32_t four;
+        std::memcpy(&four, xb + 4 * g, 4);
+        a = _mm512_dpbusd_epi32(a, codes[g], _mm512_set1_epi32(four));
+      }
+      const float s = dx[size_t(t) * n_blocks + b];
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(d, _mm512_set1_ps(s)), acc[t]);
+      acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(s * float(sx[size_t(t) * n_blocks + b])), acc[t]);
+    }
+  }
+  const __mmask16 keep = __mmask16((1u << n_rows) - 1);
+  for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + size_t(t) * N, keep, acc[t]);
+}
+#else
+template <int BITS, int NT>
+void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, const int32_t* sx, int K,
+                const uint8_t* w) {
+  const int n_blocks = K / QK;
+  float acc[NT][ROWS] = {};
+  for (int b = 0; b < n_blocks; ++b) {
+    const uint8_t* c = w + b * chunk_bytes(BITS);
+    const uint16_t* d16 = reinterpret_cast<const uint16_t*>(c);
+    const uint8_t* codes = c + 64;
+    for (int t = 0; t < NT; ++t) {
+      const int8_t* xb = xq + size_t(t) * K + b * QK;
+      const float s = dx[size_t(t) * n_blocks + b], s_sum = s * float(sx[size_t(t) * n_blocks + b]);
+      for (int j = 0; j < ROWS; ++j) {
+        int32_t a = 0;
+        for (int i = 0; i < QK; ++i) {
+          int u;
+          if constexpr (BITS == 8) {
+            u = codes[(i / 4) * 64 + 4 * j + i % 4];
+          } else {
+            const int p = i / 8, k = i % 8;
+            const uint8_t byte = codes[p * 64 + 4 * j + k % 4];
+            u = k < 4 ? byte & 0xF : byte >> 4;
+          }
+          a += u * xb[i];
+        }
+        acc[t][j] = std::fma(float(a), f16_to_f32(d16[j]) * s, acc[t][j]);
+        acc[t][j] = std::fma(f16_to_f32(d16[16 + j]), s_sum, acc[t][j]);
+      }
+    }
+  }
+  for (int t = 0; t < NT; ++t)
+    for (int j = 0; j < n_rows; ++j) y[size_t(t) * N + j] = acc[t][j];
+}
+#endif
+
+// Groups [g0, g1) of one output, every token.
+template <int BITS>
+void groups(const PackedOut& o, const int8_t* xq, const float* dx, const int32_t* sx, int T, int K, int g0, int g1) {
+  const int n_blocks = K / QK;
+  const size_t group_bytes = size_t(n_blocks) * chunk_bytes(BITS);
+  for (int t0 = 0; t0 < T; t0 += BLOCK_T) {
+    const int t1 = std::min(T, t0 + BLOCK_T);
+    for (int g = g0; g < g1; ++g) {
+      const int n_rows = std::min(ROWS, o.N - g * ROWS);
+      const uint8_t* w = o.w + g * group_bytes;
+      int t = t0;
+      for (; t + TILE_T <= t1; t += TILE_T)
+        group_tile<BITS, TILE_T>(o.y + size_t(t) * o.N + g * ROWS, o.N, n_rows, xq + size_t(t) * K,
+                                 dx + size_t(t) * n_blocks, sx + size_t(t) * n_blocks, K, w);
+      for (; t < t1; ++t)
+        group_tile<BITS, 1>(o.y + size_t(t) * o.N + g * ROWS, o.N, n_rows, xq + size_t(t) * K,
+                            dx + size_t(t) * n_blocks, sx + size_t(t) * n_blocks, K, w);
+    }
+  }
+}
+
+}  // namespace
+
+void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, const float* dx, const int32_t* sx,
+                       int T, int K, int n_threads) {
+  int total_groups = 0;
+  for (int i = 0; i < n_outs; ++i) total_groups += (outs[i].N + ROWS - 1) / ROWS;
+#pragma omp parallel num_threads(n_threads)
+  {
+    int g0, g1;
+    thread_share(total_groups, 1, g0, g1);
+    for (int i = 0, first = 0; i < n_outs && first < g1; ++i) {
+      const int n_groups = (outs[i].N + ROWS - 1) / ROWS;
+      const int a = std::max(g0, first) - first, b = std::min(g1, first + n_groups) - first;
+      if (a < b) {
+        if (outs[i].bits == 4) groups<4>(outs[i], xq, dx, sx, T, K, a, b);
+        else groups<8>(outs[i], xq, dx, sx, T, K, a, b);
+      }
+      first += n_groups;
+    }
+  }
+}
+
+}  // namespace NT_ISA
+}  // namespace nextoken
