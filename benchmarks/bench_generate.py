@@ -9,7 +9,7 @@ after a 128- and a 2048-token prompt (greedy, EOS ignored), load time, peak RSS,
 bandwidth (weight bytes read per token x tok/s, as gpt-fast reports it). Medians and min-max over the
 repeats after one warm-up; ratios are to llama-cpp-python (flash attention on) when it is installed.
 
-Engines: nextoken, llama.cpp (llama-cpp-python, flash attention on and default), ctranslate2 (int8,
+Engines: nextoken (compute_type float32, the default) and nextoken-int8, llama.cpp (llama-cpp-python, flash attention on and default), ctranslate2 (int8,
 converted from the GGUF through transformers on first use, cached), hf-fp32 / hf-bf16 (transformers with
 torch). Engines whose package is missing are skipped. See benchmarks/README.md.
 """
@@ -49,9 +49,9 @@ def prompt_ids(model_path: Path, n: int) -> list[int]:
 
 # ==== workers: one engine per process ======================================================================
 class NextokenEngine:
-    def __init__(self, path, threads):
+    def __init__(self, path, threads, compute_type):
         import nextoken
-        self.model = nextoken.load(path, n_ctx=N_CTX, n_threads=threads)
+        self.model = nextoken.load(path, n_ctx=N_CTX, n_threads=threads, compute_type=compute_type)
 
     def prefill(self, ids):
         t = time.perf_counter()
@@ -158,14 +158,21 @@ def _ct2_model(path: Path) -> Path:
     import torch
     from transformers import AutoModelForCausalLM, AutoTokenizer
     with tempfile.TemporaryDirectory() as tmp:
-        AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32).save_pretrained(tmp)
+        # transformers will not save a model loaded from GGUF: copy its (dequantized) weights into a plain one
+        loaded = AutoModelForCausalLM.from_pretrained(path.parent, gguf_file=path.name, dtype=torch.float32)
+        config = loaded.config.to_dict()
+        config.pop("quantization_config", None)
+        plain = AutoModelForCausalLM.from_config(type(loaded.config).from_dict(config), dtype=torch.float32)
+        plain.load_state_dict(loaded.state_dict())
+        plain.save_pretrained(tmp)
         AutoTokenizer.from_pretrained(path.parent, gguf_file=path.name).save_pretrained(tmp)
         ctranslate2.converters.TransformersConverter(tmp).convert(str(out), quantization="int8", force=True)
     return out
 
 
 ENGINES = {
-    "nextoken": (lambda p, t: NextokenEngine(p, t), "nextoken"),
+    "nextoken": (lambda p, t: NextokenEngine(p, t, "float32"), "nextoken"),
+    "nextoken-int8": (lambda p, t: NextokenEngine(p, t, "int8"), "nextoken"),
     "llama.cpp-fa": (lambda p, t: LlamaCppEngine(p, t, True), "llama_cpp"),
     "llama.cpp": (lambda p, t: LlamaCppEngine(p, t, False), "llama_cpp"),
     "ctranslate2-int8": (lambda p, t: CTranslate2Engine(p, t), "ctranslate2"),
@@ -246,6 +253,8 @@ def main():
     engines = [e for e in args.engines if available(e)]
     skipped = [e for e in args.engines if e not in engines]
     figures = [f for f in FIGURES if f[0] in args.figures]
+    if "ctranslate2-int8" in engines:
+        _ct2_model(path)  # convert before timing anything: load time is the converted model's
     procs, results = {}, {}
     for e in engines:
         p = subprocess.Popen([sys.executable, __file__, "--worker", e, "--model", str(path), "--threads", str(args.threads)],
