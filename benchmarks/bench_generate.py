@@ -181,6 +181,18 @@ ENGINES = {
 }
 
 
+def peak_rss_mib() -> float:
+    """This process's peak resident set. VmHWM, not getrusage's ru_maxrss: Linux carries ru_maxrss
+    over fork and exec, so a worker would report the driver's peak when that is higher."""
+    try:
+        for line in open("/proc/self/status"):
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+
+
 def worker(engine: str, path: Path, threads: int):
     """Answers JSON requests on stdin, one per line, with JSON on stdout."""
     out = sys.stdout
@@ -200,7 +212,7 @@ def worker(engine: str, path: Path, threads: int):
             reply = {"tok_s": len(ids) / eng.prefill(ids)}
         else:
             reply = {"tok_s": req["new"] / eng.decode(ids, req["new"])}
-        reply["peak_rss_mib"] = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+        reply["peak_rss_mib"] = peak_rss_mib()
         out.write(json.dumps(reply) + "\n")
         out.flush()
 
