@@ -8,6 +8,7 @@
 #include <vector>
 
 #include <initializer_list>
+#include <memory>
 #include <utility>
 
 #include "buffers.h"
@@ -55,7 +56,7 @@ class LlamaModel {
   KVCache cache_;
   Workspace workspace_;
   FloatBuffer rope_cos_, rope_sin_;  // (n_ctx, D/2)
-  std::vector<uint8_t> packed_;      // every Matrix::packed points in here (int8 compute)
+  std::unique_ptr<uint8_t[]> packed_;  // every Matrix::packed points in here (int8 compute)
   uint64_t cache_owner_ = 0;         // bumped by every forward() and Generation: who the cache belongs to
 };
 
