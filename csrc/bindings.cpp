@@ -169,7 +169,7 @@ py::tuple op_quantize_activations(const FloatArray& x) {
   py::array_t<int8_t> xq({T, K});
   py::array_t<float> dx({T, K / QK});
   py::array_t<int32_t> sx({T, K / QK});
-  quantize_activations(xq.mutable_data(), dx.mutable_data(), sx.mutable_data(), x.data(), T, K);
+  quantize_activations(xq.mutable_data(), dx.mutable_data(), sx.mutable_data(), x.data(), T, K, 1);
   return py::make_tuple(xq, dx, sx);
 }
 
@@ -187,7 +187,7 @@ py::array_t<float> op_matmul_int8(const FloatArray& x, const ByteArray& packed, 
   const PackedOut out{y.mutable_data(), packed.data(), packed_bits(t), n_out};
   const float* xp = x.data();
   py::gil_scoped_release release;
-  quantize_activations(xq.data(), dx.data(), sx.data(), xp, T, K);
+  quantize_activations(xq.data(), dx.data(), sx.data(), xp, T, K, n_threads);
   matmul_int8_multi(&out, 1, xq.data(), dx.data(), sx.data(), T, K, n_threads);
   return y;
 }

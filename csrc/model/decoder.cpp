@@ -127,7 +127,7 @@ void LlamaModel::project(std::initializer_list<std::pair<float*, const Matrix*>>
   if (n_float) matmul_multi(floats, n_float, x, T, K, n_threads_);
   if (n_packed) {
     Workspace& ws = workspace_;
-    quantize_activations(ws.xq.data(), ws.dx.data(), ws.sx.data(), x, T, K);
+    quantize_activations(ws.xq.data(), ws.dx.data(), ws.sx.data(), x, T, K, n_threads_);
     matmul_int8_multi(packed, n_packed, ws.xq.data(), ws.dx.data(), ws.sx.data(), T, K, n_threads_);
   }
 }
