@@ -159,7 +159,7 @@ py::array_t<uint8_t> op_pack_weight(const ByteArray& w, int type, int rows, int 
   const TensorView wv = tensor_view("w", w, type, rows, cols);
   NT_CHECK(packed_bits(wv.type), std::string("no packed form for ") + dtype_name(wv.type) + " (Q4_0, Q4_1, Q8_0 only)");
   py::array_t<uint8_t> out(py::ssize_t(packed_bytes(wv.type, rows, cols)));
-  pack_weight(out.mutable_data(), wv.data, wv.type, rows, cols);
+  pack_weight(out.mutable_data(), wv.data, wv.type, rows, cols, 1);
   return out;
 }
 

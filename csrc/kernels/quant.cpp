@@ -61,44 +61,47 @@ size_t packed_bytes(DType type, int N, int K) {
   return bits ? size_t((N + 15) / 16) * (K / QK) * chunk_bytes(bits) : 0;
 }
 
-void pack_weight(uint8_t* out, const void* w, DType type, int N, int K) {
-  const int bits = packed_bits(type), n_blocks = K / QK;
+void pack_weight(uint8_t* out, const void* w, DType type, int N, int K, int n_threads) {
+  const int bits = packed_bits(type), n_blocks = K / QK, n_groups = (N + 15) / 16;
   const size_t rb = row_bytes(type, K), chunk = chunk_bytes(bits);
-  std::memset(out, 0, packed_bytes(type, N, K));
-  for (int n = 0; n < N; ++n) {
-    const uint8_t* row = static_cast<const uint8_t*>(w) + size_t(n) * rb;
-    const int j = n % 16;
-    for (int b = 0; b < n_blocks; ++b) {
-      uint8_t* c = out + (size_t(n / 16) * n_blocks + b) * chunk;
-      uint16_t* d = reinterpret_cast<uint16_t*>(c);
-      uint16_t* m = d + 16;
-      uint8_t u[QK];  // the block's unsigned codes, w = d * u + m
-      if (type == DType::Q8_0) {
-        const BlockQ8_0& blk = reinterpret_cast<const BlockQ8_0*>(row)[b];
-        for (int i = 0; i < QK; ++i) u[i] = uint8_t(blk.qs[i] + 128);
-        d[j] = blk.d;
-        m[j] = f32_to_f16(-128.0f * f16_to_f32(blk.d));  // exact: a power-of-two multiple
-      } else {
-        const uint8_t* qs = type == DType::Q4_1 ? reinterpret_cast<const BlockQ4_1*>(row)[b].qs
-                                                : reinterpret_cast<const BlockQ4_0*>(row)[b].qs;
-        for (int i = 0; i < QK / 2; ++i) {
-          u[i] = qs[i] & 0xF;
-          u[i + QK / 2] = qs[i] >> 4;
-        }
-        if (type == DType::Q4_1) {
-          d[j] = reinterpret_cast<const BlockQ4_1*>(row)[b].d;
-          m[j] = reinterpret_cast<const BlockQ4_1*>(row)[b].m;
+#pragma omp parallel for schedule(static) num_threads(n_threads)
+  for (int g = 0; g < n_groups; ++g) {
+    std::memset(out + size_t(g) * n_blocks * chunk, 0, size_t(n_blocks) * chunk);  // rows past N stay zero
+    for (int n = g * 16; n < std::min(N, g * 16 + 16); ++n) {
+      const uint8_t* row = static_cast<const uint8_t*>(w) + size_t(n) * rb;
+      const int j = n % 16;
+      for (int b = 0; b < n_blocks; ++b) {
+        uint8_t* c = out + (size_t(g) * n_blocks + b) * chunk;
+        uint16_t* d = reinterpret_cast<uint16_t*>(c);
+        uint16_t* m = d + 16;
+        uint8_t u[QK];  // the block's unsigned codes, w = d * u + m
+        if (type == DType::Q8_0) {
+          const BlockQ8_0& blk = reinterpret_cast<const BlockQ8_0*>(row)[b];
+          for (int i = 0; i < QK; ++i) u[i] = uint8_t(blk.qs[i] + 128);
+          d[j] = blk.d;
+          m[j] = f32_to_f16(-128.0f * f16_to_f32(blk.d));  // exact: a power-of-two multiple
         } else {
-          d[j] = reinterpret_cast<const BlockQ4_0*>(row)[b].d;
-          m[j] = f32_to_f16(-8.0f * f16_to_f32(d[j]));  // exact: a power-of-two multiple
+          const uint8_t* qs = type == DType::Q4_1 ? reinterpret_cast<const BlockQ4_1*>(row)[b].qs
+                                                  : reinterpret_cast<const BlockQ4_0*>(row)[b].qs;
+          for (int i = 0; i < QK / 2; ++i) {
+            u[i] = qs[i] & 0xF;
+            u[i + QK / 2] = qs[i] >> 4;
+          }
+          if (type == DType::Q4_1) {
+            d[j] = reinterpret_cast<const BlockQ4_1*>(row)[b].d;
+            m[j] = reinterpret_cast<const BlockQ4_1*>(row)[b].m;
+          } else {
+            d[j] = reinterpret_cast<const BlockQ4_0*>(row)[b].d;
+            m[j] = f32_to_f16(-8.0f * f16_to_f32(d[j]));  // exact: a power-of-two multiple
+          }
         }
-      }
-      uint8_t* codes = c + 64;
-      if (bits == 8) {
-        for (int i = 0; i < QK; ++i) codes[(i / 4) * 64 + 4 * j + i % 4] = u[i];
-      } else {
-        for (int p = 0; p < 4; ++p)
-          for (int k = 0; k < 4; ++k) codes[p * 64 + 4 * j + k] = uint8_t(u[8 * p + k] | (u[8 * p + 4 + k] << 4));
+        uint8_t* codes = c + 64;
+        if (bits == 8) {
+          for (int i = 0; i < QK; ++i) codes[(i / 4) * 64 + 4 * j + i % 4] = u[i];
+        } else {
+          for (int p = 0; p < 4; ++p)
+            for (int k = 0; k < 4; ++k) codes[p * 64 + 4 * j + k] = uint8_t(u[8 * p + k] | (u[8 * p + 4 + k] << 4));
+        }
       }
     }
   }

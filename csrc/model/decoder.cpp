@@ -105,12 +105,11 @@ void LlamaModel::pack_matrices() {
     offsets.push_back(total);
     total += packed_bytes(m->view.type, int(m->view.rows), int(m->view.cols));
   }
-  packed_.reset(new uint8_t[total]);  // pack_weight() writes every byte
-#pragma omp parallel for schedule(dynamic) num_threads(n_threads_)
+  packed_ = PackedBuffer(total);
   for (size_t i = 0; i < all.size(); ++i) {
     const TensorView& v = all[i]->view;
     if (!packed_bits(v.type)) continue;  // F32 / F16 weights keep the fp32 path
-    pack_weight(packed_.get() + offsets[i], v.data, v.type, int(v.rows), int(v.cols));
+    pack_weight(packed_.get() + offsets[i], v.data, v.type, int(v.rows), int(v.cols), n_threads_);
     all[i]->packed = packed_.get() + offsets[i];
   }
 }

@@ -56,7 +56,7 @@ class LlamaModel {
   KVCache cache_;
   Workspace workspace_;
   FloatBuffer rope_cos_, rope_sin_;  // (n_ctx, D/2)
-  std::unique_ptr<uint8_t[]> packed_;  // every Matrix::packed points in here (int8 compute)
+  PackedBuffer packed_;               // every Matrix::packed points in here (int8 compute)
   uint64_t cache_owner_ = 0;         // bumped by every forward() and Generation: who the cache belongs to
 };
 
