@@ -13,18 +13,20 @@ namespace nextoken {
 namespace NT_ISA {
 namespace {
 
-constexpr int KEY_BLOCK = 32;     // keys scored together before the running softmax is rescaled
-constexpr int MAX_D16 = 256 / 16; // vectors per head row
+constexpr int KEY_BLOCK = 32;  // keys scored together before the running softmax is rescaled
 
-// out (D) = softmax(scale * k[0:n] q) v[0:n]; k, v: (n, D) rows. Online softmax (Milakov &
+// out (D) = softmax(scale * k[0:n] q) v[0:n]; k, v: (n, D) rows, D = 16 * D16. Online softmax (Milakov &
 // Gimelshein): a running max m, running denominator l, and the output accumulator rescaled by
-// e^(m_old - m_new) whenever a block of keys raises the max.
-void attend_row(float* out, const float* q, const float* k, const float* v, int n, int D, float scale) {
-  const int d16 = D / 16;
-  f32x16 qv[MAX_D16], acc[MAX_D16];
-  for (int i = 0; i < d16; ++i) {
+// e^(m_old - m_new) whenever a block of keys raises the max. D16 is a template parameter so that the
+// row's vectors live in registers; the output accumulates in two copies (even and odd keys), so each
+// key's FMAs need not wait for the previous key's.
+template <int D16>
+void attend_row(float* out, const float* q, const float* k, const float* v, int n, float scale) {
+  constexpr int D = 16 * D16;
+  f32x16 qv[D16], acc[2][D16];
+  for (int i = 0; i < D16; ++i) {
     qv[i] = load16(q + 16 * i) * scale;
-    acc[i] = splat(0.0f);
+    acc[0][i] = acc[1][i] = splat(0.0f);
   }
   float m = -INFINITY, l = 0.0f;
   alignas(64) float s[KEY_BLOCK];
@@ -34,7 +36,7 @@ void attend_row(float* out, const float* q, const float* k, const float* v, int 
     for (int j = 0; j < nb; ++j) {
       const float* kj = k + size_t(j0 + j) * D;
       f32x16 dot = qv[0] * load16(kj);
-      for (int i = 1; i < d16; ++i) dot += qv[i] * load16(kj + 16 * i);
+      for (int i = 1; i < D16; ++i) dot += qv[i] * load16(kj + 16 * i);
       s[j] = hsum(dot);
       block_max = std::max(block_max, s[j]);
     }
@@ -45,16 +47,39 @@ void attend_row(float* out, const float* q, const float* k, const float* v, int 
     float block_sum = 0.0f;
     for (int j = 0; j < nb; ++j) block_sum += s[j];
     l = l * correction + block_sum;
-    for (int i = 0; i < d16; ++i) acc[i] *= correction;
-    for (int j = 0; j < nb; ++j) {
+    for (int i = 0; i < D16; ++i) {
+      acc[0][i] *= correction;
+      acc[1][i] *= correction;
+    }
+    int j = 0;
+    for (; j + 2 <= nb; j += 2) {
       const float* vj = v + size_t(j0 + j) * D;
-      const f32x16 p = splat(s[j]);
-      for (int i = 0; i < d16; ++i) acc[i] += p * load16(vj + 16 * i);
+      const f32x16 p0 = splat(s[j]), p1 = splat(s[j + 1]);
+      for (int i = 0; i < D16; ++i) {
+        acc[0][i] += p0 * load16(vj + 16 * i);
+        acc[1][i] += p1 * load16(vj + D + 16 * i);
+      }
+    }
+    if (j < nb) {
+      const float* vj = v + size_t(j0 + j) * D;
+      const f32x16 p0 = splat(s[j]);
+      for (int i = 0; i < D16; ++i) acc[0][i] += p0 * load16(vj + 16 * i);
     }
     m = m_new;
   }
   const float inv_l = 1.0f / l;
-  for (int i = 0; i < d16; ++i) store16(out + 16 * i, acc[i] * inv_l);
+  for (int i = 0; i < D16; ++i) store16(out + 16 * i, (acc[0][i] + acc[1][i]) * inv_l);
+}
+
+using AttendRow = void (*)(float*, const float*, const float*, const float*, int, float);
+
+// The instantiation for head dim D (a multiple of 16, at most 256).
+AttendRow attend_row_for(int D) {
+  static constexpr AttendRow table[16] = {
+      attend_row<1>, attend_row<2>,  attend_row<3>,  attend_row<4>,  attend_row<5>,  attend_row<6>,
+      attend_row<7>, attend_row<8>,  attend_row<9>,  attend_row<10>, attend_row<11>, attend_row<12>,
+      attend_row<13>, attend_row<14>, attend_row<15>, attend_row<16>};
+  return table[D / 16 - 1];
 }
 
 }  // namespace
@@ -62,22 +87,24 @@ void attend_row(float* out, const float* q, const float* k, const float* v, int 
 void attention_prefill(float* out, const float* q, const float* k, const float* v, int T, int pos0,
                        int H, int H_kv, int D, int S, float scale, int n_threads) {
   const int group = H / H_kv;
+  const AttendRow attend_row = attend_row_for(D);
   // Rows get longer with t; interleaving (t, h) pairs round-robin keeps the threads' shares even.
 #pragma omp parallel for schedule(static, 1) num_threads(n_threads)
   for (int row = 0; row < T * H; ++row) {
     const int t = row / H, h = row % H;
     const size_t kv = size_t(h / group) * S * D;
-    attend_row(out + size_t(row) * D, q + size_t(row) * D, k + kv, v + kv, pos0 + t + 1, D, scale);
+    attend_row(out + size_t(row) * D, q + size_t(row) * D, k + kv, v + kv, pos0 + t + 1, scale);
   }
 }
 
 void attention_decode(float* out, const float* q, const float* k, const float* v, int n_keys, int H,
                       int H_kv, int D, int S, float scale, int n_threads) {
   const int group = H / H_kv;
+  const AttendRow attend_row = attend_row_for(D);
 #pragma omp parallel for schedule(static) num_threads(n_threads)
   for (int h = 0; h < H; ++h) {
     const size_t kv = size_t(h / group) * S * D;
-    attend_row(out + size_t(h) * D, q + size_t(h) * D, k + kv, v + kv, n_keys, D, scale);
+    attend_row(out + size_t(h) * D, q + size_t(h) * D, k + kv, v + kv, n_keys, scale);
   }
 }
 
