@@ -15,17 +15,17 @@ namespace {
 
 constexpr int KEY_BLOCK = 32;  // keys scored together before the running softmax is rescaled
 
-// out (D) = softmax(scale * k[0:n] q) v[0:n]; k, v: (n, D) rows, D = 16 * D16. Online softmax (Milakov &
+// out (D) = softmax(scale * k[0:n] q) v[0:n]; k, v: (n, D) rows. Online softmax (Milakov &
 // Gimelshein): a running max m, running denominator l, and the output accumulator rescaled by
-// e^(m_old - m_new) whenever a block of keys raises the max. D16 is a template parameter so that the
-// row's vectors live in registers; the output accumulates in two copies (even and odd keys), so each
-// key's FMAs need not wait for the previous key's.
-template <int D16>
+// e^(m_old - m_new) whenever a block of keys raises the max. DV = D / VL vectors per head row is a
+// template parameter so that the row lives in registers; the output accumulates in two copies (even and
+// odd keys), so each key's FMAs need not wait for the previous key's.
+template <int DV>
 void attend_row(float* out, const float* q, const float* k, const float* v, int n, float scale) {
-  constexpr int D = 16 * D16;
-  f32x16 qv[D16], acc[2][D16];
-  for (int i = 0; i < D16; ++i) {
-    qv[i] = load16(q + 16 * i) * scale;
+  constexpr int D = VL * DV;
+  vfloat qv[DV], acc[2][DV];
+  for (int i = 0; i < DV; ++i) {
+    qv[i] = loadv(q + VL * i) * scale;
     acc[0][i] = acc[1][i] = splat(0.0f);
   }
   float m = -INFINITY, l = 0.0f;
@@ -35,50 +35,52 @@ void attend_row(float* out, const float* q, const float* k, const float* v, int 
     float block_max = -INFINITY;
     for (int j = 0; j < nb; ++j) {
       const float* kj = k + size_t(j0 + j) * D;
-      f32x16 dot = qv[0] * load16(kj);
-      for (int i = 1; i < D16; ++i) dot += qv[i] * load16(kj + 16 * i);
+      vfloat dot = qv[0] * loadv(kj);
+      for (int i = 1; i < DV; ++i) dot += qv[i] * loadv(kj + VL * i);
       s[j] = hsum(dot);
       block_max = std::max(block_max, s[j]);
     }
     for (int j = nb; j < KEY_BLOCK; ++j) s[j] = -INFINITY;
     const float m_new = std::max(m, block_max);
     const float correction = std::exp(m - m_new);  // 0 on the first block (m = -inf)
-    for (int j = 0; j < KEY_BLOCK; j += 16) store16(s + j, exp16(load16(s + j) - m_new));
+    for (int j = 0; j < KEY_BLOCK; j += VL) storev(s + j, expv(loadv(s + j) - m_new));
     float block_sum = 0.0f;
     for (int j = 0; j < nb; ++j) block_sum += s[j];
     l = l * correction + block_sum;
-    for (int i = 0; i < D16; ++i) {
+    for (int i = 0; i < DV; ++i) {
       acc[0][i] *= correction;
       acc[1][i] *= correction;
     }
     int j = 0;
     for (; j + 2 <= nb; j += 2) {
       const float* vj = v + size_t(j0 + j) * D;
-      const f32x16 p0 = splat(s[j]), p1 = splat(s[j + 1]);
-      for (int i = 0; i < D16; ++i) {
-        acc[0][i] += p0 * load16(vj + 16 * i);
-        acc[1][i] += p1 * load16(vj + D + 16 * i);
+      const vfloat p0 = splat(s[j]), p1 = splat(s[j + 1]);
+      for (int i = 0; i < DV; ++i) {
+        acc[0][i] += p0 * loadv(vj + VL * i);
+        acc[1][i] += p1 * loadv(vj + D + VL * i);
       }
     }
     if (j < nb) {
       const float* vj = v + size_t(j0 + j) * D;
-      const f32x16 p0 = splat(s[j]);
-      for (int i = 0; i < D16; ++i) acc[0][i] += p0 * load16(vj + 16 * i);
+      const vfloat p0 = splat(s[j]);
+      for (int i = 0; i < DV; ++i) acc[0][i] += p0 * loadv(vj + VL * i);
     }
     m = m_new;
   }
   const float inv_l = 1.0f / l;
-  for (int i = 0; i < D16; ++i) store16(out + 16 * i, (acc[0][i] + acc[1][i]) * inv_l);
+  for (int i = 0; i < DV; ++i) storev(out + VL * i, (acc[0][i] + acc[1][i]) * inv_l);
 }
 
 using AttendRow = void (*)(float*, const float*, const float*, const float*, int, float);
 
 // The instantiation for head dim D (a multiple of 16, at most 256).
 AttendRow attend_row_for(int D) {
+  constexpr int U = 16 / VL;  // vectors per 16 floats
   static constexpr AttendRow table[16] = {
-      attend_row<1>, attend_row<2>,  attend_row<3>,  attend_row<4>,  attend_row<5>,  attend_row<6>,
-      attend_row<7>, attend_row<8>,  attend_row<9>,  attend_row<10>, attend_row<11>, attend_row<12>,
-      attend_row<13>, attend_row<14>, attend_row<15>, attend_row<16>};
+      attend_row<1 * U>,  attend_row<2 * U>,  attend_row<3 * U>,  attend_row<4 * U>,
+      attend_row<5 * U>,  attend_row<6 * U>,  attend_row<7 * U>,  attend_row<8 * U>,
+      attend_row<9 * U>,  attend_row<10 * U>, attend_row<11 * U>, attend_row<12 * U>,
+      attend_row<13 * U>, attend_row<14 * U>, attend_row<15 * U>, attend_row<16 * U>};
   return table[D / 16 - 1];
 }
 

@@ -7,9 +7,9 @@ namespace NT_ISA {
 
 void swiglu(float* out, const float* gate, const float* up, int64_t n) {
   int64_t i = 0;
-  for (; i + 16 <= n; i += 16) {
-    const f32x16 g = load16(gate + i);
-    store16(out + i, g / (1.0f + exp16(-g)) * load16(up + i));
+  for (; i + VL <= n; i += VL) {
+    const vfloat g = loadv(gate + i);
+    storev(out + i, g / (1.0f + expv(-g)) * loadv(up + i));
   }
   for (; i < n; ++i) {
     const float g = gate[i];
