@@ -281,3 +281,24 @@ def test_matmul_int8_error_against_fp32_is_the_quantization_error():
     ours = ops.matmul_int8(x, ops.pack_weight(raw, ref.Q4_1, 64, 576), ref.Q4_1, 64)
     rel_rms = np.sqrt(np.mean((ours - exact) ** 2) / np.mean(exact ** 2))
     assert 1e-4 < rel_rms < 1e-2
+
+
+def test_int8_matmul_gives_the_same_bits_on_every_isa():
+    """The integer sums are exact and the float steps identical, so the AVX2 and baseline variants must
+    reproduce this CPU's result bit for bit (each runs in a subprocess with NEXTOKEN_ISA forced)."""
+    import os
+    import subprocess
+    import sys
+    code = ("import numpy as np, sys; from nextoken import ops, reference as ref\n"
+            "rng = np.random.default_rng(0)\n"
+            "for ty in (ref.Q4_1, ref.Q8_0):\n"
+            "    raw = ref.quantize(rng.standard_normal((37, 96)).astype(np.float32), ty)\n"
+            "    x = rng.standard_normal((5, 96)).astype(np.float32)\n"
+            "    sys.stdout.buffer.write(ops.matmul_int8(x, ops.pack_weight(raw, ty, 37, 96), ty, 37, 2).tobytes())\n")
+    outputs = {}
+    for isa in ("native", "avx2", "generic"):
+        env = dict(os.environ)
+        if isa != "native":
+            env["NEXTOKEN_ISA"] = isa
+        outputs[isa] = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True).stdout
+    assert outputs["avx2"] == outputs["native"] and outputs["generic"] == outputs["native"]

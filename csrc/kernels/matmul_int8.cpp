@@ -4,8 +4,9 @@
 // 16 rows and 32-weight block b, with u the codes, xq the activation codes and a the exact integer
 // a[j] = sum_i u(j, i) xq(i):
 //     acc[j] = fma(float(a[j]), d[j] * dx_b, acc[j]);   acc[j] = fma(m[j], dx_b * sx_b, acc[j])
-// With AVX-512 VNNI the 16 rows are the 16 lanes of one register and a is 8 vpdpbusd; elsewhere the same
-// operations run lane by lane, so every ISA gives the same bits. No horizontal sums: 16 outputs at once.
+// With AVX-512 VNNI the 16 rows are the 16 lanes of one register and a is 8 vpdpbusd; with AVX2, two
+// registers of 8 rows; elsewhere the same operations run row by row. a is exact and the float steps are
+// the same, so every ISA gives the same bits. No horizontal sums: 16 outputs at once.
 #include <algorithm>
 #include <cmath>
 
@@ -60,6 +61,60 @@ void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, 
   }
   const __mmask16 keep = __mmask16((1u << n_rows) - 1);
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + size_t(t) * N, keep, acc[t]);
+}
+#elif defined(__AVX2__)
+// The same sums 8 rows at a time. 4-bit codes: vpmaddubsw (u8 x s8 pairs into s16, at most
+// 2 * 15 * 127: no saturation) then vpmaddwd by ones; 8-bit codes would saturate vpmaddubsw, so they
+// are widened to s16 and multiplied with vpmaddwd, and the two partial sums per row added after.
+template <int BITS, int NT>
+void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, const int32_t* sx, int K,
+                const uint8_t* w) {
+  const int n_blocks = K / QK;
+  __m256 acc[NT][2];
+  for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0F);
+  for (int b = 0; b < n_blocks; ++b) {
+    const uint8_t* c = w + b * chunk_bytes(BITS);
+    for (int half = 0; half < 2; ++half) {  // rows 8 * half .. 8 * half + 7
+      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * half)));
+      const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * half)));
+      __m256i codes[8];  // group g: 4 codes of each of the 8 rows
+      for (int g = 0; g < 8; ++g) {
+        if constexpr (BITS == 4) {
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * (g / 2) + 32 * half));
+          codes[g] = g % 2 ? _mm256_and_si256(_mm256_srli_epi16(v, 4), low4) : _mm256_and_si256(v, low4);
+        } else {
+          codes[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * g + 32 * half));
+        }
+      }
+      for (int t = 0; t < NT; ++t) {
+        const int8_t* xb = xq + size_t(t) * K + b * QK;
+        __m256i a = _mm256_setzero_si256();
+        for (int g = 0; g < 8; ++g) {
+          int32_t four;
+          std::memcpy(&four, xb + 4 * g, 4);
+          if constexpr (BITS == 4) {
+            a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(codes[g], _mm256_set1_epi32(four)), ones));
+          } else {
+            const __m256i x16 = _mm256_cvtepi8_epi16(_mm_set1_epi32(four));
+            const __m256i lo = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(codes[g])), x16);
+            const __m256i hi = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(codes[g], 1)), x16);
+            // lo: rows 0-3, two partial sums each; hi: rows 4-7. hadd pairs them as rows 0 1 4 5 | 2 3 6 7.
+            a = _mm256_add_epi32(a, _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo, hi), 0xD8));
+          }
+        }
+        const float s = dx[size_t(t) * n_blocks + b];
+        acc[t][half] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(d, _mm256_set1_ps(s)), acc[t][half]);
+        acc[t][half] = _mm256_fmadd_ps(m, _mm256_set1_ps(s * float(sx[size_t(t) * n_blocks + b])), acc[t][half]);
+      }
+    }
+  }
+  for (int t = 0; t < NT; ++t) {
+    alignas(32) float out[ROWS];
+    _mm256_store_ps(out, acc[t][0]);
+    _mm256_store_ps(out + 8, acc[t][1]);
+    std::memcpy(y + size_t(t) * N, out, sizeof(float) * n_rows);
+  }
 }
 #else
 template <int BITS, int NT>
