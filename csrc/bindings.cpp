@@ -50,7 +50,8 @@ int checked_threads(int n) {
 
 // The model plus the Python objects that own its weight memory.
 struct PyLlamaModel {
-  PyLlamaModel(const py::dict& config, const py::list& tensors, int n_ctx, int n_threads, const std::string& compute_type) {
+  PyLlamaModel(const py::dict& config, const py::list& tensors, int n_ctx, int n_threads, const std::string& compute_type,
+               bool weights_file_mapped) {
     NT_CHECK(compute_type == "float32" || compute_type == "int8",
              "compute_type must be 'float32' or 'int8', got '" + compute_type + "'");
     LlamaConfig c;
@@ -75,7 +76,8 @@ struct PyLlamaModel {
     }
     py::gil_scoped_release release;
     model = std::make_unique<LlamaModel>(c, map, n_ctx, n_threads,
-                                         compute_type == "int8" ? ComputeType::Int8 : ComputeType::Float32);
+                                         compute_type == "int8" ? ComputeType::Int8 : ComputeType::Float32,
+                                         weights_file_mapped);
   }
 
   py::array_t<float> forward(const IdArray& tokens, int pos0, bool all_logits) {
@@ -310,8 +312,11 @@ PYBIND11_MODULE(_core, m) {
   m.def("cpu_isa", &cpu_isa, "The instruction set the CPU kernels run with.");
 
   py::class_<PyLlamaModel>(m, "LlamaModel")
-      .def(py::init<const py::dict&, const py::list&, int, int, const std::string&>(), py::arg("config"),
-           py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"), py::arg("compute_type") = "float32")
+      .def(py::init<const py::dict&, const py::list&, int, int, const std::string&, bool>(), py::arg("config"),
+           py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"), py::arg("compute_type") = "float32",
+           py::arg("weights_file_mapped") = false,
+           "weights_file_mapped: the tensor arrays view a read-only file mapping (nextoken's GGUF loader), so\n"
+           "int8 compute may drop their pages from memory after repacking. Never set it for arrays in RAM.")
       .def("forward", &PyLlamaModel::forward, py::arg("tokens"), py::arg("pos0") = 0, py::arg("all_logits") = true)
       .def("start", &start_generation, py::arg("prompt"), py::arg("max_new_tokens"), py::arg("min_new_tokens"),
            py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("seed"), py::arg("eos_ids"),

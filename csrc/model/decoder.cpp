@@ -5,6 +5,11 @@
 #include <cmath>
 #include <string>
 
+#if defined(__linux__)
+#include <sys/mman.h>
+#include <unistd.h>
+#endif
+
 #include "../kernels/kernels.h"
 
 namespace nextoken {
@@ -64,6 +69,20 @@ LlamaWeights bind_weights(const LlamaConfig& c, const TensorMap& tensors) {
   return w;
 }
 
+// Drops the whole pages of [p, p + n) from this process's resident set. Only for read-only file
+// mappings: their pages come back from the page cache if touched again (the embedding table, tied to
+// the output matrix, is still read a row per token). On anonymous memory this would zero the data.
+void release_pages(const void* p, size_t n) {
+#if defined(__linux__)
+  const uintptr_t page = uintptr_t(sysconf(_SC_PAGESIZE));
+  const uintptr_t begin = (uintptr_t(p) + page - 1) / page * page, end = (uintptr_t(p) + n) / page * page;
+  if (end > begin) madvise(reinterpret_cast<void*>(begin), end - begin, MADV_DONTNEED);  // advice: failure is harmless
+#else
+  (void)p;
+  (void)n;
+#endif
+}
+
 const LlamaConfig& checked(const LlamaConfig& c) {
   NT_CHECK(c.n_layers > 0 && c.dim > 0 && c.hidden_dim > 0 && c.vocab_size > 0, "model sizes must be positive");
   NT_CHECK(c.n_heads > 0 && c.n_kv_heads > 0 && c.n_heads % c.n_kv_heads == 0,
@@ -82,14 +101,15 @@ int checked_ctx(int n_ctx) {
 }  // namespace
 
 LlamaModel::LlamaModel(const LlamaConfig& config, const TensorMap& tensors, int n_ctx, int n_threads,
-                       ComputeType compute)
+                       ComputeType compute, bool weights_file_mapped)
     : config_(checked(config)),
       weights_(bind_weights(config_, tensors)),
       n_threads_(1),
       cache_(config_, checked_ctx(n_ctx)),
       workspace_(config_, std::min(n_ctx, PREFILL_BATCH)),
       rope_cos_(size_t(n_ctx) * config_.head_dim / 2),
-      rope_sin_(size_t(n_ctx) * config_.head_dim / 2) {
+      rope_sin_(size_t(n_ctx) * config_.head_dim / 2),
+      release_file_pages_(weights_file_mapped) {
   set_n_threads(n_threads);
   rope_table(rope_cos_.get(), rope_sin_.get(), n_ctx, config_.head_dim, config_.rope_base);
   if (compute == ComputeType::Int8) pack_matrices();
@@ -111,12 +131,13 @@ void LlamaModel::pack_matrices() {
     if (!packed_bits(v.type)) continue;  // F32 / F16 weights keep the fp32 path
     pack_weight(packed_.get() + offsets[i], v.data, v.type, int(v.rows), int(v.cols), n_threads_);
     all[i]->packed = packed_.get() + offsets[i];
+    if (release_file_pages_) release_pages(v.data, v.rows * row_bytes(v.type, v.cols));
   }
 }
 
 void LlamaModel::project(std::initializer_list<std::pair<float*, const Matrix*>> outs, const float* x, int T, int K) {
-  MatmulOut floats[4];
-  PackedOut packed[4];
+  MatmulOut floats[3];  // at most Q, K and V share an input
+  PackedOut packed[3];
   int n_float = 0, n_packed = 0;
   for (const auto& [y, m] : outs) {
     const int N = int(m->view.rows);
@@ -128,6 +149,17 @@ void LlamaModel::project(std::initializer_list<std::pair<float*, const Matrix*>>
     Workspace& ws = workspace_;
     quantize_activations(ws.xq.data(), ws.dx.data(), ws.sx.data(), x, T, K, n_threads_);
     matmul_int8_multi(packed, n_packed, ws.xq.data(), ws.dx.data(), ws.sx.data(), T, K, n_threads_);
+  }
+}
+
+template <class F>
+void LlamaModel::by_tokens(int T, const F& fn) const {
+  if (T < 2 * n_threads_) return fn(0, T);  // decode: not worth waking the threads
+#pragma omp parallel num_threads(n_threads_)
+  {
+    int t0, t1;
+    thread_share(T, 1, t0, t1);
+    if (t0 < t1) fn(t0, t1);
   }
 }
 
@@ -176,28 +208,39 @@ void LlamaModel::forward_chunk(const int32_t* tokens, int T, int pos0, float* lo
   embedding(x, tokens, T, weights_.token_embd.data, weights_.token_embd.type, C);
   for (int l = 0; l < c.n_layers; ++l) {
     const LlamaLayer& w = weights_.layers[l];
-    // Attention sublayer: x += Wo attn(rope(Wq n(x)), rope(Wk n(x)), Wv n(x))
-    rmsnorm(xn, x, w.attn_norm, T, C, c.norm_eps);
-    project({{q, &w.wq}, {k, &w.wk}, {v, &w.wv}}, xn, T, C);
-    rope(q, cos, sin, T, H, D);
-    rope(k, cos, sin, T, H_kv, D);
     float *k_cache = cache_.keys(l), *v_cache = cache_.values(l);
-    for (int t = 0; t < T; ++t)
-      for (int h = 0; h < H_kv; ++h) {
-        const size_t src = (size_t(t) * H_kv + h) * D, dst = (size_t(h) * S + pos0 + t) * D;
-        std::copy(k + src, k + src + D, k_cache + dst);
-        std::copy(v + src, v + src + D, v_cache + dst);
-      }
+    // Attention sublayer: x += Wo attn(rope(Wq n(x)), rope(Wk n(x)), Wv n(x))
+    if (l == 0) rmsnorm(xn, x, w.attn_norm, T, C, c.norm_eps);  // later layers: fused below
+    project({{q, &w.wq}, {k, &w.wk}, {v, &w.wv}}, xn, T, C);
+    by_tokens(T, [&](int t0, int t1) {
+      rope(q + size_t(t0) * q_dim, cos + size_t(t0) * (D / 2), sin + size_t(t0) * (D / 2), t1 - t0, H, D);
+      rope(k + size_t(t0) * kv_dim, cos + size_t(t0) * (D / 2), sin + size_t(t0) * (D / 2), t1 - t0, H_kv, D);
+      for (int t = t0; t < t1; ++t)
+        for (int h = 0; h < H_kv; ++h) {
+          const size_t src = (size_t(t) * H_kv + h) * D, dst = (size_t(h) * S + pos0 + t) * D;
+          std::copy(k + src, k + src + D, k_cache + dst);
+          std::copy(v + src, v + src + D, v_cache + dst);
+        }
+    });
     if (T == 1) attention_decode(att, q, k_cache, v_cache, pos0 + 1, H, H_kv, D, S, scale, nt);
     else attention_prefill(att, q, k_cache, v_cache, T, pos0, H, H_kv, D, S, scale, nt);
     project({{xn, &w.wo}}, att, T, q_dim);
-    add_inplace(x, xn, size_t(T) * C);
+    by_tokens(T, [&](int t0, int t1) {
+      add_inplace(x + size_t(t0) * C, xn + size_t(t0) * C, size_t(t1 - t0) * C);
+      rmsnorm(xn + size_t(t0) * C, x + size_t(t0) * C, w.ffn_norm, t1 - t0, C, c.norm_eps);
+    });
     // Feed-forward sublayer: x += W_down (silu(W_gate n(x)) * W_up n(x))
-    rmsnorm(xn, x, w.ffn_norm, T, C, c.norm_eps);
     project({{gate, &w.w_gate}, {up, &w.w_up}}, xn, T, C);
-    swiglu(gate, gate, up, size_t(T) * c.hidden_dim);
+    by_tokens(T, [&](int t0, int t1) {
+      const size_t a = size_t(t0) * c.hidden_dim;
+      swiglu(gate + a, gate + a, up + a, size_t(t1 - t0) * c.hidden_dim);
+    });
     project({{xn, &w.w_down}}, gate, T, c.hidden_dim);
-    add_inplace(x, xn, size_t(T) * C);
+    const float* next_norm = l + 1 < c.n_layers ? weights_.layers[l + 1].attn_norm : nullptr;
+    by_tokens(T, [&](int t0, int t1) {
+      add_inplace(x + size_t(t0) * C, xn + size_t(t0) * C, size_t(t1 - t0) * C);
+      if (next_norm) rmsnorm(xn + size_t(t0) * C, x + size_t(t0) * C, next_norm, t1 - t0, C, c.norm_eps);
+    });
   }
   if (!logits) return;
   if (all_logits) {

@@ -27,8 +27,10 @@ struct GenerateOptions {
 class LlamaModel {
  public:
   // Checks every tensor's presence, type and shape against the config; throws nextoken::Error.
+  // weights_file_mapped: the tensors are views of a read-only file mapping, so with int8 compute the
+  // pages of each matrix can be dropped from memory once it is repacked (peak RSS: one copy, not two).
   LlamaModel(const LlamaConfig& config, const TensorMap& tensors, int n_ctx, int n_threads,
-             ComputeType compute = ComputeType::Float32);
+             ComputeType compute = ComputeType::Float32, bool weights_file_mapped = false);
 
   // tokens[0 .. T) at positions pos0 .. pos0 + T - 1 (positions before pos0 must be in the cache).
   // logits: (T, vocab) when all_logits, else (vocab) for the last token.
@@ -49,6 +51,10 @@ class LlamaModel {
   // ys[i] (T, N_i) = x (T, K) @ W_i^T for matrices that share x, on the path each matrix is set up for.
   void project(std::initializer_list<std::pair<float*, const Matrix*>> outs, const float* x, int T, int K);
   void pack_matrices();
+  // fn(t0, t1) over token ranges, split across the threads when there are enough tokens (prefill).
+  // For row-wise ops (norm, RoPE, residual add, SwiGLU): the results do not depend on the split.
+  template <class F>
+  void by_tokens(int T, const F& fn) const;
 
   LlamaConfig config_;
   LlamaWeights weights_;
@@ -57,6 +63,7 @@ class LlamaModel {
   Workspace workspace_;
   FloatBuffer rope_cos_, rope_sin_;  // (n_ctx, D/2)
   PackedBuffer packed_;               // every Matrix::packed points in here (int8 compute)
+  bool release_file_pages_;
   uint64_t cache_owner_ = 0;         // bumped by every forward() and Generation: who the cache belongs to
 };
 

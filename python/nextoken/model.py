@@ -54,7 +54,8 @@ class Model:
         if compute_type not in ("float32", "int8"):
             raise Error(f"compute_type must be 'float32' or 'int8', got {compute_type!r}")
         self.compute_type = compute_type
-        self._model = _core.LlamaModel(self.config, self.file.tensors, n_ctx, n_threads, compute_type)
+        # The loader's tensors view a read-only file mapping: int8 may release their pages after repacking.
+        self._model = _core.LlamaModel(self.config, self.file.tensors, n_ctx, n_threads, compute_type, True)
 
     # ---- sizes and settings ------------------------------------------------------------------------
     @property
