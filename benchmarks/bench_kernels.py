@@ -71,6 +71,29 @@ def random_weight(w_type, rows, cols, rng):
     return blocks.reshape(-1)
 
 
+def weight_copies(w_type, N, K, rng, total=128 << 20):
+    """Copies of a random (N, K) weight, as many as make `total` bytes (at least 1, at most 512)."""
+    one = random_weight(w_type, N, K, rng)
+    n = int(min(512, max(1, total // one.nbytes)))
+    tall = random_weight(w_type, N * n, K, rng) if n > 1 else one
+    return [tall[i * one.nbytes:(i + 1) * one.nbytes] for i in range(n)]
+
+
+def cycling(fn, items):
+    """A no-argument function that calls fn on the next item each time."""
+    state = {"i": 0}
+
+    def call():
+        fn(items[state["i"] % len(items)])
+        state["i"] += 1
+    return call
+
+
+def figures(nbytes, gemv_s, gemm_flops, gemm_s, bw, peak):
+    return [f"{gemv_s * 1e6:.0f}", f"{nbytes / gemv_s / 1e9:.1f}", f"{nbytes / gemv_s / 1e9 / bw:.0%}",
+            f"{gemm_s * 1e6:.0f}", f"{gemm_flops / gemm_s / 1e9:.0f}", f"{gemm_flops / gemm_s / 1e9 / peak:.0%}"]
+
+
 def table(title, header, rows):
     print(f"\n{title}")
     widths = [max(len(str(x)) for x in col) for col in zip(header, *rows)]
@@ -95,16 +118,26 @@ def main():
     shapes = [s for s in SHAPES if not (args.quick and s[0].startswith("llama3"))]
     for type_name, w_type in TYPES.items():
         for name, K, N in shapes:
-            w = random_weight(w_type, N, K, rng)
+            # GEMV reads a different copy of the weight each call, 128 MiB in all, so that small
+            # matrices are read from memory as in a real decode step, not from the cache.
+            copies = weight_copies(w_type, N, K, rng)
             x1 = rng.standard_normal((1, K), dtype=np.float32)
             x128 = rng.standard_normal((128, K), dtype=np.float32)
-            gemv = timeit(lambda: ops.matmul(x1, w, w_type, N, nt), args.repeats)
-            gemm = timeit(lambda: ops.matmul(x128, w, w_type, N, nt), max(3, args.repeats // 2))
-            gflops = 2 * 128 * K * N / gemm / 1e9
-            rows.append([type_name, name, f"{gemv * 1e6:.0f}", f"{w.nbytes / gemv / 1e9:.1f}", f"{w.nbytes / gemv / 1e9 / bw:.0%}",
-                         f"{gemm * 1e6:.0f}", f"{gflops:.0f}", f"{gflops / peak:.0%}"])
-    table("matmul: GEMV (T=1, decode) and GEMM (T=128, prefill)",
-          ["type", "shape", "GEMV us", "GB/s", "of bw", "GEMM us", "GFLOP/s", "of peak"], rows)
+            gemv = timeit(cycling(lambda w: ops.matmul(x1, w, w_type, N, nt), copies), args.repeats * len(copies))
+            gemm = timeit(lambda: ops.matmul(x128, copies[0], w_type, N, nt), max(3, args.repeats // 2))
+            row = [type_name, name] + figures(copies[0].nbytes, gemv, 2 * 128 * K * N, gemm, bw, peak)
+            if w_type in (ref.Q4_0, ref.Q4_1, ref.Q8_0):
+                packed = [ops.pack_weight(w, w_type, N, K) for w in copies]
+                gemv8 = timeit(cycling(lambda w: ops.matmul_int8(x1, w, w_type, N, nt), packed), args.repeats * len(packed))
+                gemm8 = timeit(lambda: ops.matmul_int8(x128, packed[0], w_type, N, nt), max(3, args.repeats // 2))
+                row += figures(packed[0].nbytes, gemv8, 2 * 128 * K * N, gemm8, bw, peak)
+            else:
+                row += ["-"] * 6
+            rows.append(row)
+    table("matmul: GEMV (T=1, decode) and GEMM (T=128, prefill); compute_type float32, then int8 (weights packed, "
+          "activations quantized in the call)",
+          ["type", "shape", "GEMV us", "GB/s", "of bw", "GEMM us", "GFLOP/s", "of peak",
+           "int8 GEMV us", "GB/s", "of bw", "int8 GEMM us", "GOP/s", "of fp32 peak"], rows)
 
     H, H_kv, D = 9, 3, 64  # SmolLM2's attention
     rows = []
