@@ -118,4 +118,21 @@ inline void thread_share(int n, int grain, int& begin, int& end) {
   if (end > n) end = n;
 }
 
+// Inside an OpenMP parallel region: the units of several outputs laid end to end (output i has
+// units(i) of them: row tiles, row groups) and split evenly over the threads, so that products sharing
+// an input run in one region. Calls fn(i, a, b) for each range [a, b) of output i this thread owns.
+template <class Units, class Fn>
+inline void share_outputs(int n_outs, const Units& units, const Fn& fn) {
+  int total = 0;
+  for (int i = 0; i < n_outs; ++i) total += units(i);
+  int begin, end;
+  thread_share(total, 1, begin, end);
+  for (int i = 0, first = 0; i < n_outs && first < end; ++i) {
+    const int n = units(i);
+    const int a = (begin > first ? begin : first) - first, b = (end < first + n ? end : first + n) - first;
+    if (a < b) fn(i, a, b);
+    first += n;
+  }
+}
+
 }  // namespace nextoken

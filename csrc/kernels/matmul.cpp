@@ -157,21 +157,11 @@ void rows_any(const MatmulOut& o, const float* x, int T, int K, int n0, int n1) 
 }  // namespace
 
 void matmul_multi(const MatmulOut* outs, int n_outs, const float* x, int T, int K, int n_threads) {
-  // The row tiles of all outputs, end to end, split evenly over the threads: one parallel region (one
-  // wake-up and one join) for Q, K and V together, or gate and up.
-  int total_tiles = 0;
-  for (int i = 0; i < n_outs; ++i) total_tiles += (outs[i].N + TILE_N - 1) / TILE_N;
+  // One parallel region (one wake-up and one join) for Q, K and V together, or gate and up.
 #pragma omp parallel num_threads(n_threads)
-  {
-    int tile0, tile1;
-    thread_share(total_tiles, 1, tile0, tile1);
-    for (int i = 0, first = 0; i < n_outs && first < tile1; ++i) {
-      const int n_tiles = (outs[i].N + TILE_N - 1) / TILE_N;
-      const int a = std::max(tile0, first) - first, b = std::min(tile1, first + n_tiles) - first;
-      if (a < b) rows_any(outs[i], x, T, K, a * TILE_N, std::min(outs[i].N, b * TILE_N));
-      first += n_tiles;
-    }
-  }
+  share_outputs(
+      n_outs, [&](int i) { return (outs[i].N + TILE_N - 1) / TILE_N; },
+      [&](int i, int a, int b) { rows_any(outs[i], x, T, K, a * TILE_N, std::min(outs[i].N, b * TILE_N)); });
 }
 
 }  // namespace NT_ISA

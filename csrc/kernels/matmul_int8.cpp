@@ -177,22 +177,13 @@ void groups(const PackedOut& o, const int8_t* xq, const float* dx, const int32_t
 
 void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, const float* dx, const int32_t* sx,
                        int T, int K, int n_threads) {
-  int total_groups = 0;
-  for (int i = 0; i < n_outs; ++i) total_groups += (outs[i].N + ROWS - 1) / ROWS;
 #pragma omp parallel num_threads(n_threads)
-  {
-    int g0, g1;
-    thread_share(total_groups, 1, g0, g1);
-    for (int i = 0, first = 0; i < n_outs && first < g1; ++i) {
-      const int n_groups = (outs[i].N + ROWS - 1) / ROWS;
-      const int a = std::max(g0, first) - first, b = std::min(g1, first + n_groups) - first;
-      if (a < b) {
+  share_outputs(
+      n_outs, [&](int i) { return (outs[i].N + ROWS - 1) / ROWS; },
+      [&](int i, int a, int b) {
         if (outs[i].bits == 4) groups<4>(outs[i], xq, dx, sx, T, K, a, b);
         else groups<8>(outs[i], xq, dx, sx, T, K, a, b);
-      }
-      first += n_groups;
-    }
-  }
+      });
 }
 
 }  // namespace NT_ISA
