@@ -5,11 +5,9 @@
 // kernels/; the buffers (cache, workspace, RoPE table) are allocated once, in the constructor.
 #pragma once
 
-#include <vector>
-
 #include <initializer_list>
-#include <memory>
 #include <utility>
+#include <vector>
 
 #include "buffers.h"
 #include "config.h"
