@@ -171,3 +171,29 @@ def test_int8_decoding_equals_prefill_and_ignores_threads(tiny_model_path):
 def test_unknown_compute_type(tiny_model_path):
     with pytest.raises(ValueError, match="compute_type"):
         nextoken.load(tiny_model_path[0], compute_type="int4")
+
+
+def test_threads_sharing_a_model_get_results_or_clear_errors(tiny_model_path):
+    """Calls from several Python threads run one at a time (the GIL is released while computing). Two
+    interleaved generations share one KV cache, so the older one ends with an error, never a crash."""
+    import threading
+    path, config, _ = tiny_model_path
+    model = nextoken.load(path, n_ctx=128, n_threads=2)
+    ids = [3, 1, 4, 1, 5, 9, 2, 6]
+    expected_logits = model.forward(ids)
+    expected_ids = model.generate(ids, max_new_tokens=40, min_new_tokens=40)
+    outcomes = []
+
+    def work():
+        for _ in range(5):
+            try:
+                np.testing.assert_array_equal(model.forward(ids), expected_logits)
+                outcomes.append(model.generate(ids, max_new_tokens=40, min_new_tokens=40) == expected_ids)
+            except ValueError as e:
+                outcomes.append("interrupted" in str(e))
+    threads = [threading.Thread(target=work) for _ in range(3)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join()
+    assert len(outcomes) == 15 and all(outcomes)

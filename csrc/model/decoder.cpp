@@ -165,6 +165,7 @@ void LlamaModel::by_tokens(int T, const F& fn) const {
 
 void LlamaModel::set_n_threads(int n) {
   NT_CHECK(n > 0, "n_threads must be positive, got " + std::to_string(n));
+  std::lock_guard<std::mutex> lock(busy_);
   n_threads_ = n;
 }
 
@@ -180,6 +181,7 @@ void LlamaModel::check_tokens(const int32_t* tokens, int T, int pos0) const {
 }
 
 void LlamaModel::forward(const int32_t* tokens, int T, int pos0, float* logits, bool all_logits) {
+  std::lock_guard<std::mutex> lock(busy_);
   ++cache_owner_;
   run(tokens, T, pos0, logits, all_logits);
 }
@@ -268,11 +270,13 @@ Generation::Generation(LlamaModel& model, std::vector<int32_t> prompt, const Gen
     NT_CHECK(id >= 0 && id < model.config().vocab_size, "EOS id " + std::to_string(id) + " is outside the vocabulary");
   model.check_tokens(prompt_.data(), n_prompt, 0);
   done_ = options.max_new_tokens == 0;
+  std::lock_guard<std::mutex> lock(model.busy_);
   owner_id_ = ++model.cache_owner_;
 }
 
 int32_t Generation::next() {
   if (done_) return -1;
+  std::lock_guard<std::mutex> lock(model_.busy_);
   NT_CHECK(model_.cache_owner_ == owner_id_,
            "this generation was interrupted: the model ran another forward() or generation since it started");
   float* logits = model_.workspace_.logits.get();

@@ -6,6 +6,7 @@
 #pragma once
 
 #include <initializer_list>
+#include <mutex>
 #include <utility>
 #include <vector>
 
@@ -63,6 +64,7 @@ class LlamaModel {
   PackedBuffer packed_;               // every Matrix::packed points in here (int8 compute)
   bool release_file_pages_;
   uint64_t cache_owner_ = 0;         // bumped by every forward() and Generation: who the cache belongs to
+  std::mutex busy_;                  // one computation at a time: callers on other threads wait their turn
 };
 
 // The continuation of one prompt. The model's cache holds this generation's state, so a later forward()
