@@ -23,6 +23,14 @@ def test_generate_streams_the_models_text(tiny_model_path):
     assert done.stdout == expected + "\n"
 
 
+def test_generate_with_int8_compute(tiny_model_path):
+    path = str(tiny_model_path[0])
+    done = run("generate", "the", "--model", path, "--max-new-tokens", "12", "--compute-type", "int8")
+    assert done.returncode == 0, done.stderr
+    expected = nextoken.load(path, n_ctx=2048, compute_type="int8").generate("the", max_new_tokens=12)
+    assert done.stdout == expected + "\n"
+
+
 def test_generate_reports_bad_input_without_a_traceback(tmp_path, tiny_model_path):
     done = run("generate", "hello", "--model", str(tmp_path / "missing.gguf"))
     assert done.returncode == 2 and "no model file" in done.stderr and "Traceback" not in done.stderr

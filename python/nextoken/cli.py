@@ -9,7 +9,7 @@ from . import hub
 
 def _generate(args) -> int:
     from .model import load
-    model = load(args.model, n_ctx=args.n_ctx, n_threads=args.threads)
+    model = load(args.model, n_ctx=args.n_ctx, n_threads=args.threads, compute_type=args.compute_type)
     for piece in model.stream(args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
                               top_k=args.top_k, top_p=args.top_p, seed=args.seed):
         sys.stdout.write(piece)
@@ -37,6 +37,8 @@ def main(argv=None) -> int:
     g.add_argument("--seed", type=int, default=None)
     g.add_argument("--n-ctx", type=int, default=2048)
     g.add_argument("--threads", type=int, default=None, help="default: all cores")
+    g.add_argument("--compute-type", choices=["float32", "int8"], default="float32",
+                   help="float32 (default, exact) or int8 (faster; see README)")
     g.set_defaults(run=_generate)
 
     p = sub.add_parser("pull", help="fetch a named model into the cache ($NEXTOKEN_HOME, default ~/.cache/nextoken)")
