@@ -29,7 +29,6 @@ constexpr int VL = 4;
 
 typedef float vfloat __attribute__((vector_size(4 * VL)));
 typedef int32_t vint __attribute__((vector_size(4 * VL)));
-typedef uint8_t u8x16 __attribute__((vector_size(16)));
 
 static inline vfloat splat(float x) { return vfloat{} + x; }
 
@@ -45,16 +44,6 @@ static inline vfloat loadv_partial(const float* p, int n) {
   float tmp[VL] = {};
   std::memcpy(tmp, p, sizeof(float) * n);
   return loadv(tmp);
-}
-
-static inline u8x16 load_u8x16(const uint8_t* p) {
-#if defined(__SSE2__)
-  return (u8x16)_mm_loadu_si128(reinterpret_cast<const __m128i*>(p));  // memcpy here gets split into bytes
-#else
-  u8x16 v;
-  std::memcpy(&v, p, sizeof v);
-  return v;
-#endif
 }
 
 // Sum of the lanes, always in the same tree order (halves added pairwise).
