@@ -38,6 +38,8 @@ inline void matmul(float* y, const float* x, const void* w, DType w_type, int T,
 //          8-bit: 8 x 64 bytes, byte 4j + k of vector g is u(j, 4g + k).
 // so that one 64-byte vector holds 4 consecutive codes of each of the 16 rows: the shape of VNNI's
 // vpdpbusd, which sums 4 u8 x s8 products per int32 lane. Rows past N in the last group are zero.
+// Bytes of one chunk (16 rows x 32 weights): scales, then codes.
+constexpr size_t packed_chunk_bytes(int bits) { return 64 + size_t(bits) * 64; }
 struct PackedOut {
   float* y;          // (T, N)
   const uint8_t* w;  // pack_weight() output

@@ -21,8 +21,6 @@ constexpr int ROWS = 16;    // rows per packed group
 constexpr int TILE_T = 4;   // tokens sharing one unpacking of a chunk's codes
 constexpr int BLOCK_T = 64; // tokens whose activations stay in cache while a thread sweeps its groups
 
-constexpr size_t chunk_bytes(int bits) { return 64 + size_t(bits) * 64; }
-
 #if defined(__AVX512VNNI__)
 // y[t * N + j], j < n_rows (<= 16), for NT tokens and one group of rows.
 template <int BITS, int NT>
@@ -32,7 +30,7 @@ void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, 
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int b = 0; b < n_blocks; ++b) {
-    const uint8_t* c = w + b * chunk_bytes(BITS);
+    const uint8_t* c = w + b * packed_chunk_bytes(BITS);
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
     const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32)));
     __m512i codes[8];
@@ -74,7 +72,7 @@ void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, 
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0F);
   for (int b = 0; b < n_blocks; ++b) {
-    const uint8_t* c = w + b * chunk_bytes(BITS);
+    const uint8_t* c = w + b * packed_chunk_bytes(BITS);
     for (int half = 0; half < 2; ++half) {  // rows 8 * half .. 8 * half + 7
       const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * half)));
       const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * half)));
@@ -123,7 +121,7 @@ void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, 
   const int n_blocks = K / QK;
   float acc[NT][ROWS] = {};
   for (int b = 0; b < n_blocks; ++b) {
-    const uint8_t* c = w + b * chunk_bytes(BITS);
+    const uint8_t* c = w + b * packed_chunk_bytes(BITS);
     const uint16_t* d16 = reinterpret_cast<const uint16_t*>(c);
     const uint8_t* codes = c + 64;
     for (int t = 0; t < NT; ++t) {
@@ -156,7 +154,7 @@ void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, 
 template <int BITS>
 void groups(const PackedOut& o, const int8_t* xq, const float* dx, const int32_t* sx, int T, int K, int g0, int g1) {
   const int n_blocks = K / QK;
-  const size_t group_bytes = size_t(n_blocks) * chunk_bytes(BITS);
+  const size_t group_bytes = size_t(n_blocks) * packed_chunk_bytes(BITS);
   for (int t0 = 0; t0 < T; t0 += BLOCK_T) {
     const int t1 = std::min(T, t0 + BLOCK_T);
     for (int g = g0; g < g1; ++g) {

@@ -54,16 +54,14 @@ int packed_bits(DType type) {
   return type == DType::Q4_0 || type == DType::Q4_1 ? 4 : type == DType::Q8_0 ? 8 : 0;
 }
 
-static size_t chunk_bytes(int bits) { return 64 + size_t(bits) * 64; }
-
 size_t packed_bytes(DType type, int N, int K) {
   const int bits = packed_bits(type);
-  return bits ? size_t((N + 15) / 16) * (K / QK) * chunk_bytes(bits) : 0;
+  return bits ? size_t((N + 15) / 16) * (K / QK) * packed_chunk_bytes(bits) : 0;
 }
 
 void pack_weight(uint8_t* out, const void* w, DType type, int N, int K, int n_threads) {
   const int bits = packed_bits(type), n_blocks = K / QK, n_groups = (N + 15) / 16;
-  const size_t rb = row_bytes(type, K), chunk = chunk_bytes(bits);
+  const size_t rb = row_bytes(type, K), chunk = packed_chunk_bytes(bits);
 #pragma omp parallel for schedule(static) num_threads(n_threads)
   for (int g = 0; g < n_groups; ++g) {
     std::memset(out + size_t(g) * n_blocks * chunk, 0, size_t(n_blocks) * chunk);  // rows past N stay zero
