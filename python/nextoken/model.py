@@ -176,11 +176,10 @@ def _text(tokens: Iterator[int], decoder: StreamDecoder, stops: list[str]) -> It
     longest = max(len(s) for s in stops)
     for token in tokens:
         text += decoder.push(token)
-        window = max(0, sent - longest)
-        hits = [i for i in (text.find(s, window) for s in stops) if i >= 0]
-        if hits:
-            if min(hits) > sent:
-                yield text[sent:min(hits)]
+        cut = _first_stop(text, stops, max(0, sent - longest))
+        if cut >= 0:
+            if cut > sent:
+                yield text[sent:cut]
             tokens.close()
             return
         safe = len(text)
@@ -193,7 +192,13 @@ def _text(tokens: Iterator[int], decoder: StreamDecoder, stops: list[str]) -> It
             yield text[sent:safe]
             sent = safe
     text += decoder.flush()
-    hits = [i for i in (text.find(s, max(0, sent - longest)) for s in stops) if i >= 0]
-    end = min(hits) if hits else len(text)
+    cut = _first_stop(text, stops, max(0, sent - longest))
+    end = cut if cut >= 0 else len(text)
     if end > sent:
         yield text[sent:end]
+
+
+def _first_stop(text: str, stops: list[str], start: int) -> int:
+    """Where the earliest stop string begins in text[start:], or -1."""
+    hits = [i for i in (text.find(s, start) for s in stops) if i >= 0]
+    return min(hits) if hits else -1
