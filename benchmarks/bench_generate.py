@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import platform
 import resource
 import statistics
@@ -39,7 +38,6 @@ TEXT = ("The history of the city begins in a small fishing village on the river.
 
 
 def prompt_ids(model_path: Path, n: int) -> list[int]:
-    import nextoken
     from nextoken.loaders import gguf
     from nextoken.tokenizer import Tokenizer
     tok = Tokenizer(gguf.read(model_path).tokenizer)

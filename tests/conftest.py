@@ -49,7 +49,7 @@ def write_tiny_llama(path, matrix_type=ref.Q4_1, embd_type=ref.Q8_0, tied=True, 
     w.add_bos_token_id(0)
     w.add_add_bos_token(False)
 
-    C, D, q_dim, kv_dim, hid = c["dim"], c["head_dim"], c["n_heads"] * c["head_dim"], c["n_kv_heads"] * c["head_dim"], c["hidden_dim"]
+    C, q_dim, kv_dim, hid = c["dim"], c["n_heads"] * c["head_dim"], c["n_kv_heads"] * c["head_dim"], c["hidden_dim"]
     shapes = {"token_embd.weight": (c["vocab_size"], C), "output_norm.weight": (C,)}
     if not tied:
         shapes["output.weight"] = (c["vocab_size"], C)

@@ -1,12 +1,10 @@
 """Bad input raises a clear Python exception (nextoken.Error is a ValueError) and never crashes."""
-import shutil
 
 import numpy as np
 import pytest
 from gguf import GGMLQuantizationType, GGUFWriter
 
 import nextoken
-from nextoken import reference as ref
 
 from conftest import write_tiny_llama
 

@@ -208,11 +208,15 @@ void LlamaModel::forward_chunk(const int32_t* tokens, int T, int pos0, float* lo
   const float* sin = rope_sin_.get() + size_t(pos0) * (D / 2);
 
   embedding(x, tokens, T, weights_.token_embd.data, weights_.token_embd.type, C);
+  // xn holds the normed input of each attention sublayer: here for layer 0, for the others with the
+  // previous layer's last residual add.
+  by_tokens(T, [&](int t0, int t1) {
+    rmsnorm(xn + size_t(t0) * C, x + size_t(t0) * C, weights_.layers[0].attn_norm, t1 - t0, C, c.norm_eps);
+  });
   for (int l = 0; l < c.n_layers; ++l) {
     const LlamaLayer& w = weights_.layers[l];
     float *k_cache = cache_.keys(l), *v_cache = cache_.values(l);
     // Attention sublayer: x += Wo attn(rope(Wq n(x)), rope(Wk n(x)), Wv n(x))
-    if (l == 0) rmsnorm(xn, x, w.attn_norm, T, C, c.norm_eps);  // later layers: fused below
     project({{q, &w.wq}, {k, &w.wk}, {v, &w.wv}}, xn, T, C);
     by_tokens(T, [&](int t0, int t1) {
       rope(q + size_t(t0) * q_dim, cos + size_t(t0) * (D / 2), sin + size_t(t0) * (D / 2), t1 - t0, H, D);

@@ -31,7 +31,7 @@ def load(model: Union[str, os.PathLike] = hub.DEFAULT_MODEL, n_ctx: int = 2048, 
     compute_type: "float32" (default): fp32 activations, weights dequantized on the fly; matches the
       fp32 reference to rounding. "int8": activations quantized to int8 per 32 values and integer dot
       products against weights repacked at load (Q4_0/Q4_1/Q8_0 matrices), as llama.cpp computes:
-      faster, and the logits move by the quantization error (about 1% of their spread).
+      faster, and the logits move by the quantization error (normalised MSE ~1e-3 to 1e-2 on SmolLM2).
     """
     return Model(hub.resolve(model), n_ctx=n_ctx, n_threads=n_threads, compute_type=compute_type)
 

@@ -157,7 +157,7 @@ def llama_forward(config: dict, weights: dict, ids, int8: bool = False) -> np.nd
     """Logits (T, vocab) of a Llama model; weights: GGUF tensor name -> dequantized float32 array.
     int8: every matrix product quantizes its input as compute_type "int8" does."""
     matmul_ = matmul_int8 if int8 else matmul
-    C, H, H_kv, D = config["dim"], config["n_heads"], config["n_kv_heads"], config["head_dim"]
+    H, H_kv, D = config["n_heads"], config["n_kv_heads"], config["head_dim"]
     eps, T = config["norm_eps"], len(ids)
     cos, sin = rope_table(T, D, config["rope_base"])
     x = weights["token_embd.weight"][np.asarray(ids)]
