@@ -9,10 +9,11 @@
 #include <pybind11/stl.h>
 
 #include <memory>
+#include <optional>
 #include <string>
 
 #include "kernels/kernels.h"
-#include "model/decoder.h"
+#include "model/session.h"
 
 namespace py = pybind11;
 using namespace nextoken;
@@ -24,8 +25,9 @@ using IdArray = py::array_t<int32_t, py::array::c_style | py::array::forcecast>;
 using ByteArray = py::array_t<uint8_t, py::array::c_style>;
 
 DType checked_dtype(int type) {
-  NT_CHECK(dtype_known(type), "unsupported weight type " + std::to_string(type) +
-                                  " (supported: F32, F16, Q4_0, Q4_1, Q8_0)");
+  std::string names;
+  for (const DTypeInfo& info : DTYPES) names += std::string(names.empty() ? "" : ", ") + info.name;
+  NT_CHECK(dtype_known(type), "unsupported weight type " + std::to_string(type) + " (supported: " + names + ")");
   return DType(type);
 }
 
@@ -33,8 +35,10 @@ DType checked_dtype(int type) {
 TensorView tensor_view(const std::string& name, const ByteArray& data, int type, int64_t rows, int64_t cols) {
   const DType t = checked_dtype(type);
   NT_CHECK(rows > 0 && cols > 0, "tensor '" + name + "' has an empty shape");
-  NT_CHECK(!dtype_is_blocked(t) || cols % QK == 0,
-           "tensor '" + name + "': " + dtype_name(t) + " rows must be a multiple of 32 weights, got " + std::to_string(cols));
+  NT_CHECK(rows < (int64_t(1) << 31) && cols < (int64_t(1) << 31) && double(rows) * double(cols) < 0x1p50,
+           "tensor '" + name + "' is impossibly large (" + std::to_string(rows) + " x " + std::to_string(cols) + ")");
+  NT_CHECK(cols % dtype_block(t) == 0, "tensor '" + name + "': " + dtype_name(t) + " rows must be a multiple of " +
+                                           std::to_string(dtype_block(t)) + " weights, got " + std::to_string(cols));
   const size_t expected = size_t(rows) * row_bytes(t, cols);
   NT_CHECK(size_t(data.nbytes()) == expected, "tensor '" + name + "' has " + std::to_string(data.nbytes()) +
                                                   " bytes, expected " + std::to_string(expected) + " for " +
@@ -48,58 +52,125 @@ int checked_threads(int n) {
   return n;
 }
 
-// The model plus the Python objects that own its weight memory.
-struct PyLlamaModel {
-  PyLlamaModel(const py::dict& config, const py::list& tensors, int n_ctx, int n_threads, const std::string& compute_type,
-               bool weights_file_mapped) {
+// ---- the model -----------------------------------------------------------------------------------
+
+// A value of the model config dict, as T; a missing key or a value of the wrong type is a
+// nextoken::Error naming the key (never pybind11's cast error).
+template <class T>
+T config_value(const py::dict& config, const char* key) {
+  NT_CHECK(config.contains(key), std::string("model config lacks '") + key + "'");
+  try {
+    return config[key].cast<T>();
+  } catch (const py::cast_error&) {
+    throw Error(std::string("model config: '") + key + "' has the wrong type (" +
+                std::string(py::str(py::type::of(config[key]).attr("__name__"))) + ")");
+  }
+}
+
+template <class E>
+E config_choice(const py::dict& config, const char* key, std::initializer_list<std::pair<const char*, E>> choices) {
+  const std::string value = config_value<std::string>(config, key);
+  std::string names;
+  for (const auto& [name, e] : choices) {
+    if (value == name) return e;
+    names += std::string(names.empty() ? "" : ", ") + name;
+  }
+  throw Error(std::string("model config: '") + key + "' is '" + value + "' (supported: " + names + ")");
+}
+
+ModelConfig model_config(const py::dict& d) {
+  ModelConfig c;
+  c.n_layers = config_value<int>(d, "n_layers");
+  c.dim = config_value<int>(d, "dim");
+  c.hidden_dim = config_value<int>(d, "hidden_dim");
+  c.n_heads = config_value<int>(d, "n_heads");
+  c.n_kv_heads = config_value<int>(d, "n_kv_heads");
+  c.head_dim = config_value<int>(d, "head_dim");
+  c.vocab_size = config_value<int>(d, "vocab_size");
+  c.norm = config_choice<NormKind>(d, "norm", {{"rms", NormKind::RMS}, {"layer", NormKind::Layer}});
+  c.norm_placement = config_choice<NormPlacement>(
+      d, "norm_placement",
+      {{"pre", NormPlacement::Pre}, {"post", NormPlacement::Post}, {"sandwich", NormPlacement::Sandwich}});
+  c.norm_eps = config_value<float>(d, "norm_eps");
+  c.activation = config_choice<Activation>(d, "activation",
+                                           {{"silu", Activation::SiLU}, {"gelu_tanh", Activation::GeluTanh},
+                                            {"gelu", Activation::Gelu}, {"relu", Activation::ReLU}});
+  c.gated = config_value<bool>(d, "gated");
+  c.positions = config_choice<Positions>(
+      d, "positions", {{"rope", Positions::Rope}, {"learned", Positions::Learned}, {"none", Positions::None}});
+  if (c.positions == Positions::Rope) {
+    c.rope_layout = config_choice<RopeLayout>(d, "rope_layout", {{"adjacent", RopeLayout::Adjacent}, {"half", RopeLayout::Half}});
+    for (const py::handle& table : config_value<py::list>(d, "rope_inv_freq")) {
+      const FloatArray arr = FloatArray::ensure(table);
+      NT_CHECK(arr && arr.ndim() == 1, "model config: each 'rope_inv_freq' entry must be a 1-D array of floats");
+      c.rope_inv_freq.emplace_back(arr.data(), arr.data() + arr.size());
+    }
+  }
+  if (c.positions == Positions::Learned) c.position_offset = config_value<int>(d, "position_offset");
+  c.attn_scale = config_value<float>(d, "attn_scale");
+  c.qk_norm = config_value<bool>(d, "qk_norm");
+  c.embed_scale = config_value<float>(d, "embed_scale");
+  c.final_softcap = config_value<float>(d, "final_softcap");
+  const auto windows = config_value<std::vector<int>>(d, "sliding_window");
+  const auto tables = config_value<std::vector<int>>(d, "rope_table");
+  NT_CHECK(int(windows.size()) == c.n_layers && int(tables.size()) == c.n_layers,
+           "model config: 'sliding_window' and 'rope_table' need one entry per layer");
+  for (int i = 0; i < c.n_layers; ++i) c.layers.push_back(LayerConfig{windows[i], tables[i]});
+  return c;
+}
+
+// The shared weights plus the Python objects that own their memory.
+struct PyTransformer {
+  PyTransformer(const py::dict& config, const py::list& tensors, int max_positions, const std::string& compute_type,
+                bool weights_file_mapped, int n_threads) {
     NT_CHECK(compute_type == "float32" || compute_type == "int8",
              "compute_type must be 'float32' or 'int8', got '" + compute_type + "'");
-    LlamaConfig c;
-    auto get = [&](const char* key) {
-      NT_CHECK(config.contains(key), std::string("model config lacks '") + key + "'");
-      return config[key];
-    };
-    c.n_layers = get("n_layers").cast<int>();
-    c.dim = get("dim").cast<int>();
-    c.hidden_dim = get("hidden_dim").cast<int>();
-    c.n_heads = get("n_heads").cast<int>();
-    c.n_kv_heads = get("n_kv_heads").cast<int>();
-    c.head_dim = get("head_dim").cast<int>();
-    c.vocab_size = get("vocab_size").cast<int>();
-    c.rope_base = get("rope_base").cast<float>();
-    c.norm_eps = get("norm_eps").cast<float>();
+    const ModelConfig c = model_config(config);
     TensorMap map;
     for (const py::handle& item : tensors) {
       auto [name, type, rows, cols, data] = item.cast<std::tuple<std::string, int, int64_t, int64_t, ByteArray>>();
+      NT_CHECK(!map.count(name), "two weights for '" + name + "'");
       map[name] = tensor_view(name, data, type, rows, cols);
       keep_alive.append(data);
     }
     py::gil_scoped_release release;
-    model = std::make_unique<LlamaModel>(c, map, n_ctx, n_threads,
-                                         compute_type == "int8" ? ComputeType::Int8 : ComputeType::Float32,
-                                         weights_file_mapped);
+    model = std::make_shared<Transformer>(c, map, max_positions,
+                                          compute_type == "int8" ? ComputeType::Int8 : ComputeType::Float32,
+                                          weights_file_mapped, n_threads);
+  }
+
+  std::shared_ptr<const Transformer> model;
+  py::list keep_alive;
+};
+
+// A session plus a reference to the Python transformer object that owns its weights.
+struct PySession {
+  PySession(py::object transformer, int n_ctx, int n_threads) : owner(transformer) {
+    auto model = transformer.cast<PyTransformer&>().model;
+    py::gil_scoped_release release;
+    session = std::make_unique<Session>(model, n_ctx, n_threads);
   }
 
   py::array_t<float> forward(const IdArray& tokens, int pos0, bool all_logits) {
     NT_CHECK(tokens.ndim() == 1, "tokens must be a 1-D array of ids");
-    const int T = int(tokens.shape(0)), V = model->config().vocab_size;
+    const int T = int(tokens.shape(0)), V = session->model().config().vocab_size;
     py::array_t<float> logits = all_logits ? py::array_t<float>({T, V}) : py::array_t<float>({V});
     const int32_t* ids = tokens.data();
     float* out = logits.mutable_data();
     {
       py::gil_scoped_release release;
-      model->forward(ids, T, pos0, out, all_logits);
+      session->forward(ids, T, pos0, out, all_logits);
     }
     return logits;
   }
 
-  std::unique_ptr<LlamaModel> model;
-  py::list keep_alive;
+  py::object owner;
+  std::unique_ptr<Session> session;
 };
 
-// A Generation plus a reference to the Python model object, which owns the model it runs on.
+// A Generation plus a reference to the Python session object, which owns the session it runs on.
 struct PyGeneration {
-  py::object model_owner;
+  py::object session_owner;
   std::unique_ptr<Generation> generation;
 
   int32_t next() {
@@ -118,8 +189,13 @@ PyGeneration start_generation(py::object self, const IdArray& prompt, int max_ne
   options.sampling = SamplingParams{temperature, top_k, top_p, seed};
   options.eos_ids = eos_ids;
   std::vector<int32_t> ids(prompt.data(), prompt.data() + prompt.size());
-  PyLlamaModel& m = self.cast<PyLlamaModel&>();
-  return PyGeneration{self, std::make_unique<Generation>(*m.model, std::move(ids), options)};
+  Session& session = *self.cast<PySession&>().session;
+  std::unique_ptr<Generation> generation;
+  {
+    py::gil_scoped_release release;  // the constructor waits for the session's lock
+    generation = std::make_unique<Generation>(session, std::move(ids), options);
+  }
+  return PyGeneration{self, std::move(generation)};
 }
 
 // ---- ops: kernels on numpy arrays ------------------------------------------------------------------
@@ -210,14 +286,24 @@ py::array_t<float> op_rmsnorm(const FloatArray& x, const FloatArray& weight, flo
   return out;
 }
 
-py::tuple op_rope_table(int n_pos, int D, float base) {
-  NT_CHECK(n_pos > 0 && D > 0 && D % 2 == 0, "rope_table: n_pos > 0 and an even head dim");
-  py::array_t<float> cos({n_pos, D / 2}), sin({n_pos, D / 2});
-  rope_table(cos.mutable_data(), sin.mutable_data(), n_pos, D, base);
+py::array_t<float> op_layernorm(const FloatArray& x, const FloatArray& weight, const FloatArray& bias, float eps) {
+  NT_CHECK(x.ndim() == 2 && weight.ndim() == 1 && weight.shape(0) == x.shape(1) && bias.ndim() == 1 &&
+               bias.shape(0) == x.shape(1),
+           "layernorm: x (T, C), weight (C), bias (C)");
+  py::array_t<float> out({x.shape(0), x.shape(1)});
+  layernorm(out.mutable_data(), x.data(), weight.data(), bias.data(), int(x.shape(0)), int(x.shape(1)), eps);
+  return out;
+}
+
+py::tuple op_rope_table(int n_pos, const FloatArray& inv_freq) {
+  NT_CHECK(n_pos > 0 && inv_freq.ndim() == 1 && inv_freq.size() > 0, "rope_table: n_pos > 0 and a 1-D inv_freq");
+  const int half = int(inv_freq.size());
+  py::array_t<float> cos({n_pos, half}), sin({n_pos, half});
+  rope_table(cos.mutable_data(), sin.mutable_data(), n_pos, half, inv_freq.data());
   return py::make_tuple(cos, sin);
 }
 
-py::array_t<float> op_rope(const FloatArray& x, const FloatArray& cos, const FloatArray& sin) {
+py::array_t<float> op_rope(const FloatArray& x, const FloatArray& cos, const FloatArray& sin, bool half_layout) {
   NT_CHECK(x.ndim() == 3 && x.shape(2) % 2 == 0, "rope: x must be (T, n_heads, D) with D even");
   const int T = int(x.shape(0)), H = int(x.shape(1)), D = int(x.shape(2));
   NT_CHECK(cos.ndim() == 2 && sin.ndim() == 2 && cos.shape(0) == T && cos.shape(1) == D / 2 &&
@@ -225,33 +311,48 @@ py::array_t<float> op_rope(const FloatArray& x, const FloatArray& cos, const Flo
            "rope: cos and sin must be (T, D/2)");
   py::array_t<float> out({T, H, D});
   std::copy(x.data(), x.data() + x.size(), out.mutable_data());
-  rope(out.mutable_data(), cos.data(), sin.data(), T, H, D);
+  rope(out.mutable_data(), cos.data(), sin.data(), T, H, D, half_layout);
   return out;
 }
 
-py::array_t<float> op_swiglu(const FloatArray& gate, const FloatArray& up) {
-  NT_CHECK(gate.size() == up.size(), "swiglu: gate and up must have the same size");
-  py::array_t<float> out(gate.request().shape);
-  swiglu(out.mutable_data(), gate.data(), up.data(), gate.size());
+Activation activation_kind(const std::string& kind) {
+  if (kind == "silu") return Activation::SiLU;
+  if (kind == "gelu_tanh") return Activation::GeluTanh;
+  if (kind == "gelu") return Activation::Gelu;
+  if (kind == "relu") return Activation::ReLU;
+  throw Error("activation: unknown kind '" + kind + "' (silu, gelu_tanh, gelu, relu)");
+}
+
+py::array_t<float> op_activation(const FloatArray& x, const std::string& kind, const std::optional<FloatArray>& up) {
+  const Activation act = activation_kind(kind);
+  NT_CHECK(!up || up->request().shape == x.request().shape, "activation: x and up must have the same shape");
+  py::array_t<float> out(x.request().shape);
+  if (up) gated_activation(out.mutable_data(), x.data(), up->data(), x.size(), act);
+  else activation(out.mutable_data(), x.data(), x.size(), act);
   return out;
 }
 
 py::array_t<float> op_add(const FloatArray& x, const FloatArray& y) {
-  NT_CHECK(x.size() == y.size(), "add: x and y must have the same size");
+  NT_CHECK(x.request().shape == y.request().shape, "add: x and y must have the same shape");
   py::array_t<float> out(x.request().shape);
   std::copy(x.data(), x.data() + x.size(), out.mutable_data());
   add_inplace(out.mutable_data(), y.data(), x.size());
   return out;
 }
 
-py::array_t<float> op_embedding(const IdArray& ids, const ByteArray& table, int type, int vocab, int C) {
+py::array_t<float> op_embedding(const py::array& ids, const ByteArray& table, int type, int vocab, int C) {
   NT_CHECK(ids.ndim() == 1, "embedding: ids must be 1-D");
+  NT_CHECK(ids.size() == 0 || ids.dtype().kind() == 'i' || ids.dtype().kind() == 'u', "embedding: ids must be integers");
+  const auto wide = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(ids);
   TensorView tv = tensor_view("table", table, type, vocab, C);
-  for (py::ssize_t t = 0; t < ids.shape(0); ++t)
-    NT_CHECK(ids.data()[t] >= 0 && ids.data()[t] < vocab, "embedding: token id " + std::to_string(ids.data()[t]) +
-                                                              " outside [0, " + std::to_string(vocab) + ")");
-  py::array_t<float> out({int(ids.shape(0)), C});
-  embedding(out.mutable_data(), ids.data(), int(ids.shape(0)), tv.data, tv.type, C);
+  std::vector<int32_t> narrow(size_t(wide.size()));
+  for (py::ssize_t t = 0; t < wide.size(); ++t) {
+    const int64_t id = wide.data()[t];
+    NT_CHECK(id >= 0 && id < vocab, "embedding: token id " + std::to_string(id) + " outside [0, " + std::to_string(vocab) + ")");
+    narrow[t] = int32_t(id);
+  }
+  py::array_t<float> out({py::ssize_t(narrow.size()), py::ssize_t(C)});
+  embedding(out.mutable_data(), narrow.data(), int(narrow.size()), tv.data, tv.type, C);
   return out;
 }
 
@@ -262,34 +363,36 @@ void check_attention(const FloatArray& q, const FloatArray& k, const FloatArray&
   const py::ssize_t H = q.shape(q_rank - 2), D = q.shape(q_rank - 1), H_kv = k.shape(0);
   NT_CHECK(k.shape(2) == D, "attention: q and k head dims differ");
   NT_CHECK(H_kv > 0 && H % H_kv == 0, "attention: query heads must be a multiple of key/value heads");
-  NT_CHECK(D % 16 == 0 && D <= 256, "attention: head dim must be a multiple of 16, at most 256");
+  NT_CHECK(D > 0 && D % 16 == 0 && D <= 256, "attention: head dim must be a positive multiple of 16, at most 256");
 }
 
 py::array_t<float> op_attention_prefill(const FloatArray& q, const FloatArray& k, const FloatArray& v, int pos0,
-                                        int n_threads) {
+                                        int window, int n_threads) {
   check_attention(q, k, v, 3);
   const int T = int(q.shape(0)), H = int(q.shape(1)), D = int(q.shape(2)), H_kv = int(k.shape(0)), S = int(k.shape(1));
-  NT_CHECK(pos0 >= 0 && pos0 + T <= S, "attention_prefill: pos0 + T exceeds the cache length");
+  NT_CHECK(pos0 >= 0 && int64_t(pos0) + T <= S, "attention_prefill: pos0 + T exceeds the cache length");
+  NT_CHECK(window >= 0, "attention_prefill: window must be >= 0");
   checked_threads(n_threads);
   py::array_t<float> out({T, H, D});
   float* o = out.mutable_data();
   const float *qp = q.data(), *kp = k.data(), *vp = v.data();
   py::gil_scoped_release release;
-  attention_prefill(o, qp, kp, vp, T, pos0, H, H_kv, D, S, 1.0f / std::sqrt(float(D)), n_threads);
+  attention_prefill(o, qp, kp, vp, T, pos0, H, H_kv, D, S, 1.0f / std::sqrt(float(D)), window, n_threads);
   return out;
 }
 
 py::array_t<float> op_attention_decode(const FloatArray& q, const FloatArray& k, const FloatArray& v, int n_keys,
-                                       int n_threads) {
+                                       int window, int n_threads) {
   check_attention(q, k, v, 2);
   const int H = int(q.shape(0)), D = int(q.shape(1)), H_kv = int(k.shape(0)), S = int(k.shape(1));
   NT_CHECK(n_keys > 0 && n_keys <= S, "attention_decode: n_keys must be in [1, cache length]");
+  NT_CHECK(window >= 0, "attention_decode: window must be >= 0");
   checked_threads(n_threads);
   py::array_t<float> out({H, D});
   float* o = out.mutable_data();
   const float *qp = q.data(), *kp = k.data(), *vp = v.data();
   py::gil_scoped_release release;
-  attention_decode(o, qp, kp, vp, n_keys, H, H_kv, D, S, 1.0f / std::sqrt(float(D)), n_threads);
+  attention_decode(o, qp, kp, vp, n_keys, H, H_kv, D, S, 1.0f / std::sqrt(float(D)), window, n_threads);
   return out;
 }
 
@@ -307,23 +410,33 @@ int op_sample(const FloatArray& logits, float temperature, int top_k, float top_
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
-  m.doc() = "nextoken's C++ core: kernels and the Llama-family decoder";
+  m.doc() = "nextoken's C++ core: kernels and the transformer";
   py::register_exception<Error>(m, "Error", PyExc_ValueError);
   m.def("cpu_isa", &cpu_isa, "The instruction set the CPU kernels run with.");
 
-  py::class_<PyLlamaModel>(m, "LlamaModel")
-      .def(py::init<const py::dict&, const py::list&, int, int, const std::string&, bool>(), py::arg("config"),
-           py::arg("tensors"), py::arg("n_ctx"), py::arg("n_threads"), py::arg("compute_type") = "float32",
-           py::arg("weights_file_mapped") = false,
-           "weights_file_mapped: the tensor arrays view a read-only file mapping (nextoken's GGUF loader), so\n"
-           "int8 compute may drop their pages from memory after repacking. Never set it for arrays in RAM.")
-      .def("forward", &PyLlamaModel::forward, py::arg("tokens"), py::arg("pos0") = 0, py::arg("all_logits") = true)
+  m.def("weight_types", [] {
+    py::dict types;
+    for (const DTypeInfo& info : DTYPES) types[py::int_(int(info.type))] = py::make_tuple(info.name, info.block, info.block_bytes);
+    return types;
+  }, "{ggml type number: (name, weights per block, bytes per block)} of every weight type the kernels take.");
+
+  py::class_<PyTransformer>(m, "Transformer")
+      .def(py::init<const py::dict&, const py::list&, int, const std::string&, bool, int>(), py::arg("config"),
+           py::arg("tensors"), py::arg("max_positions"), py::arg("compute_type") = "float32",
+           py::arg("weights_file_mapped") = false, py::arg("n_threads") = 1,
+           "The immutable part of a model: config (dict of the choices in csrc/model/config.h) and weights\n"
+           "[(role, ggml type, rows, cols, uint8 array)]. weights_file_mapped: the arrays view a read-only file\n"
+           "mapping, so int8 compute may drop their pages after repacking. Never set it for arrays in RAM.");
+
+  py::class_<PySession>(m, "Session")
+      .def(py::init<py::object, int, int>(), py::arg("transformer"), py::arg("n_ctx"), py::arg("n_threads"))
+      .def("forward", &PySession::forward, py::arg("tokens"), py::arg("pos0") = 0, py::arg("all_logits") = true)
       .def("start", &start_generation, py::arg("prompt"), py::arg("max_new_tokens"), py::arg("min_new_tokens"),
            py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("seed"), py::arg("eos_ids"),
            "Begin a generation; its next() returns one token per call (the first call prefills), -1 at the end.")
-      .def_property_readonly("n_ctx", [](const PyLlamaModel& m) { return m.model->n_ctx(); })
-      .def_property("n_threads", [](const PyLlamaModel& m) { return m.model->n_threads(); },
-                    [](PyLlamaModel& m, int n) { m.model->set_n_threads(n); });
+      .def_property_readonly("n_ctx", [](const PySession& s) { return s.session->n_ctx(); })
+      .def_property("n_threads", [](const PySession& s) { return s.session->n_threads(); },
+                    [](PySession& s, int n) { s.session->set_n_threads(n); });
 
   py::class_<PyGeneration>(m, "Generation")
       .def("next", &PyGeneration::next)
@@ -341,15 +454,19 @@ PYBIND11_MODULE(_core, m) {
           py::arg("n_threads") = 1, "x quantized to int8 per 32-block, times a packed weight.");
   ops.def("dequantize", &op_dequantize, py::arg("w"), py::arg("w_type"), py::arg("rows"), py::arg("cols"));
   ops.def("rmsnorm", &op_rmsnorm, py::arg("x"), py::arg("weight"), py::arg("eps"));
-  ops.def("rope_table", &op_rope_table, py::arg("n_pos"), py::arg("head_dim"), py::arg("base"));
-  ops.def("rope", &op_rope, py::arg("x"), py::arg("cos"), py::arg("sin"));
-  ops.def("swiglu", &op_swiglu, py::arg("gate"), py::arg("up"));
+  ops.def("layernorm", &op_layernorm, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("eps"));
+  ops.def("rope_table", &op_rope_table, py::arg("n_pos"), py::arg("inv_freq"), "cos, sin (n_pos, len(inv_freq)).");
+  ops.def("rope", &op_rope, py::arg("x"), py::arg("cos"), py::arg("sin"), py::arg("half_layout") = false);
+  ops.def("activation", &op_activation, py::arg("x"), py::arg("kind"), py::arg("up") = py::none(),
+          "act(x), or act(x) * up (gated); kind: silu, gelu_tanh, gelu, relu.");
   ops.def("add", &op_add, py::arg("x"), py::arg("y"));
   ops.def("embedding", &op_embedding, py::arg("ids"), py::arg("table"), py::arg("w_type"), py::arg("vocab"), py::arg("dim"));
   ops.def("attention_prefill", &op_attention_prefill, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("pos0") = 0,
-          py::arg("n_threads") = 1, "q (T, H, D); k, v (H_kv, S, D); query t at position pos0 + t.");
+          py::arg("window") = 0, py::arg("n_threads") = 1,
+          "q (T, H, D); k, v (H_kv, S, D); query t at position pos0 + t (sees the last `window` keys if > 0).");
   ops.def("attention_decode", &op_attention_decode, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_keys"),
-          py::arg("n_threads") = 1, "q (H, D); k, v (H_kv, S, D); attends to keys 0 .. n_keys - 1.");
+          py::arg("window") = 0, py::arg("n_threads") = 1,
+          "q (H, D); k, v (H_kv, S, D); attends to keys 0 .. n_keys - 1 (the last `window` if > 0).");
   ops.def("sample", &op_sample, py::arg("logits"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"),
           py::arg("u"), "One draw with uniform u in [0, 1); temperature 0 is argmax.");
 }

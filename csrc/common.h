@@ -25,7 +25,7 @@ struct Error : std::invalid_argument {
   } while (0)
 
 // Weight element types, numbered as GGUF numbers them (ggml_type) so a loader can pass them through.
-enum class DType : int { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8 };
+enum class DType : int { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, BF16 = 30 };
 
 // GGUF block layouts (ggml-common.h): QK = 32 weights per block, scales in IEEE half precision.
 constexpr int QK = 32;
@@ -35,32 +35,45 @@ struct BlockQ8_0 { uint16_t d; int8_t qs[QK]; };               // w = d * q
 // In the 4-bit blocks, byte j holds weight j in its low nibble and weight j + 16 in its high nibble.
 static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(BlockQ8_0) == 34, "GGUF layout");
 
-inline const char* dtype_name(DType t) {
-  switch (t) {
-    case DType::F32: return "F32";
-    case DType::F16: return "F16";
-    case DType::Q4_0: return "Q4_0";
-    case DType::Q4_1: return "Q4_1";
-    case DType::Q8_0: return "Q8_0";
-  }
-  return "unknown";
+// The one table of weight types: name, weights per block, bytes per block. Python reads it through
+// _core.weight_types(), so no other file repeats it (reference.py decodes the layouts independently).
+struct DTypeInfo {
+  DType type;
+  const char* name;
+  int block;
+  int block_bytes;
+};
+constexpr DTypeInfo DTYPES[] = {
+    {DType::F32, "F32", 1, 4},          {DType::F16, "F16", 1, 2},           {DType::BF16, "BF16", 1, 2},
+    {DType::Q4_0, "Q4_0", QK, sizeof(BlockQ4_0)}, {DType::Q4_1, "Q4_1", QK, sizeof(BlockQ4_1)},
+    {DType::Q8_0, "Q8_0", QK, sizeof(BlockQ8_0)},
+};
+
+inline const DTypeInfo* dtype_info(int t) {
+  for (const DTypeInfo& info : DTYPES)
+    if (int(info.type) == t) return &info;
+  return nullptr;
 }
+inline bool dtype_known(int t) { return dtype_info(t) != nullptr; }
+inline const char* dtype_name(DType t) { return dtype_info(int(t))->name; }
+inline int dtype_block(DType t) { return dtype_info(int(t))->block; }
+inline bool dtype_is_blocked(DType t) { return dtype_block(t) > 1; }
 
-inline bool dtype_known(int t) { return t == 0 || t == 1 || t == 2 || t == 3 || t == 8; }
-
-// Bytes taken by one row of n weights; n must be a multiple of QK for the block types.
+// Bytes taken by one row of n weights; n must be a multiple of the type's block.
 inline size_t row_bytes(DType t, int64_t n) {
-  switch (t) {
-    case DType::F32: return size_t(n) * 4;
-    case DType::F16: return size_t(n) * 2;
-    case DType::Q4_0: return size_t(n / QK) * sizeof(BlockQ4_0);
-    case DType::Q4_1: return size_t(n / QK) * sizeof(BlockQ4_1);
-    case DType::Q8_0: return size_t(n / QK) * sizeof(BlockQ8_0);
-  }
-  return 0;
+  const DTypeInfo* info = dtype_info(int(t));
+  return size_t(n / info->block) * size_t(info->block_bytes);
 }
 
-inline bool dtype_is_blocked(DType t) { return t == DType::Q4_0 || t == DType::Q4_1 || t == DType::Q8_0; }
+// A feed-forward nonlinearity (kernels.h: activation, gated_activation).
+enum class Activation { SiLU, GeluTanh, Gelu, ReLU };
+
+inline float bf16_to_f32(uint16_t h) {
+  const uint32_t bits = uint32_t(h) << 16;
+  float f;
+  std::memcpy(&f, &bits, 4);
+  return f;
+}
 
 // IEEE binary16 -> binary32, exact for every input (subnormals, inf, nan included).
 inline float f16_to_f32(uint16_t h) {

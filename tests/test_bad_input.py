@@ -77,11 +77,12 @@ def test_missing_tensor(tmp_path):
 
 
 def test_tensor_shape_disagrees_with_metadata(tiny_model_path, tmp_path):
+    from nextoken import architectures
     from nextoken.loaders import gguf
-    mf = gguf.read(tiny_model_path[0])
-    config = dict(mf.config, hidden_dim=mf.config["hidden_dim"] * 2)
-    with pytest.raises(nextoken.Error, match="ffn_gate.weight' has shape"):
-        nextoken._core.LlamaModel(config, mf.tensors, 64, 1)
+    spec = architectures.from_gguf(gguf.read(tiny_model_path[0]))
+    config = dict(spec.config, hidden_dim=spec.config["hidden_dim"] * 2)
+    with pytest.raises(nextoken.Error, match="ffn_gate' has shape"):
+        nextoken._core.Transformer(config, spec.tensors, 64)
 
 
 @pytest.fixture(scope="module")

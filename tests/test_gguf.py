@@ -39,7 +39,7 @@ def test_metadata_agrees_with_gguf_reader(gguf_path):
 
 
 def test_tensors_agree_with_gguf_reader(gguf_path):
-    ours = {name: (ty, rows, cols, data) for name, ty, rows, cols, data in gguf.read(gguf_path).tensors}
+    ours = {name: (t.type, t.rows, t.cols, t.data) for name, t in gguf.read(gguf_path).tensors.items()}
     theirs = GGUFReader(gguf_path).tensors
     assert sorted(ours) == sorted(t.name for t in theirs)
     for t in theirs:

@@ -12,7 +12,7 @@ from nextoken import ops
 from nextoken import reference as ref
 
 RTOL = 1e-5
-TYPES = [ref.F32, ref.F16, ref.Q4_0, ref.Q4_1, ref.Q8_0]
+TYPES = [ref.F32, ref.F16, ref.BF16, ref.Q4_0, ref.Q4_1, ref.Q8_0]
 
 
 def close(actual, expected, rtol=RTOL):
@@ -62,7 +62,7 @@ def test_matmul_matches_dequantize_then_fp32(w_type, T, K, N):
     close(ops.matmul(x, raw, w_type, N, 2), expected)
 
 
-@pytest.mark.parametrize("w_type", [ref.F32, ref.F16])
+@pytest.mark.parametrize("w_type", [ref.F32, ref.F16, ref.BF16])
 @pytest.mark.parametrize("K", [1, 15, 17, 33, 47, 100])
 def test_matmul_unblocked_types_take_any_row_length(w_type, K):
     rng = np.random.default_rng(K)
@@ -104,39 +104,62 @@ def test_rmsnorm(T, C):
     close(ops.rmsnorm(x, w, 1e-5), ref.rmsnorm(x, w, 1e-5))
 
 
+@pytest.mark.parametrize("T,C", [(1, 8), (3, 576), (5, 37)])
+def test_layernorm(T, C):
+    rng = np.random.default_rng(C)
+    x = (rng.standard_normal((T, C)) * 3 + 5).astype(np.float32)  # an offset mean: centring matters
+    w, b = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
+    close(ops.layernorm(x, w, b, 1e-5), ref.layernorm(x, w, b, 1e-5))
+
+
 @pytest.mark.parametrize("D,base", [(16, 10000.0), (64, 100000.0), (128, 500000.0)])
-def test_rope_table_and_rotation(D, base):
-    cos, sin = ops.rope_table(300, D, base)
-    rcos, rsin = ref.rope_table(300, D, base)
-    # An fp32 angle p * inv_freq carries the rounding of inv_freq (1 ulp, x p) and of the product
-    # (1 ulp of the angle): allow 2 ulp of the angle.
-    inv_freq = 1.0 / np.float64(base) ** (np.arange(0, D, 2) / D)
-    angle_ulp = np.spacing(np.maximum(np.arange(300)[:, None] * inv_freq, 1.0).astype(np.float32))
-    assert np.all(np.abs(cos - rcos) <= 2 * angle_ulp)
-    assert np.all(np.abs(sin - rsin) <= 2 * angle_ulp)
+@pytest.mark.parametrize("half_layout", [False, True])
+def test_rope_table_and_rotation(D, base, half_layout):
+    inv_freq = ref.rope_inv_freq(base, D)
+    cos, sin = ops.rope_table(300, inv_freq)
+    rcos, rsin = ref.rope_table(300, inv_freq)
+    # The same fp32 angle p * inv_freq on both sides; only the cosine's final rounding may differ (1 ulp).
+    assert np.all(np.abs(cos - rcos) <= np.spacing(np.abs(rcos)))
+    assert np.all(np.abs(sin - rsin) <= np.spacing(np.abs(rsin)))
     rng = np.random.default_rng(D)
     x = rng.standard_normal((7, 3, D)).astype(np.float32)
-    close(ops.rope(x, cos[100:107], sin[100:107]), ref.rope(x, rcos[100:107], rsin[100:107]))
+    close(ops.rope(x, cos[100:107], sin[100:107], half_layout),
+          ref.rope(x, rcos[100:107], rsin[100:107], half_layout))
 
 
+def test_rope_layouts_pair_different_elements():
+    """The two layouts rotate different pairs: the same input gives different outputs."""
+    cos, sin = ops.rope_table(4, ref.rope_inv_freq(10000.0, 16))
+    x = np.arange(3 * 16, dtype=np.float32).reshape(1, 3, 16) / 10
+    adjacent, half = ops.rope(x, cos[3:], sin[3:], False), ops.rope(x, cos[3:], sin[3:], True)
+    assert np.abs(adjacent - half).max() > 0.1
+
+
+ACTIVATIONS = ["silu", "gelu_tanh", "gelu", "relu"]
+
+
+@pytest.mark.parametrize("kind", ACTIVATIONS)
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 1536 * 3 + 5])
-def test_swiglu_and_add(n):
+def test_activations_and_add(kind, n):
     rng = np.random.default_rng(n)
     g = (rng.standard_normal(n) * 6).astype(np.float32)
     u = rng.standard_normal(n).astype(np.float32)
-    np.testing.assert_allclose(ops.swiglu(g, u), ref.swiglu(g, u), rtol=RTOL, atol=1e-7)
+    # the vector exp has ~2 ulp error, and x / (1 + e) adds two roundings: a few ulp of the output
+    np.testing.assert_allclose(ops.activation(g, kind), ref.activation(g, kind), rtol=RTOL, atol=1e-7)
+    gated = (ref.activation(g, kind).astype(np.float64) * u).astype(np.float32)
+    np.testing.assert_allclose(ops.activation(g, kind, u), gated, rtol=RTOL, atol=1e-7)
     np.testing.assert_array_equal(ops.add(g, u), g + u)
 
 
-def test_swiglu_extreme_inputs():
-    g = np.array([-200, -90, -88, -20, 0, 20, 88, 89, 200] * 2, dtype=np.float32)
-    u = np.ones_like(g)
-    out = ops.swiglu(g, u)
+@pytest.mark.parametrize("kind", ACTIVATIONS)
+def test_activations_extreme_inputs(kind):
+    g = np.array([-200, -90, -88, -87.5, -20, 0, 20, 88, 89, 200] * 2, dtype=np.float32)
+    out = ops.activation(g, kind)
     assert np.all(np.isfinite(out))
-    np.testing.assert_allclose(out, ref.swiglu(g, u), rtol=RTOL, atol=1e-30)
+    np.testing.assert_allclose(out, ref.activation(g, kind), rtol=RTOL, atol=1e-30)
 
 
-@pytest.mark.parametrize("w_type", [ref.F32, ref.F16, ref.Q8_0, ref.Q4_1])
+@pytest.mark.parametrize("w_type", [ref.F32, ref.F16, ref.BF16, ref.Q8_0, ref.Q4_1])
 def test_embedding(w_type):
     rng = np.random.default_rng(w_type)
     raw = random_weight(rng, w_type, 50, 64)
@@ -157,7 +180,21 @@ def test_attention_prefill_matches_softmax_reference(T, pos0, H, H_kv, D):
     q = rng.standard_normal((T, H, D)).astype(np.float32)
     k = rng.standard_normal((H_kv, S, D)).astype(np.float32)
     v = rng.standard_normal((H_kv, S, D)).astype(np.float32)
-    close(ops.attention_prefill(q, k, v, pos0, 2), ref.attention(q, k, v, pos0))
+    close(ops.attention_prefill(q, k, v, pos0, n_threads=2), ref.attention(q, k, v, pos0))
+
+
+@pytest.mark.parametrize("window", [1, 5, 16])
+def test_attention_sliding_window(window):
+    rng = np.random.default_rng(window)
+    T, pos0, H, H_kv, D = 23, 9, 4, 2, 32
+    q = rng.standard_normal((T, H, D)).astype(np.float32)
+    k = rng.standard_normal((H_kv, pos0 + T, D)).astype(np.float32)
+    v = rng.standard_normal((H_kv, pos0 + T, D)).astype(np.float32)
+    prefill = ops.attention_prefill(q, k, v, pos0, window, n_threads=2)
+    close(prefill, ref.attention(q, k, v, pos0, window))
+    assert np.abs(prefill - ref.attention(q, k, v, pos0)).max() > 1e-3  # the window changes the result
+    for t in (0, T - 1):
+        np.testing.assert_array_equal(ops.attention_decode(q[t], k, v, pos0 + t + 1, window, n_threads=2), prefill[t])
 
 
 @pytest.mark.parametrize("T,pos0,H,H_kv,D", ATTENTION_CASES)
@@ -167,10 +204,10 @@ def test_attention_decode_equals_prefill_rows(T, pos0, H, H_kv, D):
     q = rng.standard_normal((T, H, D)).astype(np.float32)
     k = rng.standard_normal((H_kv, S, D)).astype(np.float32)
     v = rng.standard_normal((H_kv, S, D)).astype(np.float32)
-    prefill = ops.attention_prefill(q, k, v, pos0, 2)
+    prefill = ops.attention_prefill(q, k, v, pos0, n_threads=2)
     for t in {0, T // 2, T - 1}:
-        np.testing.assert_array_equal(ops.attention_decode(q[t], k, v, pos0 + t + 1, 2), prefill[t])
-    np.testing.assert_array_equal(ops.attention_prefill(q, k, v, pos0, 1), prefill)
+        np.testing.assert_array_equal(ops.attention_decode(q[t], k, v, pos0 + t + 1, n_threads=2), prefill[t])
+    np.testing.assert_array_equal(ops.attention_prefill(q, k, v, pos0, n_threads=1), prefill)
 
 
 def test_attention_large_scores_stay_finite():
@@ -178,7 +215,7 @@ def test_attention_large_scores_stay_finite():
     q = (rng.standard_normal((40, 2, 32)) * 30).astype(np.float32)
     k = (rng.standard_normal((1, 40, 32)) * 30).astype(np.float32)
     v = rng.standard_normal((1, 40, 32)).astype(np.float32)
-    out = ops.attention_prefill(q, k, v, 0, 2)
+    out = ops.attention_prefill(q, k, v, 0, n_threads=2)
     assert np.all(np.isfinite(out))
     close(out, ref.attention(q, k, v), rtol=1e-4)  # scores ~1e4: fp32 rounding of the scores is ~1e-3 absolute
 

@@ -84,29 +84,32 @@ AttendRow attend_row_for(int D) {
   return table[D / 16 - 1];
 }
 
+// The first key a query at position p sees: 0, or with a sliding window of W the last W positions.
+inline int first_key(int p, int window) { return window > 0 && p >= window ? p - window + 1 : 0; }
+
 }  // namespace
 
 void attention_prefill(float* out, const float* q, const float* k, const float* v, int T, int pos0,
-                       int H, int H_kv, int D, int S, float scale, int n_threads) {
+                       int H, int H_kv, int D, int S, float scale, int window, int n_threads) {
   const int group = H / H_kv;
   const AttendRow attend_row = attend_row_for(D);
   // Rows get longer with t; interleaving (t, h) pairs round-robin keeps the threads' shares even.
 #pragma omp parallel for schedule(static, 1) num_threads(n_threads)
   for (int row = 0; row < T * H; ++row) {
-    const int t = row / H, h = row % H;
-    const size_t kv = size_t(h / group) * S * D;
-    attend_row(out + size_t(row) * D, q + size_t(row) * D, k + kv, v + kv, pos0 + t + 1, scale);
+    const int t = row / H, h = row % H, first = first_key(pos0 + t, window);
+    const size_t kv = (size_t(h / group) * S + first) * D;
+    attend_row(out + size_t(row) * D, q + size_t(row) * D, k + kv, v + kv, pos0 + t + 1 - first, scale);
   }
 }
 
 void attention_decode(float* out, const float* q, const float* k, const float* v, int n_keys, int H,
-                      int H_kv, int D, int S, float scale, int n_threads) {
-  const int group = H / H_kv;
+                      int H_kv, int D, int S, float scale, int window, int n_threads) {
+  const int group = H / H_kv, first = first_key(n_keys - 1, window);
   const AttendRow attend_row = attend_row_for(D);
 #pragma omp parallel for schedule(static) num_threads(n_threads)
   for (int h = 0; h < H; ++h) {
-    const size_t kv = size_t(h / group) * S * D;
-    attend_row(out + size_t(h) * D, q + size_t(h) * D, k + kv, v + kv, n_keys, scale);
+    const size_t kv = (size_t(h / group) * S + first) * D;
+    attend_row(out + size_t(h) * D, q + size_t(h) * D, k + kv, v + kv, n_keys - first, scale);
   }
 }
 

@@ -74,18 +74,24 @@ void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, cons
                        int T, int K, int n_threads) {
   NT_DISPATCH(matmul_int8_multi, outs, n_outs, xq, dx, sx, T, K, n_threads);
 }
-void swiglu(float* out, const float* gate, const float* up, int64_t n) { NT_DISPATCH(swiglu, out, gate, up, n); }
+void gated_activation(float* out, const float* gate, const float* up, int64_t n, Activation act) {
+  NT_DISPATCH(gated_activation, out, gate, up, n, act);
+}
+void activation(float* out, const float* x, int64_t n, Activation act) { NT_DISPATCH(activation, out, x, n, act); }
 void add_inplace(float* x, const float* y, int64_t n) { NT_DISPATCH(add_inplace, x, y, n); }
+void add_bias(float* y, const float* bias, int T, int N) { NT_DISPATCH(add_bias, y, bias, T, N); }
+void scale_inplace(float* x, float s, int64_t n) { NT_DISPATCH(scale_inplace, x, s, n); }
+void softcap(float* x, float cap, int64_t n) { NT_DISPATCH(softcap, x, cap, n); }
 void embedding(float* out, const int32_t* ids, int T, const void* table, DType type, int C) {
   NT_DISPATCH(embedding, out, ids, T, table, type, C);
 }
 void attention_prefill(float* out, const float* q, const float* k, const float* v, int T, int pos0,
-                       int H, int H_kv, int D, int S, float scale, int n_threads) {
-  NT_DISPATCH(attention_prefill, out, q, k, v, T, pos0, H, H_kv, D, S, scale, n_threads);
+                       int H, int H_kv, int D, int S, float scale, int window, int n_threads) {
+  NT_DISPATCH(attention_prefill, out, q, k, v, T, pos0, H, H_kv, D, S, scale, window, n_threads);
 }
 void attention_decode(float* out, const float* q, const float* k, const float* v, int n_keys, int H,
-                      int H_kv, int D, int S, float scale, int n_threads) {
-  NT_DISPATCH(attention_decode, out, q, k, v, n_keys, H, H_kv, D, S, scale, n_threads);
+                      int H_kv, int D, int S, float scale, int window, int n_threads) {
+  NT_DISPATCH(attention_decode, out, q, k, v, n_keys, H, H_kv, D, S, scale, window, n_threads);
 }
 
 }  // namespace nextoken

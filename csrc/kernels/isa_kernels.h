@@ -12,12 +12,16 @@ namespace NT_ISA {
 void matmul_multi(const MatmulOut* outs, int n_outs, const float* x, int T, int K, int n_threads);
 void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, const float* dx, const int32_t* sx,
                        int T, int K, int n_threads);
-void swiglu(float* out, const float* gate, const float* up, int64_t n);
+void gated_activation(float* out, const float* gate, const float* up, int64_t n, Activation act);
+void activation(float* out, const float* x, int64_t n, Activation act);
 void add_inplace(float* x, const float* y, int64_t n);
+void add_bias(float* y, const float* bias, int T, int N);
+void scale_inplace(float* x, float s, int64_t n);
+void softcap(float* x, float cap, int64_t n);
 void embedding(float* out, const int32_t* ids, int T, const void* table, DType type, int C);
 void attention_prefill(float* out, const float* q, const float* k, const float* v, int T, int pos0,
-                       int H, int H_kv, int D, int S, float scale, int n_threads);
+                       int H, int H_kv, int D, int S, float scale, int window, int n_threads);
 void attention_decode(float* out, const float* q, const float* k, const float* v, int n_keys, int H,
-                      int H_kv, int D, int S, float scale, int n_threads);
+                      int H_kv, int D, int S, float scale, int window, int n_threads);
 }  // namespace NT_ISA
 }  // namespace nextoken

@@ -63,19 +63,30 @@ void dequantize_row(float* out, const void* row, DType type, int64_t n);
 // ---- norm.cpp ------------------------------------------------------------------------------------
 // out (T, C) = x / sqrt(mean(x^2) + eps) * weight, row by row; out may alias x.
 void rmsnorm(float* out, const float* x, const float* weight, int T, int C, float eps);
+// out (T, C) = (x - mean(x)) / sqrt(var(x) + eps) * weight + bias, row by row; out may alias x.
+void layernorm(float* out, const float* x, const float* weight, const float* bias, int T, int C, float eps);
 
 // ---- rope.cpp ------------------------------------------------------------------------------------
-// cos, sin (n_pos, D/2): angle (p, i) = p * base^(-2i/D), computed in fp32 as Hugging Face does.
-void rope_table(float* cos, float* sin, int n_pos, int D, float base);
-// x (T, n_heads, D) rotated in place; pair i of a head is (x[2i], x[2i+1]) (the GGUF/llama layout),
-// token t uses row t of cos/sin (D/2 each), so callers pass the table offset by the first position.
-void rope(float* x, const float* cos, const float* sin, int T, int n_heads, int D);
+// cos, sin (n_pos, half): angle (p, i) = p * inv_freq[i] in fp32, as Hugging Face computes it.
+void rope_table(float* cos, float* sin, int n_pos, int half, const float* inv_freq);
+// x (T, n_heads, D) rotated in place by angle (t, i) of the table (callers pass it offset by the first
+// position). Pair i of a head: (x[2i], x[2i+1]) (GGUF's Llama layout), or with half_layout
+// (x[i], x[i + D/2]) (Hugging Face's rotate_half; GGUF's NeoX-style models).
+void rope(float* x, const float* cos, const float* sin, int T, int n_heads, int D, bool half_layout);
 
 // ---- elementwise.cpp -----------------------------------------------------------------------------
-// out (n) = silu(gate) * up, silu(g) = g / (1 + e^-g); out may alias gate.
-void swiglu(float* out, const float* gate, const float* up, int64_t n);
+// out (n) = act(gate) * up (SwiGLU with SiLU, GeGLU with GeluTanh); out may alias gate.
+void gated_activation(float* out, const float* gate, const float* up, int64_t n, Activation act);
+// out (n) = act(x); out may alias x.
+void activation(float* out, const float* x, int64_t n, Activation act);
 // x (n) += y (n)
 void add_inplace(float* x, const float* y, int64_t n);
+// y (T, N) += bias (N), row by row
+void add_bias(float* y, const float* bias, int T, int N);
+// x (n) *= s
+void scale_inplace(float* x, float s, int64_t n);
+// x (n) = cap * tanh(x / cap)
+void softcap(float* x, float cap, int64_t n);
 // out (T, C) = rows ids[t] of table (vocab, C); ids must already be checked against vocab.
 void embedding(float* out, const int32_t* ids, int T, const void* table, DType type, int C);
 
@@ -83,12 +94,13 @@ void embedding(float* out, const int32_t* ids, int T, const void* table, DType t
 // Causal attention, fused: softmax(q k^T * scale) v with an online softmax over blocks of keys, never
 // forming the (T, T) score matrix. Query head h reads key/value head h / (H / H_kv).
 // q, out: (T, H, D). k, v: (H_kv, S, D) cache, positions 0 .. pos0 + T - 1 filled.
-// Query t sits at position pos0 + t and sees keys 0 .. pos0 + t.
+// Query t sits at position p = pos0 + t and sees keys 0 .. p, or with window W > 0 keys p - W + 1 .. p.
 void attention_prefill(float* out, const float* q, const float* k, const float* v, int T, int pos0,
-                       int H, int H_kv, int D, int S, float scale, int n_threads);
-// One new query per head, q, out: (H, D), over keys 0 .. n_keys - 1 of the cache.
+                       int H, int H_kv, int D, int S, float scale, int window, int n_threads);
+// One new query per head at position n_keys - 1, q, out: (H, D), over keys 0 .. n_keys - 1 of the
+// cache (the last W with a window W > 0).
 void attention_decode(float* out, const float* q, const float* k, const float* v, int n_keys, int H,
-                      int H_kv, int D, int S, float scale, int n_threads);
+                      int H_kv, int D, int S, float scale, int window, int n_threads);
 
 // ---- sampling.cpp --------------------------------------------------------------------------------
 // Index of the largest logit (the first one on ties).

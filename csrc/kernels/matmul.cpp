@@ -62,6 +62,9 @@ inline void load_block(const uint8_t* row, int b, vfloat* w) {
   } else if constexpr (D == DType::F16) {
     const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + b * QK;
     for (int i = 0; i < PARTS; ++i) w[i] = loadv_f16(p + i * VL);
+  } else if constexpr (D == DType::BF16) {
+    const uint16_t* p = reinterpret_cast<const uint16_t*>(row) + b * QK;
+    for (int i = 0; i < PARTS; ++i) w[i] = loadv_bf16(p + i * VL);
   } else if constexpr (D == DType::Q4_0) {
     const BlockQ4_0* blk = reinterpret_cast<const BlockQ4_0*>(row) + b;
     const float d = half_to_float(blk->d);
@@ -78,13 +81,17 @@ inline void load_block(const uint8_t* row, int b, vfloat* w) {
   }
 }
 
-// The last, partial block of an unblocked (F32/F16) row: weights 32b .. K - 1, zero after.
+constexpr bool unblocked(DType D) { return D == DType::F32 || D == DType::F16 || D == DType::BF16; }
+
+// The last, partial block of an unblocked (F32/F16/BF16) row: weights 32b .. K - 1, zero after.
 template <DType D>
 inline void load_tail(const uint8_t* row, int b, int n, vfloat* w) {
   float tmp[QK] = {};
   for (int i = 0; i < n; ++i) {
-    if constexpr (D == DType::F32) tmp[i] = reinterpret_cast<const float*>(row)[b * QK + i];
-    else tmp[i] = half_to_float(reinterpret_cast<const uint16_t*>(row)[b * QK + i]);
+    const size_t k = size_t(b) * QK + i;
+    if constexpr (D == DType::F32) tmp[i] = reinterpret_cast<const float*>(row)[k];
+    else if constexpr (D == DType::F16) tmp[i] = half_to_float(reinterpret_cast<const uint16_t*>(row)[k]);
+    else tmp[i] = bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[k]);
   }
   for (int i = 0; i < PARTS; ++i) w[i] = loadv(tmp + i * VL);
 }
@@ -105,7 +112,7 @@ inline void tile(float* y, int N, const float* x, int K, const uint8_t* w, size_
         for (int r = 0; r < NR; ++r) acc[t][r] += wb[r][i] * xv;
       }
   }
-  if constexpr (D == DType::F32 || D == DType::F16) {
+  if constexpr (unblocked(D)) {
     if (tail) {
       vfloat wb[NR][PARTS];
       for (int r = 0; r < NR; ++r) load_tail<D>(w + r * rb, n_full, tail, wb[r]);
@@ -148,6 +155,7 @@ void rows_any(const MatmulOut& o, const float* x, int T, int K, int n0, int n1) 
   switch (o.w_type) {
     case DType::F32: return rows<DType::F32>(o.y, x, w, T, K, o.N, n0, n1);
     case DType::F16: return rows<DType::F16>(o.y, x, w, T, K, o.N, n0, n1);
+    case DType::BF16: return rows<DType::BF16>(o.y, x, w, T, K, o.N, n0, n1);
     case DType::Q4_0: return rows<DType::Q4_0>(o.y, x, w, T, K, o.N, n0, n1);
     case DType::Q4_1: return rows<DType::Q4_1>(o.y, x, w, T, K, o.N, n0, n1);
     case DType::Q8_0: return rows<DType::Q8_0>(o.y, x, w, T, K, o.N, n0, n1);

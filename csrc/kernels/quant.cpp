@@ -16,6 +16,11 @@ void dequantize_row(float* out, const void* row, DType type, int64_t n) {
       for (int64_t i = 0; i < n; ++i) out[i] = f16_to_f32(h[i]);
       return;
     }
+    case DType::BF16: {
+      const uint16_t* h = static_cast<const uint16_t*>(row);
+      for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(h[i]);
+      return;
+    }
     case DType::Q4_0: {
       const BlockQ4_0* blk = static_cast<const BlockQ4_0*>(row);
       for (int64_t b = 0; b < n / QK; ++b, out += QK) {

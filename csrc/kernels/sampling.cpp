@@ -17,7 +17,7 @@ int argmax(const float* logits, int n) {
 int sample_top_k_top_p(const float* logits, int n, float temperature, int top_k, float top_p, float u,
                        int32_t* order, float* probs) {
   const float max_logit = logits[argmax(logits, n)];
-  const float inv_t = 1.0f / temperature;
+  // (logit - max) / T rather than times 1 / T: a tiny T (below ~3e-39) would make 1 / T infinite.
   // Larger logit first; equal logits by index, so the order never depends on the sort's internals.
   auto before = [logits](int32_t a, int32_t b) { return logits[a] > logits[b] || (logits[a] == logits[b] && a < b); };
   std::iota(order, order + n, 0);
@@ -32,9 +32,9 @@ int sample_top_k_top_p(const float* logits, int n, float temperature, int top_k,
   }
   double total = 0.0;  // softmax denominator over the candidates (after top-k, before top-p)
   if (n_sorted == n_cand) {
-    for (int i = 0; i < n_cand; ++i) total += probs[i] = std::exp((logits[order[i]] - max_logit) * inv_t);
+    for (int i = 0; i < n_cand; ++i) total += probs[i] = std::exp((logits[order[i]] - max_logit) / temperature);
   } else {
-    for (int i = 0; i < n; ++i) total += probs[i] = std::exp((logits[i] - max_logit) * inv_t);
+    for (int i = 0; i < n; ++i) total += probs[i] = std::exp((logits[i] - max_logit) / temperature);
   }
 
   if (top_p < 1.0f) {
@@ -46,7 +46,7 @@ int sample_top_k_top_p(const float* logits, int n, float temperature, int top_k,
       if (n_sorted < n_cand) {
         const int want = std::min(n_cand, std::max(64, n_sorted * 4));
         std::partial_sort(order + n_sorted, order + want, order + n_cand, before);
-        for (int i = n_sorted; i < want; ++i) probs[i] = std::exp((logits[order[i]] - max_logit) * inv_t);
+        for (int i = n_sorted; i < want; ++i) probs[i] = std::exp((logits[order[i]] - max_logit) / temperature);
         n_sorted = want;
       }
       while (n_keep < n_sorted && cum < double(top_p) * total) cum += probs[n_keep++];

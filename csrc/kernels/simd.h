@@ -97,6 +97,21 @@ static inline vfloat loadv_f16(const uint16_t* p) {
 #endif
 }
 
+// VL bfloat16 values from memory as floats (a bfloat16 is the top half of a float's bits).
+static inline vfloat loadv_bf16(const uint16_t* p) {
+#if defined(__AVX512F__)
+  return (vfloat)_mm512_castsi512_ps(
+      _mm512_slli_epi32(_mm512_cvtepu16_epi32(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(p))), 16));
+#elif defined(__AVX2__)
+  return (vfloat)_mm256_castsi256_ps(
+      _mm256_slli_epi32(_mm256_cvtepu16_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(p))), 16));
+#else
+  vfloat v;
+  for (int i = 0; i < VL; ++i) v[i] = bf16_to_f32(p[i]);
+  return v;
+#endif
+}
+
 // VL signed bytes from memory as floats. Intrinsics: GCC 12 turns a vector-extension sign extension
 // of bytes into one scalar load per byte.
 static inline vfloat loadv_i8(const int8_t* p) {
@@ -112,9 +127,11 @@ static inline vfloat loadv_i8(const int8_t* p) {
 }
 
 // e^x lane by lane: Cody-Waite range reduction x = n ln2 + r, a degree-6 polynomial for e^r on
-// |r| <= ln2/2, then 2^n built in the exponent bits. Max error ~2 ulp; e^x -> 0 below -87.3, +inf above 88.7.
+// |r| <= ln2/2, then 2^n built in the exponent bits. Max error ~2 ulp; 0 below -87.3 (where e^x
+// leaves the normal floats), +inf above 88.7.
 static inline vfloat expv(vfloat x) {
   const vfloat hi = splat(88.7228f), lo = splat(-87.3365f);
+  const vint tiny = x < lo;
   x = x < lo ? lo : x;
   vfloat big = x > hi ? splat(INFINITY) : splat(0.0f);
   x = x > hi ? hi : x;
@@ -139,6 +156,7 @@ static inline vfloat expv(vfloat x) {
   std::memcpy(&s1, &b1, sizeof s1);
   std::memcpy(&s2, &b2, sizeof s2);
   vfloat y = p * s1 * s2;
+  y = tiny ? splat(0.0f) : y;
   return big != 0.0f ? big : y;
 }
 

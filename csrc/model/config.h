@@ -1,8 +1,11 @@
-// config.h: what a decoder-only Llama-family model is made of: its sizes and views of its weights.
+// config.h: the choices that tell one transformer family from another, as data.
+//
+// Every supported architecture (Llama, Mistral, Qwen2, GPT-2, Gemma 3, ...) is this one stack with a
+// different ModelConfig; python/nextoken/architectures/ maps a file's keys onto it. C++ never sees a
+// file's own names: weights arrive by role (weights.h).
 #pragma once
 
 #include <cstdint>
-#include <map>
 #include <string>
 #include <vector>
 
@@ -10,7 +13,24 @@
 
 namespace nextoken {
 
-struct LlamaConfig {
+enum class NormKind { RMS, Layer };  // RMS: x / rms(x) * w;  Layer: (x - mean) / std * w + b
+// Where a block's norms sit.  Pre: x += f(norm(x)).  Post: x = norm(x + f(x)).
+// Sandwich (Gemma 2/3): x += post_norm(f(pre_norm(x))).
+enum class NormPlacement { Pre, Post, Sandwich };
+// Positions: rotary (RoPE) on q and k, a learned table added to the embeddings, or none.
+enum class Positions { None, Rope, Learned };
+// RoPE pairs: Adjacent rotates (x[2i], x[2i+1]) (GGUF's Llama layout); Half rotates (x[i], x[i + D/2])
+// (Hugging Face's rotate_half, and GGUF's NeoX-style models).
+enum class RopeLayout { Adjacent, Half };
+
+enum class ComputeType { Float32, Int8 };
+
+struct LayerConfig {
+  int sliding_window = 0;  // 0: attends to every earlier position; W > 0: to the last W (itself included)
+  int rope_table = 0;      // which of ModelConfig::rope_inv_freq this layer rotates with
+};
+
+struct ModelConfig {
   int n_layers = 0;
   int dim = 0;          // C: residual stream width
   int hidden_dim = 0;   // feed-forward width
@@ -18,45 +38,29 @@ struct LlamaConfig {
   int n_kv_heads = 0;   // H_kv
   int head_dim = 0;     // D
   int vocab_size = 0;
-  float rope_base = 10000.0f;
+
+  NormKind norm = NormKind::RMS;
+  NormPlacement norm_placement = NormPlacement::Pre;
   float norm_eps = 1e-5f;
+  Activation activation = Activation::SiLU;  // common.h
+  bool gated = true;  // MLP: down(act(gate x) * up x); not gated: down(act(up x))
+
+  Positions positions = Positions::Rope;
+  RopeLayout rope_layout = RopeLayout::Adjacent;
+  // Inverse frequencies (D/2 each) of every distinct RoPE table: base^(-2i/D), or scaled variants of it
+  // (linear, llama3, a file's rope_freqs), computed by the architecture module as Hugging Face does.
+  std::vector<std::vector<float>> rope_inv_freq;
+  int position_offset = 0;  // learned positions: row position + offset of the table (BART: 2)
+
+  float attn_scale = 0.0f;     // multiplies q k^T; 0 means 1 / sqrt(D)
+  bool qk_norm = false;        // RMS norm of each q and k head (over D) before RoPE
+  float embed_scale = 1.0f;    // embeddings are multiplied by this (Gemma: sqrt(C))
+  float final_softcap = 0.0f;  // > 0: logits = cap * tanh(logits / cap)
+
+  std::vector<LayerConfig> layers;  // n_layers entries
 };
 
-// A weight as stored in the file, not copied: `rows` x `cols` elements of `type`, rows contiguous.
-// A matrix used in y = x W^T has rows = output features and cols = input features.
-struct TensorView {
-  DType type = DType::F32;
-  const void* data = nullptr;
-  int64_t rows = 0, cols = 0;
-};
-
-using TensorMap = std::map<std::string, TensorView>;  // keyed by GGUF tensor names
-
-// A weight matrix: the file's view, and its repacked copy when the model runs with int8 activations.
-struct Matrix {
-  TensorView view;
-  const uint8_t* packed = nullptr;  // kernels.h's packed layout, or null: the fp32 path
-};
-
-struct LlamaLayer {
-  const float* attn_norm;  // (C)
-  const float* ffn_norm;   // (C)
-  Matrix wq, wk, wv;       // (H * D, C), (H_kv * D, C), (H_kv * D, C)
-  Matrix wo;               // (C, H * D)
-  Matrix w_gate, w_up;     // (hidden, C)
-  Matrix w_down;           // (C, hidden)
-};
-
-struct LlamaWeights {
-  TensorView token_embd;     // (vocab, C)
-  const float* output_norm;  // (C)
-  Matrix output;             // (vocab, C), token_embd when the embeddings are tied
-  std::vector<LlamaLayer> layers;
-};
-
-// How matrix products run. Float32: fp32 activations, weights dequantized on the fly (matches the
-// fp32 reference to rounding). Int8: activations quantized per 32-block, integer dot products against
-// weights repacked at load (faster; logits differ from fp32 by the activation quantization error).
-enum class ComputeType { Float32, Int8 };
+// Throws nextoken::Error unless the sizes and choices are consistent.
+void check_config(const ModelConfig& c);
 
 }  // namespace nextoken

@@ -3,13 +3,14 @@ from __future__ import annotations
 
 import os
 import secrets
+from pathlib import Path
 from typing import Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
-from . import _core, hub
+from . import _core, architectures, hub
 from ._core import Error
-from .loaders import gguf
+from .loaders import gguf, safetensors
 from .tokenizer import StreamDecoder, Tokenizer
 
 Prompt = Union[str, Sequence[int], np.ndarray]
@@ -24,7 +25,8 @@ def default_threads() -> int:
 
 def load(model: Union[str, os.PathLike] = hub.DEFAULT_MODEL, n_ctx: int = 2048, n_threads: int | None = None,
          compute_type: str = "float32") -> "Model":
-    """Load a model by name (see nextoken.hub.MODELS; fetched on first use) or from a .gguf path.
+    """Load a model by name (see nextoken.hub.MODELS; fetched on first use), from a .gguf file or from a
+    Hugging Face folder (config.json, *.safetensors, tokenizer.json).
 
     n_ctx: the most tokens (prompt + generated) one sequence can hold; the KV cache is sized for it.
     n_threads: CPU threads for the kernels; default: every core this process may run on.
@@ -46,16 +48,27 @@ class Model:
     def __init__(self, path, n_ctx: int = 2048, n_threads: int | None = None, compute_type: str = "float32"):
         n_ctx = _check_int("n_ctx", n_ctx, 1)
         n_threads = default_threads() if n_threads is None else _check_int("n_threads", n_threads, 1)
-        self.file = gguf.read(path)
-        self.tokenizer = Tokenizer(self.file.tokenizer)
-        self.config = dict(self.file.config)
-        if self.tokenizer.vocab_size != self.config["vocab_size"]:
-            raise Error(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model {self.config['vocab_size']}")
+        path = Path(path)
+        if safetensors.is_folder(path):
+            folder = safetensors.read(path)
+            spec = architectures.from_hf(folder)
+            self.tokenizer = Tokenizer.from_folder(path, folder.config, folder.generation_config)
+            file_mapped = False  # some weights are converted copies in RAM, never to be released
+        else:
+            f = gguf.read(path)
+            spec = architectures.from_gguf(f)
+            self.tokenizer = Tokenizer.from_gguf(f.metadata)
+            file_mapped = True   # every matrix views the read-only mapping: int8 may drop its pages
+        self.architecture = spec.architecture
+        self.config = spec.config
+        if self.tokenizer.vocab_size > self.config["vocab_size"]:
+            raise Error(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model only "
+                        f"{self.config['vocab_size']}")
         if compute_type not in ("float32", "int8"):
             raise Error(f"compute_type must be 'float32' or 'int8', got {compute_type!r}")
         self.compute_type = compute_type
-        # The loader's tensors view a read-only file mapping: int8 may release their pages after repacking.
-        self._model = _core.LlamaModel(self.config, self.file.tensors, n_ctx, n_threads, compute_type, True)
+        self._transformer = _core.Transformer(self.config, spec.tensors, n_ctx, compute_type, file_mapped, n_threads)
+        self._model = _core.Session(self._transformer, n_ctx, n_threads)
 
     # ---- sizes and settings ------------------------------------------------------------------------
     @property

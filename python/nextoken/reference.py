@@ -8,7 +8,7 @@ from __future__ import annotations
 
 import numpy as np
 
-F32, F16, Q4_0, Q4_1, Q8_0 = 0, 1, 2, 3, 8
+F32, F16, Q4_0, Q4_1, Q8_0, BF16 = 0, 1, 2, 3, 8, 30
 QK = 32
 BLOCK_BYTES = {Q4_0: 18, Q4_1: 20, Q8_0: 34}
 
@@ -21,6 +21,8 @@ def dequantize(data: np.ndarray, w_type: int, rows: int, cols: int) -> np.ndarra
         return raw.view(np.float32).reshape(rows, cols).copy()
     if w_type == F16:
         return raw.view(np.float16).astype(np.float32).reshape(rows, cols)
+    if w_type == BF16:  # the top 16 bits of a float32
+        return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(rows, cols)
     blocks = raw.reshape(rows * cols // QK, BLOCK_BYTES[w_type])
     d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)          # (n_blocks, 1)
     if w_type == Q8_0:
@@ -42,6 +44,9 @@ def quantize(w: np.ndarray, w_type: int) -> np.ndarray:
         return w.reshape(-1).view(np.uint8).copy()
     if w_type == F16:
         return w.astype(np.float16).reshape(-1).view(np.uint8).copy()
+    if w_type == BF16:  # round to nearest even on the top 16 bits (finite inputs)
+        bits = w.reshape(-1).view(np.uint32).astype(np.uint64)
+        return ((bits + 0x7FFF + ((bits >> 16) & 1)) >> 16).astype(np.uint16).view(np.uint8)
     blocks = w.reshape(-1, QK)
     if w_type == Q8_0:
         amax = np.abs(blocks).max(axis=1, keepdims=True)
@@ -96,43 +101,72 @@ def rmsnorm(x, weight, eps):
     return (x64 / np.sqrt((x64 * x64).mean(axis=-1, keepdims=True) + eps) * weight).astype(np.float32)
 
 
-def rope_table(n_pos: int, head_dim: int, base: float):
-    """cos, sin (n_pos, head_dim/2) following Hugging Face's LlamaRotaryEmbedding: inv_freq = 1 / base^(2i/D)
-    and angle = p * inv_freq in fp32 (the power is taken in float64 and rounded once)."""
+def layernorm(x, weight, bias, eps):
+    x64 = x.astype(np.float64)
+    centred = x64 - x64.mean(axis=-1, keepdims=True)
+    return (centred / np.sqrt((centred * centred).mean(axis=-1, keepdims=True) + eps) * weight + bias).astype(np.float32)
+
+
+def rope_inv_freq(base: float, head_dim: int):
+    """1 / base^(2i/D) as Hugging Face's default RoPE: the exponent in fp32, the power rounded to fp32 once."""
     exponent = (np.arange(0, head_dim, 2, dtype=np.float32) / np.float32(head_dim)).astype(np.float32)
-    inv_freq = (np.float32(1.0) / np.power(np.float64(np.float32(base)), exponent.astype(np.float64)).astype(np.float32))
-    angle = np.arange(n_pos, dtype=np.float32)[:, None] * inv_freq[None, :]
+    return (np.float32(1.0) / np.power(np.float64(base), exponent.astype(np.float64)).astype(np.float32))
+
+
+def rope_table(n_pos: int, inv_freq):
+    """cos, sin (n_pos, D/2) with angle = p * inv_freq in fp32 (the cosine taken in float64, rounded once)."""
+    angle = np.arange(n_pos, dtype=np.float32)[:, None] * np.asarray(inv_freq, np.float32)[None, :]
     return np.cos(angle.astype(np.float64)).astype(np.float32), np.sin(angle.astype(np.float64)).astype(np.float32)
 
 
-def rope(x, cos, sin):
-    """x (T, H, D): pairs (x[2i], x[2i+1]) rotated by angle (t, i)."""
-    x0, x1 = x[..., 0::2].astype(np.float64), x[..., 1::2].astype(np.float64)
+def rope(x, cos, sin, half_layout=False):
+    """x (T, H, D) rotated by angle (t, i): pairs (x[2i], x[2i+1]), or (x[i], x[i + D/2]) in the half layout."""
+    D = x.shape[-1]
+    first = np.arange(D // 2) if half_layout else np.arange(0, D, 2)
+    second = first + (D // 2 if half_layout else 1)
+    x0, x1 = x[..., first].astype(np.float64), x[..., second].astype(np.float64)
     c, s = cos[:, None, :], sin[:, None, :]
     out = np.empty(x.shape, dtype=np.float64)
-    out[..., 0::2] = x0 * c - x1 * s
-    out[..., 1::2] = x0 * s + x1 * c
+    out[..., first] = x0 * c - x1 * s
+    out[..., second] = x0 * s + x1 * c
     return out.astype(np.float32)
 
 
+def activation(x, kind):
+    """silu, gelu_tanh (GELU with the tanh approximation), gelu (exact, erf) or relu, in float64."""
+    from math import erf
+    x = x.astype(np.float64)
+    if kind == "silu":
+        y = x / (1.0 + np.exp(-x))
+    elif kind == "gelu_tanh":
+        y = 0.5 * x * (1.0 + np.tanh(np.sqrt(2.0 / np.pi) * (x + 0.044715 * x ** 3)))
+    elif kind == "gelu":
+        y = 0.5 * x * (1.0 + np.vectorize(erf)(x / np.sqrt(2.0)))
+    else:
+        y = np.maximum(x, 0.0)
+    return y.astype(np.float32)
+
+
 def swiglu(gate, up):
-    g = gate.astype(np.float64)
-    return (g / (1.0 + np.exp(-g)) * up).astype(np.float32)
+    return (activation(gate, "silu").astype(np.float64) * up).astype(np.float32)
 
 
-def attention(q, k, v, pos0=0):
-    """Causal attention, the plain way: softmax(q k^T / sqrt(D) + mask) v, per head.
+def attention(q, k, v, pos0=0, window=0, scale=None):
+    """Causal attention, the plain way: softmax(q k^T * scale + mask) v, per head (scale: 1 / sqrt(D)).
 
-    q (T, H, D); k, v (H_kv, S, D); query t at position pos0 + t sees keys 0 .. pos0 + t.
+    q (T, H, D); k, v (H_kv, S, D); query t at position p = pos0 + t sees keys 0 .. p, or with a window
+    W > 0 keys p - W + 1 .. p.
     """
     T, H, D = q.shape
     group = H // k.shape[0]
+    scale = 1.0 / np.sqrt(D) if scale is None else scale
     out = np.empty((T, H, D), dtype=np.float64)
     n_keys = pos0 + T
-    mask = np.arange(n_keys)[None, :] > (pos0 + np.arange(T))[:, None]
+    key, query = np.arange(n_keys)[None, :], (pos0 + np.arange(T))[:, None]
+    mask = (key > query) | ((query - key >= window) if window else False)
     for h in range(H):
         kh, vh = k[h // group, :n_keys].astype(np.float64), v[h // group, :n_keys].astype(np.float64)
-        scores = q[:, h].astype(np.float64) @ kh.T / np.sqrt(D)
+        scores = q[:, h].astype(np.float64) @ kh.T * scale
         scores[mask] = -np.inf
         p = np.exp(scores - scores.max(axis=1, keepdims=True))
         out[:, h] = (p / p.sum(axis=1, keepdims=True)) @ vh
@@ -159,7 +193,7 @@ def llama_forward(config: dict, weights: dict, ids, int8: bool = False) -> np.nd
     matmul_ = matmul_int8 if int8 else matmul
     H, H_kv, D = config["n_heads"], config["n_kv_heads"], config["head_dim"]
     eps, T = config["norm_eps"], len(ids)
-    cos, sin = rope_table(T, D, config["rope_base"])
+    cos, sin = rope_table(T, rope_inv_freq(config["rope_base"], D))
     x = weights["token_embd.weight"][np.asarray(ids)]
     for i in range(config["n_layers"]):
         p = f"blk.{i}."

@@ -1,9 +1,12 @@
-"""Text <-> token ids, with Hugging Face `tokenizers` built from the vocabulary stored in the GGUF file.
+"""Text <-> token ids, with Hugging Face `tokenizers`: a folder's tokenizer.json as it is, or one built
+from the vocabulary stored in a GGUF file.
 
-GGUF keeps the tokenizer as data (tokens, merges, token types, and a pre-tokenizer name); this module
-turns that data into a `tokenizers.Tokenizer` the way the original Hugging Face tokenizer.json was set up.
+GGUF keeps the tokenizer as data (tokens, merges, token types, and a pre-tokenizer name); from_gguf turns
+that data into a `tokenizers.Tokenizer` the way the original Hugging Face tokenizer.json was set up.
 """
 from __future__ import annotations
+
+import json
 
 from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
 
@@ -24,33 +27,79 @@ _PRE_TOKENIZERS = {
 }
 
 
+def _ids(value) -> list:
+    values = value if isinstance(value, list) else [value]
+    return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
+
+
 class Tokenizer:
-    def __init__(self, spec: dict):
-        if spec["model"] != "gpt2":
-            raise Error(f"tokenizer model '{spec['model']}' is not supported (supported: gpt2 byte-level BPE)")
-        if spec["pre"] not in _PRE_TOKENIZERS:
-            raise Error(f"pre-tokenizer '{spec['pre']}' is not supported (supported: {', '.join(_PRE_TOKENIZERS)})")
-        tokens = spec["tokens"]
+    """A `tokenizers.Tokenizer` plus what generation needs from the model files: EOS ids, the chat template."""
+
+    def __init__(self, tk: HFTokenizer, vocab_size: int, eos_ids, add_special_tokens: bool, bos_id: int = -1,
+                 chat_template: str = ""):
+        self._tk = tk
+        self.vocab_size = vocab_size
+        self.bos_id = bos_id
+        self.add_bos = bos_id >= 0       # prepended by hand (GGUF vocabularies)
+        self._add_special = add_special_tokens  # the tokenizer's own post-processor adds them (tokenizer.json)
+        self.eos_ids = sorted({i for i in eos_ids if 0 <= i < vocab_size})
+        self.chat_template = chat_template
+
+    @classmethod
+    def from_gguf(cls, meta: dict) -> "Tokenizer":
+        """Built from the vocabulary stored in a GGUF file (tokenizer.ggml.*)."""
+        def get(key, default):
+            return meta.get(key, default)
+        tokens = get("tokenizer.ggml.tokens", [])
+        if not tokens:
+            raise Error("the GGUF file has no tokenizer (tokenizer.ggml.tokens)")
+        model, pre = get("tokenizer.ggml.model", ""), get("tokenizer.ggml.pre", "default")
+        if model != "gpt2":
+            raise Error(f"tokenizer model '{model}' is not supported (supported: gpt2 byte-level BPE)")
+        if pre not in _PRE_TOKENIZERS:
+            raise Error(f"pre-tokenizer '{pre}' is not supported (supported: {', '.join(_PRE_TOKENIZERS)})")
+        types = [int(t) for t in get("tokenizer.ggml.token_type", [1] * len(tokens))]
+        if len(types) != len(tokens):
+            raise Error(f"tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens")
         vocab = {tok: i for i, tok in enumerate(tokens)}
-        merges = [tuple(m.split(" ", 1)) for m in spec["merges"]]
-        tk = HFTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
-        tk.pre_tokenizer = _PRE_TOKENIZERS[spec["pre"]]()
+        merges = [tuple(m.split(" ", 1)) for m in get("tokenizer.ggml.merges", [])]
+        try:
+            tk = HFTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
+        except Exception as e:  # tokenizers raises its own Exception for merges of unknown tokens
+            raise Error(f"the GGUF vocabulary is not a valid BPE: {e}") from None
+        tk.pre_tokenizer = _PRE_TOKENIZERS[pre]()
         tk.decoder = decoders.ByteLevel()
-        types = spec["token_types"]
         tk.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
                                for i, ty in enumerate(types) if ty == CONTROL])
         tk.add_tokens([AddedToken(tokens[i], special=False, normalized=False)
                        for i, ty in enumerate(types) if ty == USER_DEFINED])
-        self._tk = tk
-        self.vocab_size = len(tokens)
-        self.bos_id = spec["bos_id"]
-        self.add_bos = spec["add_bos"] and self.bos_id >= 0
-        self.eos_ids = sorted({i for i in (spec["eos_id"], spec["eot_id"]) if 0 <= i < len(tokens)})
-        self.chat_template = spec.get("chat_template", "")
+        bos = int(get("tokenizer.ggml.bos_token_id", -1))
+        eos = [int(get("tokenizer.ggml.eos_token_id", -1)), int(get("tokenizer.ggml.eot_token_id", -1))]
+        add_bos = bool(get("tokenizer.ggml.add_bos_token", False))
+        return cls(tk, len(tokens), eos, False, bos if add_bos else -1, get("tokenizer.chat_template", ""))
+
+    @classmethod
+    def from_folder(cls, folder, config: dict, generation_config: dict) -> "Tokenizer":
+        """tokenizer.json of a Hugging Face folder; EOS ids from generation_config.json, else config.json."""
+        path = folder / "tokenizer.json"
+        if not path.is_file():
+            raise Error(f"{folder} has no tokenizer.json")
+        try:
+            tk = HFTokenizer.from_file(str(path))
+        except Exception as e:  # tokenizers raises its own Exception type
+            raise Error(f"{path}: not a readable tokenizer ({e})") from None
+        eos = generation_config.get("eos_token_id", config.get("eos_token_id"))
+        template = ""
+        if (folder / "tokenizer_config.json").is_file():
+            try:
+                template = json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template") or ""
+            except (ValueError, AttributeError):
+                raise Error(f"{folder / 'tokenizer_config.json'} is not a JSON object") from None
+        return cls(tk, tk.get_vocab_size(with_added_tokens=True), _ids(eos), True, chat_template=template)
 
     def encode(self, text: str) -> list[int]:
         """Token ids of `text`; special tokens written in the text (e.g. <|im_start|>) are recognised."""
-        ids = self._tk.encode(text, add_special_tokens=False).ids
+        ids = self._tk.encode(text, add_special_tokens=self._add_special).ids
         return [self.bos_id] + ids if self.add_bos else ids
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:

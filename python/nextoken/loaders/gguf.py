@@ -6,8 +6,8 @@ general.alignment. Parsed by hand rather than with `gguf.GGUFReader` for one rea
 numpy view per array element, which takes ~2 s for a 49k-token vocabulary and its merges; this takes
 ~0.1 s. The tests check that both readers agree.
 
-Only the Llama architecture family is supported so far (llama; SmolLM and Mistral-style models are
-stored under that name). Everything a user can get wrong in a file is reported as nextoken.Error.
+This module reads the container only; what the architecture's keys and tensors mean is in
+nextoken.architectures. Everything a user can get wrong in a file is reported as nextoken.Error.
 """
 from __future__ import annotations
 
@@ -20,15 +20,15 @@ import numpy as np
 
 from .._core import Error
 
-# ggml_type numbers: the ones the kernels implement, with (block size, bytes per block) ...
-SUPPORTED_TYPES = {0: "F32", 1: "F16", 2: "Q4_0", 3: "Q4_1", 8: "Q8_0"}
-_BLOCK = {0: (1, 4), 1: (1, 2), 2: (32, 18), 3: (32, 20), 8: (32, 34)}
+from .. import _core
+from ..architectures import Tensor
+
+# ggml type numbers of the types the kernels take: {number: (name, weights per block, bytes per block)} ...
+SUPPORTED_TYPES = _core.weight_types()
 # ... and names of the others, for error messages.
 _OTHER_TYPES = {6: "Q5_0", 7: "Q5_1", 9: "Q8_1", 10: "Q2_K", 11: "Q3_K", 12: "Q4_K", 13: "Q5_K", 14: "Q6_K",
                 15: "Q8_K", 16: "IQ2_XXS", 17: "IQ2_XS", 18: "IQ3_XXS", 19: "IQ1_S", 20: "IQ4_NL", 21: "IQ3_S",
-                22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M",
-                30: "BF16"}
-SUPPORTED_ARCHITECTURES = ("llama",)
+                22: "IQ2_S", 23: "IQ4_XS", 24: "I8", 25: "I16", 26: "I32", 27: "I64", 28: "F64", 29: "IQ1_M"}
 
 # GGUF metadata value types: struct format of the scalars; 8 = string, 9 = array.
 _SCALARS = {0: "B", 1: "b", 2: "H", 3: "h", 4: "I", 5: "i", 6: "f", 7: "?", 10: "Q", 11: "q", 12: "d"}
@@ -37,14 +37,21 @@ _STRING, _ARRAY = 8, 9
 
 
 @dataclass
-class ModelFile:
+class GGUFFile:
     path: Path
-    architecture: str
-    config: dict                     # sizes, as _core.LlamaModel takes them
-    context_length: int              # what the model was trained for
-    tensors: list                    # (name, ggml type, rows, cols, uint8 view of the bytes)
-    tokenizer: dict                  # model, pre, tokens, token_types, merges, bos/eos ids, add_bos
-    metadata: dict = field(default_factory=dict)  # every key/value (arrays as lists or numpy arrays)
+    metadata: dict                                  # every key/value (arrays as lists or numpy arrays)
+    tensors: dict = field(default_factory=dict)     # name -> Tensor (bytes viewed in the memory map)
+
+    @property
+    def architecture(self) -> str:
+        return self.get("general.architecture")
+
+    def get(self, key, default=None):
+        if key in self.metadata:
+            return self.metadata[key]
+        if default is None:
+            raise Error(f"the GGUF metadata of {self.path.name} lacks '{key}'")
+        return default
 
 
 class _Cursor:
@@ -91,7 +98,7 @@ class _Cursor:
         raise Error(f"unknown GGUF value type {type_id} at byte {self.pos}")
 
 
-def read(path) -> ModelFile:
+def read(path) -> GGUFFile:
     path = Path(path)
     if not path.is_file():
         raise FileNotFoundError(f"no model file at {path}")
@@ -108,7 +115,7 @@ def read(path) -> ModelFile:
         raise Error(f"{path}: malformed GGUF file: {type(e).__name__}: {e}") from e
 
 
-def _read(buf, path: Path) -> ModelFile:
+def _read(buf, path: Path) -> GGUFFile:
     cur = _Cursor(buf)
     if len(buf) < 24 or buf[:4] != b"GGUF":
         raise Error(f"{path} is not a readable GGUF file: it does not start with the GGUF magic")
@@ -133,67 +140,27 @@ def _read(buf, path: Path) -> ModelFile:
         dims = [cur.scalar("Q") for _ in range(n_dims)]
         infos.append((name, dims, cur.scalar("I"), cur.scalar("Q")))
     alignment = int(meta.get("general.alignment", 32))
-    if alignment <= 0 or alignment & (alignment - 1):
-        raise Error(f"{path}: general.alignment {alignment} is not a power of two")
+    if alignment < 8 or alignment & (alignment - 1):  # the format asks for a multiple of 8
+        raise Error(f"{path}: general.alignment {alignment} is not a power of two of at least 8")
     data_start = -(-cur.pos // alignment) * alignment
 
-    def get(key, default=None):
-        if key in meta:
-            return meta[key]
-        if default is None:
-            raise Error(f"the GGUF metadata lacks '{key}'")
-        return default
-
-    arch = get("general.architecture")
-    if arch not in SUPPORTED_ARCHITECTURES:
-        raise Error(f"unsupported architecture '{arch}' in {path.name} (supported: {', '.join(SUPPORTED_ARCHITECTURES)})")
-
-    tensors = []
+    tensors = {}
     for name, dims, type_id, offset in infos:
         if type_id not in SUPPORTED_TYPES:
             type_name = _OTHER_TYPES.get(type_id, f"number {type_id}")
             raise Error(f"tensor '{name}' has type {type_name}, which nextoken does not support "
-                        f"(supported: {', '.join(SUPPORTED_TYPES.values())})")
+                        f"(supported: {', '.join(t[0] for t in SUPPORTED_TYPES.values())})")
+        if name in tensors:
+            raise Error(f"{path.name} holds two tensors named '{name}'")
         cols = dims[0] if dims else 1  # GGUF order: dims[0] is the row length
         rows = int(np.prod(dims[1:], dtype=np.int64)) if len(dims) > 1 else 1
-        block, block_bytes = _BLOCK[type_id]
+        type_name, block, block_bytes = SUPPORTED_TYPES[type_id]
         if cols % block:
-            raise Error(f"tensor '{name}' has rows of {cols} weights, not whole {SUPPORTED_TYPES[type_id]} blocks")
+            raise Error(f"tensor '{name}' has rows of {cols} weights, not whole {type_name} blocks")
         nbytes = rows * (cols // block) * block_bytes
         start = data_start + offset
         if offset % alignment or start + nbytes > len(buf):
             raise Error(f"tensor '{name}' lies outside the file (offset {offset}, {nbytes} bytes; "
                         f"the file has {len(buf)}): truncated or corrupted")
-        tensors.append((name, type_id, rows, cols, np.frombuffer(buf, np.uint8, nbytes, start)))
-
-    n_heads = int(get(f"{arch}.attention.head_count"))
-    dim = int(get(f"{arch}.embedding_length"))
-    tokens = get("tokenizer.ggml.tokens", [])
-    if not tokens:
-        raise Error(f"{path.name} has no tokenizer (tokenizer.ggml.tokens)")
-    config = {
-        "n_layers": int(get(f"{arch}.block_count")),
-        "dim": dim,
-        "hidden_dim": int(get(f"{arch}.feed_forward_length")),
-        "n_heads": n_heads,
-        "n_kv_heads": int(get(f"{arch}.attention.head_count_kv", n_heads)),
-        "head_dim": int(get(f"{arch}.rope.dimension_count", dim // max(n_heads, 1))),
-        "vocab_size": int(get(f"{arch}.vocab_size", len(tokens))),
-        "rope_base": float(get(f"{arch}.rope.freq_base", 10000.0)),
-        "norm_eps": float(get(f"{arch}.attention.layer_norm_rms_epsilon", 1e-5)),
-    }
-    if config["head_dim"] * n_heads != dim:
-        raise Error(f"{path.name}: head dim {config['head_dim']} x {n_heads} heads != embedding length {dim}")
-    tokenizer = {
-        "model": get("tokenizer.ggml.model"),
-        "pre": get("tokenizer.ggml.pre", "default"),
-        "tokens": tokens,
-        "token_types": [int(t) for t in get("tokenizer.ggml.token_type", np.ones(len(tokens), np.int32))],
-        "merges": get("tokenizer.ggml.merges", []),
-        "bos_id": int(get("tokenizer.ggml.bos_token_id", -1)),
-        "eos_id": int(get("tokenizer.ggml.eos_token_id", -1)),
-        "eot_id": int(get("tokenizer.ggml.eot_token_id", -1)),
-        "add_bos": bool(get("tokenizer.ggml.add_bos_token", False)),
-        "chat_template": get("tokenizer.chat_template", ""),
-    }
-    return ModelFile(path, arch, config, int(get(f"{arch}.context_length", 2048)), tensors, tokenizer, meta)
+        tensors[name] = Tensor(type_id, rows, cols, np.frombuffer(buf, np.uint8, nbytes, start))
+    return GGUFFile(path, meta, tensors)

@@ -1,0 +1,72 @@
+// weights.h: a model's weights by role, as views of memory the caller keeps alive.
+//
+// Roles (what the architecture modules in python/nextoken/architectures/ map a file's tensors to):
+//   token_embd (vocab, C), pos_embd (n_pos, C) [learned positions], output_norm (C) [+ .bias],
+//   output (vocab, C) [absent: tied to token_embd], and per layer i, prefixed "blk.i.":
+//   attn_norm, post_attention_norm, ffn_norm, post_ffw_norm (C) [+ .bias for LayerNorm],
+//   attn_q (H*D, C), attn_k, attn_v (H_kv*D, C), attn_output (C, H*D) [+ .bias each],
+//   attn_q_norm, attn_k_norm (D) [qk_norm], ffn_gate [gated], ffn_up (hidden, C), ffn_down (C, hidden)
+//   [+ .bias each].
+// Which are required follows from the config (norm kind and placement, gating, positions, qk_norm);
+// bind_weights() checks presence, type and shape of each and rejects roles the config does not use.
+// Immutable once bound: one ModelWeights serves every thread and sequence.
+#pragma once
+
+#include <map>
+#include <string>
+#include <vector>
+
+#include "buffers.h"
+#include "config.h"
+
+namespace nextoken {
+
+// A weight as stored, not copied: `rows` x `cols` elements of `type`, rows contiguous. A matrix used
+// in y = x W^T has rows = output features and cols = input features.
+struct TensorView {
+  DType type = DType::F32;
+  const void* data = nullptr;
+  int64_t rows = 0, cols = 0;
+};
+
+using TensorMap = std::map<std::string, TensorView>;  // keyed by role
+
+// A weight matrix: the stored view, and its repacked copy when the model runs with int8 activations.
+struct Matrix {
+  TensorView view;
+  const uint8_t* packed = nullptr;  // kernels.h's packed layout, or null: the fp32 path
+  bool present() const { return view.data != nullptr; }
+};
+
+// A norm: weight (C) and, for LayerNorm, bias (C); F32. weight == nullptr: the model has no such norm.
+struct Norm {
+  const float* weight = nullptr;
+  const float* bias = nullptr;
+};
+
+struct LayerWeights {
+  Norm attn_norm, post_attention_norm, ffn_norm, post_ffw_norm;
+  Matrix wq, wk, wv, wo;                     // (H*D, C), (H_kv*D, C) x 2, (C, H*D)
+  const float *bq = nullptr, *bk = nullptr, *bv = nullptr, *bo = nullptr;
+  const float *q_norm = nullptr, *k_norm = nullptr;  // (D)
+  Matrix w_gate, w_up, w_down;               // (hidden, C) x 2, (C, hidden); w_gate absent when not gated
+  const float *b_gate = nullptr, *b_up = nullptr, *b_down = nullptr;
+};
+
+struct ModelWeights {
+  TensorView token_embd;  // (vocab, C)
+  TensorView pos_embd;    // (n_pos, C) learned positions, or empty
+  Norm output_norm;       // absent for post-norm models
+  Matrix output;          // (vocab, C); token_embd's view when the head is tied
+  std::vector<LayerWeights> layers;
+};
+
+// Checks every role against the config; throws nextoken::Error naming the role on any mismatch,
+// a missing required role, or a role the config does not use.
+ModelWeights bind_weights(const ModelConfig& c, const TensorMap& tensors);
+
+// compute_type "int8": every matrix with a packed form (kernels.h) repacked into `buffer`, its
+// Matrix::packed set. With file_mapped, each matrix's file pages are released once repacked.
+void pack_matrices(ModelWeights& w, PackedBuffer& buffer, bool file_mapped, int n_threads);
+
+}  // namespace nextoken

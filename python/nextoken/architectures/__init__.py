@@ -1,0 +1,193 @@
+"""Per-architecture knowledge, as data: how a file's config keys and tensor names map onto the one
+transformer of csrc/model/config.h and the weight roles of csrc/model/weights.h.
+
+One small module per family (llama.py, gpt2.py, gemma3.py). Each has `from_gguf(file)` and/or
+`from_hf(folder)`, returning a `Spec`: the config dict `_core.Transformer` takes and the weights by
+role. The helpers here are what every module shares: handing out a file's tensors once each (so a
+missing one and a left-over one are both reported by name), converting small vectors to float32, and
+RoPE frequencies computed as Hugging Face computes them.
+"""
+from __future__ import annotations
+
+import math
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from .._core import Error
+
+F32, F16, BF16 = 0, 1, 30
+
+
+@dataclass
+class Tensor:
+    """A weight as stored: `rows` x `cols` elements (rows contiguous) of ggml type `type`, as bytes."""
+    type: int
+    rows: int
+    cols: int
+    data: np.ndarray  # uint8
+
+
+@dataclass
+class Spec:
+    architecture: str
+    config: dict                                   # what _core.Transformer takes
+    tensors: list = field(default_factory=list)    # (role, ggml type, rows, cols, uint8 array)
+    context_length: int = 0                        # what the model was trained for (0: unknown)
+
+
+def as_float32(t: Tensor) -> np.ndarray:
+    """A F32 / F16 / BF16 tensor as a float32 array (rows, cols); other types are matrices only."""
+    if t.type == F32:
+        return t.data.view(np.float32).reshape(t.rows, t.cols)
+    if t.type == F16:
+        return t.data.view(np.float16).astype(np.float32).reshape(t.rows, t.cols)
+    if t.type == BF16:
+        return (t.data.view(np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(t.rows, t.cols)
+    raise Error(f"a norm weight or bias must be F32, F16 or BF16, got ggml type {t.type}")
+
+
+def transposed(t: Tensor) -> Tensor:
+    """The (cols, rows) transpose of an unquantized tensor (GPT-2's Conv1D stores [in, out])."""
+    item = {F32: 4, F16: 2, BF16: 2}.get(t.type)
+    if item is None:
+        raise Error(f"cannot transpose a tensor of ggml type {t.type}")
+    view = t.data.view(np.float32 if item == 4 else np.uint16).reshape(t.rows, t.cols)
+    return Tensor(t.type, t.cols, t.rows, np.ascontiguousarray(view.T).reshape(-1).view(np.uint8))
+
+
+class Weights:
+    """Hands out a file's tensors by name, once each, and collects the model's weights by role."""
+
+    def __init__(self, tensors: dict, source: str):
+        self._tensors, self._source = tensors, source
+        self._taken: set = set()
+        self.roles: list = []
+
+    def has(self, name: str) -> bool:
+        return name in self._tensors
+
+    def take(self, name: str, required: bool = True) -> Tensor | None:
+        if name not in self._tensors:
+            if required:
+                raise Error(f"{self._source} has no tensor '{name}'")
+            return None
+        self._taken.add(name)
+        return self._tensors[name]
+
+    def matrix(self, role: str, name: str, required: bool = True, tensor: Tensor | None = None):
+        t = tensor if tensor is not None else self.take(name, required)
+        if t is not None:
+            self.roles.append((role, t.type, t.rows, t.cols, t.data))
+
+    def vector(self, role: str, name: str, required: bool = True, offset: float = 0.0, tensor: Tensor | None = None):
+        """A norm weight or bias, as float32; `offset` is added in float32 (Gemma stores w for 1 + w)."""
+        t = tensor if tensor is not None else self.take(name, required)
+        if t is None:
+            return
+        if t.rows != 1 and t.cols != 1:
+            raise Error(f"{self._source}: tensor '{name}' should be a vector, has shape ({t.rows}, {t.cols})")
+        v = as_float32(t).reshape(-1)
+        if offset:
+            v = (np.float32(offset) + v).astype(np.float32)
+        v = np.ascontiguousarray(v, dtype=np.float32)
+        self.roles.append((role, F32, 1, v.size, v.view(np.uint8)))
+
+    def check_all_taken(self, hint: str = ""):
+        left = sorted(set(self._tensors) - self._taken)
+        if left:
+            more = f" and {len(left) - 3} more" if len(left) > 3 else ""
+            raise Error(f"{self._source}: tensor {', '.join(repr(n) for n in left[:3])}{more} not used by this "
+                        f"model{hint}")
+
+
+def base_config(**sizes) -> dict:
+    """A config dict with every choice at the Llama default; modules override what differs."""
+    config = dict(norm="rms", norm_placement="pre", norm_eps=1e-5, activation="silu", gated=True,
+                  positions="rope", rope_layout="half", rope_inv_freq=[], position_offset=0,
+                  attn_scale=0.0, qk_norm=False, embed_scale=1.0, final_softcap=0.0)
+    config.update(sizes)
+    n = config["n_layers"]
+    config.setdefault("sliding_window", [0] * n)
+    config.setdefault("rope_table", [0] * n)
+    return config
+
+
+def positive_int(value, what: str) -> int:
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 < int(value) < 2 ** 31:
+        raise Error(f"{what} must be a positive integer, got {value!r}")
+    return int(value)
+
+
+def positive_float(value, what: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(float(value)) \
+            or float(value) <= 0:
+        raise Error(f"{what} must be a positive number, got {value!r}")
+    return float(value)
+
+
+# ---- RoPE inverse frequencies, in float32 as transformers' modeling_rope_utils computes them -----------------
+def rope_inv_freq(base: float, dim: int) -> np.ndarray:
+    """1 / base^(2i / dim): the exponent in float32, the power rounded to float32 once."""
+    exponent = (np.arange(0, dim, 2, dtype=np.float32) / np.float32(dim)).astype(np.float32)
+    power = np.power(np.float64(base), exponent.astype(np.float64)).astype(np.float32)
+    return (np.float32(1.0) / power).astype(np.float32)
+
+
+def scaled_rope_inv_freq(base: float, dim: int, scaling: dict | None, what: str) -> np.ndarray:
+    """Default, linear or llama3 RoPE (the `rope_type` of a Hugging Face rope_parameters / rope_scaling)."""
+    inv_freq = rope_inv_freq(base, dim)
+    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
+    if kind == "default":
+        return inv_freq
+    if kind == "linear":
+        return (inv_freq / np.float32(positive_float(scaling.get("factor"), f"{what} factor"))).astype(np.float32)
+    if kind == "llama3":
+        factor = positive_float(scaling.get("factor"), f"{what} factor")
+        low = positive_float(scaling.get("low_freq_factor"), f"{what} low_freq_factor")
+        high = positive_float(scaling.get("high_freq_factor"), f"{what} high_freq_factor")
+        old = positive_float(scaling.get("original_max_position_embeddings"), f"{what} original_max_position_embeddings")
+        if high <= low:
+            raise Error(f"{what}: high_freq_factor must exceed low_freq_factor")
+        # Python scalars stay "weak" beside float32 arrays, so every step rounds to float32 as torch does.
+        low_wavelen, high_wavelen = old / low, old / high
+        wavelen = 2 * math.pi / inv_freq
+        scaled = np.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
+        smooth = (old / wavelen - low) / (high - low)
+        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
+        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
+        return np.where(medium, smoothed, scaled).astype(np.float32)
+    raise Error(f"{what}: RoPE scaling '{kind}' is not supported (default, linear, llama3)")
+
+
+# ---- the registry ------------------------------------------------------------------------------------------
+def _modules():
+    from . import gemma3, gpt2, llama
+    return (llama, gpt2, gemma3)
+
+
+def supported_gguf() -> list:
+    return [a for m in _modules() for a in getattr(m, "GGUF_ARCHITECTURES", ())]
+
+
+def supported_hf() -> list:
+    return [t for m in _modules() for t in getattr(m, "HF_MODEL_TYPES", ())]
+
+
+def from_gguf(f) -> Spec:
+    """The Spec of a GGUF file (loaders.gguf.GGUFFile), by its general.architecture."""
+    arch = f.architecture
+    for m in _modules():
+        if arch in getattr(m, "GGUF_ARCHITECTURES", ()):
+            return m.from_gguf(f)
+    raise Error(f"unsupported architecture '{arch}' in {f.path.name} (supported: {', '.join(supported_gguf())})")
+
+
+def from_hf(folder) -> Spec:
+    """The Spec of a Hugging Face folder (loaders.safetensors.HFFolder), by config.json's model_type."""
+    model_type = folder.config.get("model_type")
+    for m in _modules():
+        if model_type in getattr(m, "HF_MODEL_TYPES", ()):
+            return m.from_hf(folder)
+    raise Error(f"unsupported model_type '{model_type}' in {folder.config_source} "
+                f"(supported: {', '.join(supported_hf())})")

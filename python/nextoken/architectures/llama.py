@@ -1,0 +1,111 @@
+"""The Llama family: GGUF `llama` (Llama, SmolLM, Mistral-style GQA) and Hugging Face `llama`, `mistral`
+and `qwen2` folders. Pre-norm RMSNorm, SwiGLU, RoPE; Mistral adds a sliding window, Qwen2 q/k/v biases.
+
+GGUF stores q and k rows permuted for RoPE on adjacent pairs (llama.cpp's converter does this); Hugging
+Face rotates the halves of each head."""
+from __future__ import annotations
+
+import numpy as np
+
+from .._core import Error
+from . import Spec, Weights, as_float32, base_config, positive_float, positive_int, rope_inv_freq
+from .hf import HFConfig
+
+GGUF_ARCHITECTURES = ("llama",)
+HF_MODEL_TYPES = ("llama", "mistral", "qwen2")
+
+# GGUF name of each layer role (".weight" / ".bias" appended).
+_GGUF_LAYER = ("attn_norm", "ffn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+# Hugging Face name of each layer role, after "model.layers.{i}.".
+_HF_LAYER = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
+             "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
+             "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
+             "ffn_down": "mlp.down_proj"}
+
+
+def from_gguf(f) -> Spec:
+    arch, meta = f.architecture, f.metadata
+    key = lambda k, default=None: f.get(f"{arch}.{k}", default)  # noqa: E731
+    n_layers = positive_int(key("block_count"), f"{arch}.block_count")
+    dim = positive_int(key("embedding_length"), f"{arch}.embedding_length")
+    n_heads = positive_int(key("attention.head_count"), f"{arch}.attention.head_count")
+    head_dim = positive_int(key("attention.key_length", dim // n_heads), f"{arch}.attention.key_length")
+    rope_dim = key("rope.dimension_count", head_dim)
+    if rope_dim != head_dim:
+        raise Error(f"{f.path.name}: RoPE on {rope_dim} of {head_dim} head dimensions is not supported")
+    config = base_config(
+        n_layers=n_layers, dim=dim, n_heads=n_heads, head_dim=head_dim,
+        hidden_dim=positive_int(key("feed_forward_length"), f"{arch}.feed_forward_length"),
+        n_kv_heads=positive_int(key("attention.head_count_kv", n_heads), f"{arch}.attention.head_count_kv"),
+        vocab_size=positive_int(key("vocab_size", len(meta.get("tokenizer.ggml.tokens", []))), f"{arch}.vocab_size"),
+        norm_eps=positive_float(key("attention.layer_norm_rms_epsilon", 1e-5), f"{arch}.attention.layer_norm_rms_epsilon"),
+        rope_layout="adjacent")
+    w = Weights(f.tensors, f.path.name)
+    inv_freq = rope_inv_freq(positive_float(key("rope.freq_base", 10000.0), f"{arch}.rope.freq_base"), head_dim)
+    scaling = key("rope.scaling.type", "none")
+    if scaling == "linear":
+        inv_freq = (inv_freq / np.float32(positive_float(key("rope.scaling.factor"), f"{arch}.rope.scaling.factor")))
+    elif scaling != "none":
+        raise Error(f"{f.path.name}: RoPE scaling '{scaling}' is not supported (none, linear)")
+    if w.has("rope_freqs.weight"):  # per-frequency divisors (Llama 3's scaling, as llama.cpp applies it)
+        factors = as_float32(w.take("rope_freqs.weight")).reshape(-1)
+        if factors.size != head_dim // 2 or not np.all(np.isfinite(factors) & (factors > 0)):
+            raise Error(f"{f.path.name}: rope_freqs.weight must hold {head_dim // 2} positive factors")
+        inv_freq = inv_freq / factors
+    config["rope_inv_freq"] = [inv_freq.astype(np.float32)]
+    w.matrix("token_embd", "token_embd.weight")
+    w.vector("output_norm", "output_norm.weight")
+    w.matrix("output", "output.weight", required=False)
+    for i in range(n_layers):
+        for role in _GGUF_LAYER:
+            name = f"blk.{i}.{role}"
+            if role.endswith("norm"):
+                w.vector(name, name + ".weight")
+            else:
+                w.matrix(name, name + ".weight")
+                w.vector(name + ".bias", name + ".bias", required=False)
+    w.check_all_taken(f" (a {arch} model of {n_layers} layers)")
+    return Spec(arch, config, w.roles, int(key("context_length", 0)))
+
+
+def from_hf(folder) -> Spec:
+    c = HFConfig(folder.config, folder.config_source)
+    model_type = c.require("model_type")
+    n_layers, dim, n_heads = c.int("num_hidden_layers"), c.int("hidden_size"), c.int("num_attention_heads")
+    head_dim = c.int("head_dim", dim // n_heads)
+    if model_type == "mistral":
+        default_types = ["sliding_attention" if c.get("sliding_window") else "full_attention"] * n_layers
+    elif model_type == "qwen2":
+        first = c.int("max_window_layers", n_layers) if c.get("use_sliding_window", False) else n_layers
+        default_types = ["sliding_attention" if i >= first else "full_attention" for i in range(n_layers)]
+    else:
+        default_types = ["full_attention"] * n_layers
+    config = base_config(
+        n_layers=n_layers, dim=dim, n_heads=n_heads, head_dim=head_dim,
+        hidden_dim=c.int("intermediate_size"), n_kv_heads=c.int("num_key_value_heads", n_heads),
+        vocab_size=c.int("vocab_size"), norm_eps=c.float("rms_norm_eps", 1e-6), activation=c.activation("hidden_act"),
+        sliding_window=c.sliding_windows(c.layer_types(n_layers, default_types)),
+        rope_inv_freq=[c.rope_inv_freq(head_dim)])
+    w = Weights(folder.tensors, folder.source)
+    w.matrix("token_embd", "model.embed_tokens.weight")
+    w.vector("output_norm", "model.norm.weight")
+    tied_head(w, c)
+    for i in range(n_layers):
+        for role, name in _HF_LAYER.items():
+            role, name = f"blk.{i}.{role}", f"model.layers.{i}.{name}"
+            if role.endswith("norm"):
+                w.vector(role, name + ".weight")
+            else:
+                w.matrix(role, name + ".weight")
+                w.vector(role + ".bias", name + ".bias", required=False)
+    w.check_all_taken(f" (a {model_type} model of {n_layers} layers)")
+    return Spec(model_type, config, w.roles, c.get("max_position_embeddings", 0))
+
+
+def tied_head(w: Weights, c: HFConfig, name: str = "lm_head.weight"):
+    """The output matrix: its own tensor, or none where the embeddings are tied (transformers 5 stores a tied
+    weight once)."""
+    if w.has(name):
+        w.matrix("output", name)
+    elif not c.get("tie_word_embeddings", True):
+        raise Error(f"{c.source}: tie_word_embeddings is false but the weights have no '{name}'")
