@@ -1,4 +1,7 @@
 """Bad input raises a clear Python exception (nextoken.Error is a ValueError) and never crashes."""
+import json
+import shutil
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -145,3 +148,82 @@ def test_bad_load_parameters(tiny_model_path, kw):
 def test_ops_reject_non_numeric_input():
     with pytest.raises((TypeError, ValueError)):
         nextoken.ops.rmsnorm(np.array([["a"]]), np.ones(1, np.float32), 1e-5)
+
+
+# ---- Hugging Face folders ------------------------------------------------------------------------------
+HF = Path(__file__).parent / "fixtures" / "hf"
+
+
+def write_safetensors(path, tensors):
+    """The documented layout: 8-byte header length, JSON header, data. tensors: name -> numpy array."""
+    header, blobs, offset = {}, [], 0
+    for name, arr in tensors.items():
+        raw = np.ascontiguousarray(arr).tobytes()
+        header[name] = {"dtype": {np.float32: "F32", np.float64: "F64", np.float16: "F16"}[arr.dtype.type],
+                        "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)  # as writers pad it
+    path.write_bytes(len(head).to_bytes(8, "little") + head + b"".join(blobs))
+
+
+def llama_folder(tmp_path, edit_config=None, edit_tensors=None):
+    """A copy of the llama fixture with its config and/or tensors edited."""
+    folder = tmp_path / "llama"
+    shutil.copytree(HF / "llama", folder)
+    if edit_config:
+        config = json.loads((folder / "config.json").read_text())
+        edit_config(config)
+        (folder / "config.json").write_text(json.dumps(config))
+    if edit_tensors:
+        from nextoken.loaders import safetensors
+        as_f32 = nextoken.architectures.as_float32
+        tensors = {name: as_f32(t).reshape(-1) if t.rows == 1 else as_f32(t)  # (the fixture's 1-row tensors are 1-D)
+                   for name, t in safetensors.read(folder).tensors.items()}
+        edit_tensors(tensors)
+        write_safetensors(folder / "model.safetensors", tensors)
+    return folder
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda c: c.update(model_type="falcon"), "unsupported model_type 'falcon'.*supported: .*gemma3"),
+    (lambda c: c.pop("hidden_size"), "config.json lacks 'hidden_size'"),
+    (lambda c: c.update(num_hidden_layers="two"), "'num_hidden_layers' must be a positive integer"),
+    (lambda c: c.update(hidden_act="mish"), "'hidden_act' is 'mish'"),
+    (lambda c: c.update(rope_parameters={"rope_type": "yarn", "rope_theta": 1e4, "factor": 2}), "yarn"),
+    (lambda c: c.update(num_hidden_layers=1), "'model.layers.1.*not used by this model"),
+    (lambda c: c.update(num_hidden_layers=3), "has no tensor 'model.layers.2.input_layernorm.weight'"),
+    (lambda c: c.update(intermediate_size=80), "'blk.0.ffn_gate' has shape \\(64, 32\\), expected \\(80, 32\\)"),
+])
+def test_bad_hf_config(tmp_path, edit, match):
+    with pytest.raises(nextoken.Error, match=match):
+        nextoken.load(llama_folder(tmp_path, edit_config=edit))
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda t: t.pop("model.layers.0.mlp.up_proj.weight"), "llama has no tensor 'model.layers.0.mlp.up_proj.weight'"),
+    (lambda t: t.update({"model.norm.weight": t["model.norm.weight"].astype(np.float64)}), "F64"),
+    (lambda t: t.update({"model.norm.weight": t["model.norm.weight"][:5]}), "output_norm' has 5 elements"),
+    (lambda t: t.update({"lm_head.weight": t["lm_head.weight"][:, :8]}), "'output' has shape"),
+])
+def test_bad_hf_tensors(tmp_path, edit, match):
+    with pytest.raises(nextoken.Error, match=match):
+        nextoken.load(llama_folder(tmp_path, edit_tensors=edit))
+
+
+def test_hf_folder_without_weights_or_config(tmp_path):
+    with pytest.raises(nextoken.Error, match="no config.json"):
+        nextoken.load(tmp_path)
+    folder = llama_folder(tmp_path)
+    (folder / "model.safetensors").unlink()
+    with pytest.raises(nextoken.Error, match="no model.safetensors"):
+        nextoken.load(folder)
+
+
+def test_truncated_safetensors(tmp_path):
+    folder = llama_folder(tmp_path)
+    data = (folder / "model.safetensors").read_bytes()
+    (folder / "model.safetensors").write_bytes(data[:len(data) // 2])
+    with pytest.raises(nextoken.Error, match="truncated"):
+        nextoken.load(folder)
