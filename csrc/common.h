@@ -25,15 +25,27 @@ struct Error : std::invalid_argument {
   } while (0)
 
 // Weight element types, numbered as GGUF numbers them (ggml_type) so a loader can pass them through.
-enum class DType : int { F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q8_0 = 8, BF16 = 30 };
+enum class DType : int {
+  F32 = 0, F16 = 1, Q4_0 = 2, Q4_1 = 3, Q5_0 = 6, Q8_0 = 8, Q4_K = 12, Q5_K = 13, Q6_K = 14, BF16 = 30
+};
 
 // GGUF block layouts (ggml-common.h): QK = 32 weights per block, scales in IEEE half precision.
 constexpr int QK = 32;
 struct BlockQ4_0 { uint16_t d; uint8_t qs[QK / 2]; };          // w = d * (q - 8)
 struct BlockQ4_1 { uint16_t d, m; uint8_t qs[QK / 2]; };       // w = d * q + m
 struct BlockQ8_0 { uint16_t d; int8_t qs[QK]; };               // w = d * q
+struct BlockQ5_0 { uint16_t d; uint8_t qh[4]; uint8_t qs[QK / 2]; };  // w = d * (q - 16), bit 4 of q in qh
 // In the 4-bit blocks, byte j holds weight j in its low nibble and weight j + 16 in its high nibble.
-static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(BlockQ8_0) == 34, "GGUF layout");
+static_assert(sizeof(BlockQ4_0) == 18 && sizeof(BlockQ4_1) == 20 && sizeof(BlockQ8_0) == 34 &&
+              sizeof(BlockQ5_0) == 22, "GGUF layout");
+
+// K-quants: super-blocks of QK_K = 256 weights in 8 sub-blocks of 32 (Q6_K: 16 groups of 16), each with
+// its own scale (and min) quantized against the super-block's d (and dmin). kernels/blocks.h decodes them.
+constexpr int QK_K = 256;
+struct BlockQ4_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qs[QK_K / 2]; };
+struct BlockQ5_K { uint16_t d, dmin; uint8_t scales[12]; uint8_t qh[QK_K / 8]; uint8_t qs[QK_K / 2]; };
+struct BlockQ6_K { uint8_t ql[QK_K / 2]; uint8_t qh[QK_K / 4]; int8_t scales[QK_K / 16]; uint16_t d; };
+static_assert(sizeof(BlockQ4_K) == 144 && sizeof(BlockQ5_K) == 176 && sizeof(BlockQ6_K) == 210, "GGUF layout");
 
 // The one table of weight types: name, weights per block, bytes per block. Python reads it through
 // _core.weight_types(), so no other file repeats it (reference.py decodes the layouts independently).
@@ -46,7 +58,9 @@ struct DTypeInfo {
 constexpr DTypeInfo DTYPES[] = {
     {DType::F32, "F32", 1, 4},          {DType::F16, "F16", 1, 2},           {DType::BF16, "BF16", 1, 2},
     {DType::Q4_0, "Q4_0", QK, sizeof(BlockQ4_0)}, {DType::Q4_1, "Q4_1", QK, sizeof(BlockQ4_1)},
-    {DType::Q8_0, "Q8_0", QK, sizeof(BlockQ8_0)},
+    {DType::Q5_0, "Q5_0", QK, sizeof(BlockQ5_0)}, {DType::Q8_0, "Q8_0", QK, sizeof(BlockQ8_0)},
+    {DType::Q4_K, "Q4_K", QK_K, sizeof(BlockQ4_K)}, {DType::Q5_K, "Q5_K", QK_K, sizeof(BlockQ5_K)},
+    {DType::Q6_K, "Q6_K", QK_K, sizeof(BlockQ6_K)},
 };
 
 inline const DTypeInfo* dtype_info(int t) {

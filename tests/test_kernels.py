@@ -263,7 +263,7 @@ def test_ops_reject_bad_shapes():
     with pytest.raises(ValueError, match="multiple of 32"):
         ops.matmul(np.zeros((2, 40), dtype=np.float32), np.zeros(100, dtype=np.uint8), ref.Q8_0, 2)
     with pytest.raises(ValueError, match="unsupported weight type"):
-        ops.matmul(x, np.zeros(64, dtype=np.uint8), 12, 1)
+        ops.matmul(x, np.zeros(64, dtype=np.uint8), 10, 1)  # Q2_K
     with pytest.raises(ValueError, match="head dim"):
         ops.attention_prefill(np.zeros((2, 2, 24), np.float32), np.zeros((1, 2, 24), np.float32),
                               np.zeros((1, 2, 24), np.float32))
@@ -339,3 +339,32 @@ def test_int8_matmul_gives_the_same_bits_on_every_isa():
             env["NEXTOKEN_ISA"] = isa
         outputs[isa] = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, check=True).stdout
     assert outputs["avx2"] == outputs["native"] and outputs["generic"] == outputs["native"]
+
+
+# ---- Q5_0 and the K-quants (GGUF files such as Gemma 3 Q4_K_M) -------------------------------------------
+BLOCK_TYPES = [ref.Q5_0, ref.Q4_K, ref.Q5_K, ref.Q6_K]
+
+
+@pytest.mark.parametrize("w_type", BLOCK_TYPES)
+def test_block_types_dequantize_as_gguf_does(w_type):
+    """Ours and the reference against llama.cpp's own Python decoder (gguf.quants), bit for bit."""
+    from gguf import GGMLQuantizationType
+    from gguf.quants import dequantize as gguf_dequantize
+    rng = np.random.default_rng(w_type)
+    rows, cols = 3, 768
+    raw = ref.random_blocks(rng, w_type, rows, cols)
+    theirs = gguf_dequantize(raw.reshape(rows, -1), GGMLQuantizationType(w_type)).reshape(rows, cols)
+    np.testing.assert_array_equal(ref.dequantize(raw, w_type, rows, cols), theirs)
+    np.testing.assert_array_equal(ops.dequantize(raw, w_type, rows, cols), theirs)
+
+
+@pytest.mark.parametrize("w_type", BLOCK_TYPES)
+@pytest.mark.parametrize("T,N", [(1, 7), (5, 33), (9, 16)])
+def test_block_types_matmul_matches_dequantize_then_fp32(w_type, T, N):
+    rng = np.random.default_rng(T * N + w_type)
+    K = 512
+    raw = ref.random_blocks(rng, w_type, N, K)
+    x = rng.standard_normal((T, K)).astype(np.float32)
+    y = ops.matmul(x, raw, w_type, N, 2)
+    close(y, ref.matmul(x, ref.dequantize(raw, w_type, N, K)))
+    np.testing.assert_array_equal(ops.matmul(x[-1:], raw, w_type, N, 1), y[-1:])  # decode row == prefill row

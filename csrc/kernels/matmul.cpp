@@ -8,6 +8,7 @@
 // and summed by hsum(): the same whatever the tile shape, T, or thread count.
 #include <algorithm>
 
+#include "blocks.h"
 #include "isa_kernels.h"
 #include "simd.h"
 
@@ -74,10 +75,14 @@ inline void load_block(const uint8_t* row, int b, vfloat* w) {
     float d, m;
     halves_to_floats(&blk->d, d, m);  // d and m are adjacent
     dequantize_nibbles(blk->qs, d, m, w);
-  } else {  // Q8_0
+  } else if constexpr (D == DType::Q8_0) {
     const BlockQ8_0* blk = reinterpret_cast<const BlockQ8_0*>(row) + b;
     const float d = half_to_float(blk->d);
     for (int i = 0; i < PARTS; ++i) w[i] = loadv_i8(blk->qs + i * VL) * d;
+  } else {  // Q5_0 and the K-quants: decoded by the scalar code of blocks.h
+    float tmp[QK];
+    blocks::decode32(tmp, row, D, b);
+    for (int i = 0; i < PARTS; ++i) w[i] = loadv(tmp + i * VL);
   }
 }
 
@@ -159,6 +164,10 @@ void rows_any(const MatmulOut& o, const float* x, int T, int K, int n0, int n1) 
     case DType::Q4_0: return rows<DType::Q4_0>(o.y, x, w, T, K, o.N, n0, n1);
     case DType::Q4_1: return rows<DType::Q4_1>(o.y, x, w, T, K, o.N, n0, n1);
     case DType::Q8_0: return rows<DType::Q8_0>(o.y, x, w, T, K, o.N, n0, n1);
+    case DType::Q5_0: return rows<DType::Q5_0>(o.y, x, w, T, K, o.N, n0, n1);
+    case DType::Q4_K: return rows<DType::Q4_K>(o.y, x, w, T, K, o.N, n0, n1);
+    case DType::Q5_K: return rows<DType::Q5_K>(o.y, x, w, T, K, o.N, n0, n1);
+    case DType::Q6_K: return rows<DType::Q6_K>(o.y, x, w, T, K, o.N, n0, n1);
   }
 }
 

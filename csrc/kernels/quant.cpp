@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "blocks.h"
 #include "kernels.h"
 
 namespace nextoken {
@@ -51,6 +52,12 @@ void dequantize_row(float* out, const void* row, DType type, int64_t n) {
       }
       return;
     }
+    case DType::Q5_0:
+    case DType::Q4_K:
+    case DType::Q5_K:
+    case DType::Q6_K:
+      for (int64_t b = 0; b < n / QK; ++b, out += QK) blocks::decode32(out, static_cast<const uint8_t*>(row), type, b);
+      return;
   }
 }
 

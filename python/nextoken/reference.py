@@ -8,9 +8,14 @@ from __future__ import annotations
 
 import numpy as np
 
-F32, F16, Q4_0, Q4_1, Q8_0, BF16 = 0, 1, 2, 3, 8, 30
-QK = 32
+F32, F16, Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K, Q6_K, BF16 = 0, 1, 2, 3, 6, 8, 12, 13, 14, 30
+QK = 32      # weights per block (Q4_0, Q4_1, Q5_0, Q8_0) and per K-quant sub-block
+QK_K = 256   # weights per K-quant super-block
 BLOCK_BYTES = {Q4_0: 18, Q4_1: 20, Q8_0: 34}
+# Q5_0 and the K-quants, decoded below as ggml computes them in float32 (every product is exact in
+# float32: an f16 significand has 11 bits and the integer factors are small):
+#   Q5_0  y = (q - 16) * d;  Q4_K / Q5_K  y = (d * sc) * q - dmin * m per 32;  Q6_K  y = (d * sc) * (q - 32) per 16
+OTHER_BLOCKS = {Q5_0: (QK, 22), Q4_K: (QK_K, 144), Q5_K: (QK_K, 176), Q6_K: (QK_K, 210)}
 
 
 # ---- weights ------------------------------------------------------------------------------------------
@@ -23,6 +28,11 @@ def dequantize(data: np.ndarray, w_type: int, rows: int, cols: int) -> np.ndarra
         return raw.view(np.float16).astype(np.float32).reshape(rows, cols)
     if w_type == BF16:  # the top 16 bits of a float32
         return (raw.view(np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(rows, cols)
+    if w_type in OTHER_BLOCKS:
+        elems, nbytes = OTHER_BLOCKS[w_type]
+        blocks = raw.reshape(rows * cols // elems, nbytes)
+        decode = {Q5_0: _dequantize_q5_0, Q4_K: _dequantize_q4_k, Q5_K: _dequantize_q5_k, Q6_K: _dequantize_q6_k}
+        return decode[w_type](blocks).reshape(rows, cols)
     blocks = raw.reshape(rows * cols // QK, BLOCK_BYTES[w_type])
     d = blocks[:, 0:2].copy().view(np.float16).astype(np.float32)          # (n_blocks, 1)
     if w_type == Q8_0:
@@ -35,6 +45,104 @@ def dequantize(data: np.ndarray, w_type: int, rows: int, cols: int) -> np.ndarra
         return ((q - 8.0) * d).reshape(rows, cols)
     m = blocks[:, 2:4].copy().view(np.float16).astype(np.float32)
     return (q * d + m).reshape(rows, cols)
+
+
+def _f16(b: np.ndarray) -> np.ndarray:
+    """(n, 2) little-endian bytes -> (n, 1) float32."""
+    return np.ascontiguousarray(b).view(np.float16).astype(np.float32)
+
+
+# ---- Q5_0: d f16 @0, qh u32 @2 (bit j = 5th bit of weight j), qs[16] @6 -------------------------------------
+def _dequantize_q5_0(blocks: np.ndarray) -> np.ndarray:
+    d = _f16(blocks[:, 0:2])                                                    # (n, 1)
+    qh = np.ascontiguousarray(blocks[:, 2:6]).view("<u4")                      # (n, 1)
+    qs = blocks[:, 6:22]                                                        # (n, 16)
+    # byte j: weight j in the low nibble, weight j + 16 in the high nibble
+    low4 = np.concatenate([qs & 0x0F, qs >> 4], axis=1).astype(np.int32)        # (n, 32)
+    high = ((qh >> np.arange(32, dtype=np.uint32)) & 1).astype(np.int32)      # bit j of qh -> weight j
+    q = (low4 | (high << 4)) - 16                                               # -16 .. 15
+    return q.astype(np.float32) * d
+
+
+# ---- Q4_K / Q5_K scales: 12 bytes holding eight 6-bit scales and eight 6-bit mins -------------------------------
+def _scale_min_k4(scales: np.ndarray):
+    """(n, 12) uint8 -> sc, m (n, 8) uint8, as ggml's get_scale_min_k4(j) for j = 0..7.
+
+    j < 4:  sc = s[j] & 63,                          m = s[j+4] & 63
+    j >= 4: sc = (s[j+4] & 0xF) | ((s[j-4] >> 6) << 4),  m = (s[j+4] >> 4) | ((s[j] >> 6) << 4)
+    """
+    s = scales.astype(np.uint8)
+    a, b, c = s[:, 0:4], s[:, 4:8], s[:, 8:12]
+    sc = np.concatenate([a & 63, (c & 0x0F) | ((a >> 6) << 4)], axis=1)
+    m = np.concatenate([b & 63, (c >> 4) | ((b >> 6) << 4)], axis=1)
+    return sc, m
+
+
+def _k_affine(blocks: np.ndarray):
+    """Per 32-sub-block float32 scale d1 = d * sc and offset m1 = dmin * m, each (n, 8, 1)."""
+    d = _f16(blocks[:, 0:2])
+    dmin = _f16(blocks[:, 2:4])
+    sc, m = _scale_min_k4(blocks[:, 4:16])
+    d1 = (d * sc.astype(np.float32))[:, :, None]
+    m1 = (dmin * m.astype(np.float32))[:, :, None]
+    return d1, m1
+
+
+def _nibble_planes(qs: np.ndarray) -> np.ndarray:
+    """(n, 128) bytes -> (n, 8, 32) 4-bit codes: 32-byte chunk c gives sub-block 2c (low nibbles)
+    and sub-block 2c + 1 (high nibbles)."""
+    chunks = qs.reshape(len(qs), 4, 32)
+    return np.stack([chunks & 0x0F, chunks >> 4], axis=2).reshape(len(qs), 8, 32)
+
+
+# ---- Q4_K: d f16 @0, dmin f16 @2, scales[12] @4, qs[128] @16 ----------------------------------------------
+def _dequantize_q4_k(blocks: np.ndarray) -> np.ndarray:
+    d1, m1 = _k_affine(blocks)
+    q = _nibble_planes(blocks[:, 16:144]).astype(np.float32)
+    return (d1 * q - m1).reshape(len(blocks), QK_K)
+
+
+# ---- Q5_K: d f16 @0, dmin f16 @2, scales[12] @4, qh[32] @16, qs[128] @48 -----------------------------------
+def _dequantize_q5_k(blocks: np.ndarray) -> np.ndarray:
+    d1, m1 = _k_affine(blocks)
+    low4 = _nibble_planes(blocks[:, 48:176])                                    # (n, 8, 32)
+    qh = blocks[:, 16:48]                                                       # (n, 32)
+    # bit j of qh[l] is the 5th bit of weight l of sub-block j
+    high = (qh[:, None, :] >> np.arange(8, dtype=np.uint8)[None, :, None]) & 1  # (n, 8, 32)
+    q = (low4 | (high << 4)).astype(np.float32)
+    return (d1 * q - m1).reshape(len(blocks), QK_K)
+
+
+# ---- Q6_K: ql[128] @0, qh[64] @128, scales int8[16] @192, d f16 @208 ---------------------------------------
+def _dequantize_q6_k(blocks: np.ndarray) -> np.ndarray:
+    n = len(blocks)
+    ql = blocks[:, 0:128].reshape(n, 2, 64)          # per 128-weight half h: 64 bytes
+    qh = blocks[:, 128:192].reshape(n, 2, 32)        # per half: 32 bytes
+    sc = blocks[:, 192:208].view(np.int8).astype(np.float32)                   # (n, 16), one per 16 weights
+    d = _f16(blocks[:, 208:210])
+    # In half h, weight 32s + l (s = 0..3, l = 0..31) takes
+    #   low 4 bits:  s=0 low nibble of ql[l], s=1 low of ql[l+32], s=2 high of ql[l], s=3 high of ql[l+32]
+    #   high 2 bits: bits 2s, 2s+1 of qh[l]
+    low4 = np.stack([ql[:, :, :32] & 0x0F, ql[:, :, 32:] & 0x0F, ql[:, :, :32] >> 4, ql[:, :, 32:] >> 4], axis=2)
+    high2 = (qh[:, :, None, :] >> (2 * np.arange(4, dtype=np.uint8))[None, None, :, None]) & 3
+    q = (low4 | (high2 << 4)).astype(np.int32) - 32                             # (n, 2, 4, 32): -32 .. 31
+    ds = (d * sc)[:, :, None]                                                   # (n, 16, 1)
+    return (ds * q.reshape(n, 16, 16).astype(np.float32)).reshape(n, QK_K)
+
+
+# ---- BF16: the top 16 bits of a float32 ------------------------------------------------------------------
+
+
+def random_blocks(rng, w_type: int, rows: int, cols: int) -> np.ndarray:
+    """Raw bytes of a random (rows, cols) Q5_0 / K-quant tensor: random codes and scale bytes, finite f16
+    super-block scales (no quantizer needed to exercise every code)."""
+    elems, nbytes = OTHER_BLOCKS[w_type]
+    blocks = rng.integers(0, 256, (rows * cols // elems, nbytes), dtype=np.uint8)
+    scales = (rng.standard_normal((len(blocks), 2)) * 0.01).astype(np.float16).view(np.uint8)
+    at = {Q5_0: [0], Q4_K: [0, 2], Q5_K: [0, 2], Q6_K: [208]}[w_type]
+    for i, offset in enumerate(at):
+        blocks[:, offset:offset + 2] = scales[:, 2 * i:2 * i + 2]
+    return blocks.reshape(-1)
 
 
 def quantize(w: np.ndarray, w_type: int) -> np.ndarray:
