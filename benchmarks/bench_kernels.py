@@ -145,7 +145,7 @@ def main():
         q = rng.standard_normal((T, H, D), dtype=np.float32)
         k = rng.standard_normal((H_kv, T, D), dtype=np.float32)
         v = rng.standard_normal((H_kv, T, D), dtype=np.float32)
-        s = timeit(lambda: ops.attention_prefill(q, k, v, 0, nt), max(3, args.repeats // 2))
+        s = timeit(lambda: ops.attention_prefill(q, k, v, 0, n_threads=nt), max(3, args.repeats // 2))
         flops = 4 * H * D * T * (T + 1) / 2  # q.k and p.v over the causal half
         rows.append([T, f"{s * 1e6:.0f}", f"{flops / s / 1e9:.1f}", f"{flops / s / 1e9 / peak:.0%}"])
     table(f"attention_prefill (H={H}, H_kv={H_kv}, D={D})", ["T", "us", "GFLOP/s", "of peak"], rows)
@@ -155,7 +155,7 @@ def main():
         q = rng.standard_normal((H, D), dtype=np.float32)
         k = rng.standard_normal((H_kv, n, D), dtype=np.float32)
         v = rng.standard_normal((H_kv, n, D), dtype=np.float32)
-        s = timeit(lambda: ops.attention_decode(q, k, v, n, nt), args.repeats)
+        s = timeit(lambda: ops.attention_decode(q, k, v, n, n_threads=nt), args.repeats)
         nbytes = k.nbytes + v.nbytes
         rows.append([n, f"{s * 1e6:.1f}", f"{nbytes / s / 1e9:.1f}", f"{nbytes / s / 1e9 / bw:.0%}"])
     table(f"attention_decode (H={H}, H_kv={H_kv}, D={D})", ["cache length", "us", "GB/s", "of bw"], rows)
