@@ -1,8 +1,9 @@
 // bindings.cpp: the one Python module, nextoken._core.
 //
-// Weights arrive as numpy views of the memory-mapped file and are used where they lie (the model object
-// keeps the arrays alive). The GIL is released around every call that computes. nextoken::Error (bad
-// input) becomes ValueError. Low-level kernels are exposed under _core.ops on numpy arrays, for tests
+// Weights arrive by role as numpy views of the memory-mapped file and are used where they lie (the
+// Transformer object keeps the arrays alive). The GIL is released around the calls that compute at length
+// or wait for a session's lock (loading, forward, generation steps, matmul, attention); the small ops keep
+// it. nextoken::Error (bad input) becomes ValueError. Low-level kernels are exposed under _core.ops on numpy arrays, for tests
 // and for embedding in other stacks.
 #include <pybind11/numpy.h>
 #include <pybind11/pybind11.h>

@@ -197,3 +197,39 @@ def test_threads_sharing_a_model_get_results_or_clear_errors(tiny_model_path):
     for t in threads:
         t.join()
     assert len(outcomes) == 15 and all(outcomes)
+
+
+# ---- defects found in review (regression tests) ---------------------------------------------------------
+def test_tiny_temperature_is_greedy_not_the_last_id(tiny_model_path):
+    """1 / T was infinite below ~3e-39, so every probability became NaN and the draw returned the last id."""
+    path, _, _ = tiny_model_path
+    model = nextoken.load(path, n_ctx=64, n_threads=2)
+    greedy = model.generate([1, 2, 3], max_new_tokens=8, min_new_tokens=8)
+    assert model.generate([1, 2, 3], max_new_tokens=8, min_new_tokens=8, temperature=1e-39, seed=1) == greedy
+
+
+def test_a_rejected_call_does_not_end_the_live_generation(tiny_model_path):
+    path, _, _ = tiny_model_path
+    model = nextoken.load(path, n_ctx=64, n_threads=2)
+    expected = model.generate([5, 6, 7], max_new_tokens=6, min_new_tokens=6)
+    stream = model.stream([5, 6, 7], max_new_tokens=6, min_new_tokens=6)
+    first = next(stream)
+    with pytest.raises(nextoken.Error):
+        model.forward([10 ** 6])  # out of the vocabulary: rejected before touching the cache
+    with pytest.raises(nextoken.Error):
+        model.forward([1, 2], start_pos=1000)
+    assert [first] + list(stream) == expected
+
+
+def test_forward_cannot_continue_a_generation_or_skip_positions(tiny_model_path):
+    """forward(start_pos > 0) after a generate() used to attend to the generation's keys silently."""
+    path, _, _ = tiny_model_path
+    model = nextoken.load(path, n_ctx=64, n_threads=2)
+    model.forward([1, 2, 3, 4])
+    model.generate([9, 8, 7], max_new_tokens=3)
+    with pytest.raises(nextoken.Error, match="generation has used the cache"):
+        model.forward([5], start_pos=4)
+    model.forward([1, 2, 3, 4])
+    with pytest.raises(nextoken.Error, match="skips positions"):
+        model.forward([5], start_pos=6)
+    np.testing.assert_array_equal(model.forward([5], start_pos=4), model.forward([1, 2, 3, 4, 5])[-1:])

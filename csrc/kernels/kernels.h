@@ -50,6 +50,8 @@ struct PackedOut {
 size_t packed_bytes(DType type, int N, int K);
 int packed_bits(DType type);
 void pack_weight(uint8_t* out, const void* w, DType type, int N, int K, int n_threads);
+// Whether every block scale of w leaves the packed f16 offset finite (false for damaged or extreme files).
+bool pack_fits(const void* w, DType type, int N, int K);
 // xq (T, K) = round(x / dx) per 32-block, dx (T, K/32) = max|x| / 127, sx (T, K/32) = sum of the block's xq.
 void quantize_activations(int8_t* xq, float* dx, int32_t* sx, const float* x, int T, int K, int n_threads);
 // y_i (T, N_i) = sum over blocks of d dx (u . xq) + m dx sx, for outputs that share the quantized x.

@@ -71,6 +71,18 @@ size_t packed_bytes(DType type, int N, int K) {
   return bits ? size_t((N + 15) / 16) * (K / QK) * packed_chunk_bytes(bits) : 0;
 }
 
+bool pack_fits(const void* w, DType type, int N, int K) {
+  // The packed offset m = -128 d (Q8_0) or -8 d (Q4_0) is stored as f16: it must stay below 65504.
+  const float limit = type == DType::Q8_0 ? 65504.0f / 128.0f : type == DType::Q4_0 ? 65504.0f / 8.0f : INFINITY;
+  const size_t n_blocks = size_t(N) * (K / QK), stride = dtype_info(int(type))->block_bytes;
+  for (size_t b = 0; b < n_blocks; ++b) {
+    uint16_t d;
+    std::memcpy(&d, static_cast<const uint8_t*>(w) + b * stride, 2);  // d leads every 32-weight block
+    if (!(std::fabs(f16_to_f32(d)) <= limit)) return false;
+  }
+  return true;
+}
+
 void pack_weight(uint8_t* out, const void* w, DType type, int N, int K, int n_threads) {
   const int bits = packed_bits(type), n_blocks = K / QK, n_groups = (N + 15) / 16;
   const size_t rb = row_bytes(type, K), chunk = packed_chunk_bytes(bits);

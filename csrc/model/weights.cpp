@@ -179,6 +179,9 @@ void pack_matrices(ModelWeights& w, PackedBuffer& buffer, bool file_mapped, int 
   for (size_t i = 0; i < all.size(); ++i) {
     const TensorView& v = all[i]->view;
     if (!packed_bits(v.type)) continue;  // other types keep the fp32 path
+    NT_CHECK(pack_fits(v.data, v.type, int(v.rows), int(v.cols)),
+             std::string("a ") + dtype_name(v.type) + " weight has a block scale too large for compute_type 'int8' "
+             "(its packed offset would overflow f16); use compute_type 'float32'");
     pack_weight(buffer.get() + offsets[i], v.data, v.type, int(v.rows), int(v.cols), n_threads);
     all[i]->packed = buffer.get() + offsets[i];
     if (file_mapped) release_pages(v.data, v.rows * row_bytes(v.type, v.cols));
