@@ -52,16 +52,16 @@ def test_corrupted_header(tiny_model_path, tmp_path):
 
 
 def test_unsupported_tensor_type(tmp_path):
-    path = tmp_path / "q5.gguf"
+    path = tmp_path / "q2k.gguf"
     w = GGUFWriter(str(path), "llama")
     w.add_block_count(1)
-    raw = np.zeros((4, 22 * 2), dtype=np.uint8)  # 4 rows of 64 Q5_0 weights
-    w.add_tensor("blk.0.attn_q.weight", raw, raw_shape=raw.shape, raw_dtype=GGMLQuantizationType.Q5_0)
+    raw = np.zeros((4, 84), dtype=np.uint8)  # 4 rows of 256 Q2_K weights
+    w.add_tensor("blk.0.attn_q.weight", raw, raw_shape=raw.shape, raw_dtype=GGMLQuantizationType.Q2_K)
     w.write_header_to_file()
     w.write_kv_data_to_file()
     w.write_tensors_to_file()
     w.close()
-    with pytest.raises(nextoken.Error, match="Q5_0"):
+    with pytest.raises(nextoken.Error, match="Q2_K"):
         nextoken.load(path)
 
 
