@@ -93,6 +93,15 @@ class Weights:
         v = np.ascontiguousarray(v, dtype=np.float32)
         self.roles.append((role, F32, 1, v.size, v.view(np.uint8)))
 
+    def layer(self, role: str, name: str, norm_offset: float = 0.0):
+        """A layer weight by its role: a norm (role ending in "norm") as a float32 vector plus
+        `norm_offset`, anything else as a matrix with its bias if the file has one."""
+        if role.endswith("norm"):
+            self.vector(role, name + ".weight", offset=norm_offset)
+        else:
+            self.matrix(role, name + ".weight")
+            self.vector(role + ".bias", name + ".bias", required=False)
+
     def check_all_taken(self, hint: str = ""):
         left = sorted(set(self._tensors) - self._taken)
         if left:

@@ -52,11 +52,7 @@ def _config(n_layers, dim, n_heads, n_kv_heads, head_dim, hidden_dim, vocab_size
 def _layers(w: Weights, n_layers: int, name_of, offset: float):
     for i in range(n_layers):
         for role, names in _LAYER.items():
-            role_name, name = f"blk.{i}.{role}", name_of(i, names)
-            if role.endswith("norm"):
-                w.vector(role_name, name + ".weight", offset=offset)
-            else:
-                w.matrix(role_name, name + ".weight")
+            w.layer(f"blk.{i}.{role}", name_of(i, names), norm_offset=offset)
 
 
 def from_gguf(f) -> Spec:

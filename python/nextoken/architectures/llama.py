@@ -58,12 +58,7 @@ def from_gguf(f) -> Spec:
     w.matrix("output", "output.weight", required=False)
     for i in range(n_layers):
         for role in _GGUF_LAYER:
-            name = f"blk.{i}.{role}"
-            if role.endswith("norm"):
-                w.vector(name, name + ".weight")
-            else:
-                w.matrix(name, name + ".weight")
-                w.vector(name + ".bias", name + ".bias", required=False)
+            w.layer(f"blk.{i}.{role}", f"blk.{i}.{role}")
     w.check_all_taken(f" (a {arch} model of {n_layers} layers)")
     return Spec(arch, config, w.roles, int(key("context_length", 0)))
 
@@ -92,12 +87,7 @@ def from_hf(folder) -> Spec:
     tied_head(w, c)
     for i in range(n_layers):
         for role, name in _HF_LAYER.items():
-            role, name = f"blk.{i}.{role}", f"model.layers.{i}.{name}"
-            if role.endswith("norm"):
-                w.vector(role, name + ".weight")
-            else:
-                w.matrix(role, name + ".weight")
-                w.vector(role + ".bias", name + ".bias", required=False)
+            w.layer(f"blk.{i}.{role}", f"model.layers.{i}.{name}")
     w.check_all_taken(f" (a {model_type} model of {n_layers} layers)")
     return Spec(model_type, config, w.roles, c.get("max_position_embeddings", 0))
 
