@@ -271,6 +271,22 @@ py::array_t<float> op_matmul_int8(const FloatArray& x, const ByteArray& packed, 
   return y;
 }
 
+py::array_t<uint8_t> op_quantize(const FloatArray& x, int type, int n_threads) {
+  NT_CHECK(x.ndim() == 2, "quantize: x must be 2-D (rows, cols)");
+  const DType t = checked_dtype(type);
+  NT_CHECK(t == DType::Q8_0 || t == DType::Q4_0 || t == DType::Q4_K, "quantize: the types are Q8_0, Q4_0 and Q4_K");
+  const int64_t rows = x.shape(0), cols = x.shape(1);
+  NT_CHECK(rows > 0 && cols > 0 && cols % dtype_block(t) == 0,
+           std::string("quantize: rows must be whole ") + dtype_name(t) + " blocks of " + std::to_string(dtype_block(t)));
+  checked_threads(n_threads);
+  py::array_t<uint8_t> out(py::ssize_t(size_t(rows) * row_bytes(t, cols)));
+  uint8_t* o = out.mutable_data();
+  const float* xp = x.data();
+  py::gil_scoped_release release;
+  quantize_rows(o, xp, rows, cols, t, n_threads);
+  return out;
+}
+
 py::array_t<float> op_dequantize(const ByteArray& w, int type, int64_t rows, int64_t cols) {
   TensorView wv = tensor_view("w", w, type, rows, cols);
   py::array_t<float> out({rows, cols});
@@ -453,6 +469,8 @@ PYBIND11_MODULE(_core, m) {
   ops.def("quantize_activations", &op_quantize_activations, py::arg("x"), "(xq, dx, sx) per 32-block of x (T, K).");
   ops.def("matmul_int8", &op_matmul_int8, py::arg("x"), py::arg("packed"), py::arg("w_type"), py::arg("n_out"),
           py::arg("n_threads") = 1, "x quantized to int8 per 32-block, times a packed weight.");
+  ops.def("quantize", &op_quantize, py::arg("x"), py::arg("w_type"), py::arg("n_threads") = 1,
+          "Raw GGUF bytes of x (rows, cols) as Q8_0, Q4_0 or Q4_K, rounded as llama.cpp's reference quantizers.");
   ops.def("dequantize", &op_dequantize, py::arg("w"), py::arg("w_type"), py::arg("rows"), py::arg("cols"));
   ops.def("rmsnorm", &op_rmsnorm, py::arg("x"), py::arg("weight"), py::arg("eps"));
   ops.def("layernorm", &op_layernorm, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("eps"));

@@ -62,6 +62,11 @@ void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, cons
 // out (n,) = the n weights of one stored row, as float.
 void dequantize_row(float* out, const void* row, DType type, int64_t n);
 
+// ---- quantize_weights.cpp ------------------------------------------------------------------------
+// out (rows, row_bytes(type, cols)) = x (rows, cols) quantized to type (Q8_0, Q4_0 or Q4_K; cols a
+// multiple of its block) exactly as llama.cpp's reference quantizers do it. Rows split over threads.
+void quantize_rows(void* out, const float* x, int64_t rows, int64_t cols, DType type, int n_threads);
+
 // ---- norm.cpp ------------------------------------------------------------------------------------
 // out (T, C) = x / sqrt(mean(x^2) + eps) * weight, row by row; out may alias x.
 void rmsnorm(float* out, const float* x, const float* weight, int T, int C, float eps);

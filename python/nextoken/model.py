@@ -1,14 +1,17 @@
 """The Model users hold: load weights, tokenize, and generate (text in, text out; ids in, ids out)."""
 from __future__ import annotations
 
+import collections
 import os
 import secrets
+import warnings
 from pathlib import Path
 from typing import Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
 from . import _core, architectures, hub
+from . import lora as lora_adapters
 from ._core import Error
 from .loaders import gguf, safetensors
 from .tokenizer import StreamDecoder, Tokenizer
@@ -24,7 +27,8 @@ def default_threads() -> int:
 
 
 def load(model: Union[str, os.PathLike] = hub.DEFAULT_MODEL, n_ctx: int = 2048, n_threads: int | None = None,
-         compute_type: str = "float32") -> "Model":
+         compute_type: str = "float32", weights: str | None = None,
+         lora: Union[str, os.PathLike, None] = None) -> "Model":
     """Load a model by name (see nextoken.hub.MODELS; fetched on first use), from a .gguf file or from a
     Hugging Face folder (config.json, *.safetensors, tokenizer.json).
 
@@ -34,8 +38,14 @@ def load(model: Union[str, os.PathLike] = hub.DEFAULT_MODEL, n_ctx: int = 2048, 
       fp32 reference to rounding. "int8": activations quantized to int8 per 32 values and integer dot
       products against weights repacked at load (Q4_0/Q4_1/Q8_0 matrices), as llama.cpp computes:
       faster, and the logits move by the quantization error (normalised MSE ~1e-3 to 1e-2 on SmolLM2).
+    weights: None (default): matrices as stored. "q8_0", "q4_0" or "q4_k": F32 / F16 / BF16 weight matrices
+      quantized once at load with llama.cpp's reference rounding (a matrix whose rows are not whole Q4_K
+      blocks of 256 gets Q8_0), so that compute_type="int8" and less memory apply to float checkpoints.
+    lora: a PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) merged into a Hugging
+      Face folder's weights at load, before any quantization.
     """
-    return Model(hub.resolve(model), n_ctx=n_ctx, n_threads=n_threads, compute_type=compute_type)
+    return Model(hub.resolve(model), n_ctx=n_ctx, n_threads=n_threads, compute_type=compute_type, weights=weights,
+                 lora=lora)
 
 
 def _check_int(name, value, low):
@@ -45,20 +55,30 @@ def _check_int(name, value, low):
 
 
 class Model:
-    def __init__(self, path, n_ctx: int = 2048, n_threads: int | None = None, compute_type: str = "float32"):
+    """A loaded model: its weights, tokenizer and one sequence's KV cache. Made by nextoken.load()."""
+
+    def __init__(self, path, n_ctx: int = 2048, n_threads: int | None = None, compute_type: str = "float32",
+                 weights: str | None = None, lora=None):
         n_ctx = _check_int("n_ctx", n_ctx, 1)
         n_threads = default_threads() if n_threads is None else _check_int("n_threads", n_threads, 1)
         path = Path(path)
         if safetensors.is_folder(path):
             folder = safetensors.read(path)
+            if lora is not None:
+                lora_adapters.merge(folder, lora)
             spec = architectures.from_hf(folder)
             self.tokenizer = Tokenizer.from_folder(path, folder.config, folder.generation_config)
             file_mapped = False  # some weights are converted copies in RAM, never to be released
         else:
+            if lora is not None:
+                raise Error("lora= merges an adapter into a Hugging Face folder's weights; a GGUF file cannot take one")
             f = gguf.read(path)
             spec = architectures.from_gguf(f)
             self.tokenizer = Tokenizer.from_gguf(f.metadata)
             file_mapped = True   # every matrix views the read-only mapping: int8 may drop its pages
+        if weights is not None:
+            spec = architectures.quantize_roles(spec, weights, _core.ops.quantize, n_threads)
+            file_mapped = False  # the quantized matrices are in RAM
         self.architecture = spec.architecture
         self.config = spec.config
         if self.tokenizer.vocab_size > self.config["vocab_size"]:
@@ -67,16 +87,33 @@ class Model:
         if compute_type not in ("float32", "int8"):
             raise Error(f"compute_type must be 'float32' or 'int8', got {compute_type!r}")
         self.compute_type = compute_type
+        self.path = path
+        self.context_length = spec.context_length
+        if spec.context_length and n_ctx > spec.context_length:
+            warnings.warn(f"n_ctx = {n_ctx} exceeds the {spec.context_length} positions {path.name} was trained for: "
+                          "quality degrades past them", stacklevel=3)
+        self.n_parameters = sum(rows * cols for _, _, rows, cols, _ in spec.tensors)
+        names = {number: info[0] for number, info in _core.weight_types().items()}
+        types = collections.Counter(names[type_id] for role, type_id, *_ in spec.tensors
+                                    if architectures.is_matrix_role(role))
+        self.weight_types = dict(types.most_common())
         self._transformer = _core.Transformer(self.config, spec.tensors, n_ctx, compute_type, file_mapped, n_threads)
         self._model = _core.Session(self._transformer, n_ctx, n_threads)
+
+    def __repr__(self) -> str:
+        types = ", ".join(f"{name} x{count}" for name, count in self.weight_types.items())
+        return (f"<nextoken.Model {self.architecture} from {self.path.name}: {self.n_parameters / 1e6:.1f}M parameters "
+                f"({types}), n_ctx={self.n_ctx}, n_threads={self.n_threads}, compute_type={self.compute_type!r}>")
 
     # ---- sizes and settings ------------------------------------------------------------------------
     @property
     def n_ctx(self) -> int:
+        """The most tokens (prompt + generated) one sequence can hold."""
         return self._model.n_ctx
 
     @property
     def n_threads(self) -> int:
+        """CPU threads the kernels use; may be changed between calls."""
         return self._model.n_threads
 
     @n_threads.setter
@@ -85,19 +122,28 @@ class Model:
 
     @property
     def vocab_size(self) -> int:
+        """Rows of the logits (the model's vocabulary, which may exceed the tokenizer's)."""
         return self.config["vocab_size"]
 
     @property
     def eos_token_ids(self) -> list[int]:
+        """The ids that end a generation."""
         return list(self.tokenizer.eos_ids)
 
     # ---- text <-> ids --------------------------------------------------------------------------------
-    def tokenize(self, text: str) -> list[int]:
+    def tokenize(self, text: str, parse_special: bool = True) -> list[int]:
+        """Token ids of `text` (with the BOS id the model wants first, if any).
+
+        parse_special: text spelling a special token (e.g. "<|im_end|>") becomes that token's id, as Hugging
+        Face tokenizers do by default, so hand-written chat prompts work. Pass False for untrusted text:
+        special tokens are then read as the plain text they look like (llama.cpp's parse_special=False).
+        """
         if not isinstance(text, str):
             raise Error(f"tokenize() takes a str, got {type(text).__name__}")
-        return self.tokenizer.encode(text)
+        return self.tokenizer.encode(text, parse_special=parse_special)
 
     def detokenize(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
+        """The text of token ids; special tokens are left out unless skip_special_tokens is False."""
         return self.tokenizer.decode(self._ids(ids), skip_special_tokens=skip_special_tokens)
 
     def _ids(self, ids) -> np.ndarray:
@@ -127,25 +173,26 @@ class Model:
     # ---- generation ----------------------------------------------------------------------------------
     def generate(self, prompt: Prompt, max_new_tokens: int = 128, *, min_new_tokens: int = 0,
                  temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-                 stop: Sequence[str] | str | None = None):
+                 stop: Sequence[str] | str | None = None, parse_special: bool = True):
         """Continue `prompt`. A str prompt returns the new text; token ids return the new ids (list[int]).
 
         Greedy unless temperature > 0; then top_k (0: off) and top_p (1.0: off) filter the draw, seeded
         by `seed` (None: a random seed). Stops at an EOS token (it is returned among the ids, not in the
         text), after max_new_tokens, or (text prompts) before the first occurrence of a `stop` string.
-        min_new_tokens masks EOS until that many tokens exist.
+        min_new_tokens masks EOS until that many tokens exist. parse_special: as in tokenize(), for a str
+        prompt. A character cut in the middle by max_new_tokens is dropped from the text.
         """
         pieces = self.stream(prompt, max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,
-                             top_k=top_k, top_p=top_p, seed=seed, stop=stop)
+                             top_k=top_k, top_p=top_p, seed=seed, stop=stop, parse_special=parse_special)
         return "".join(pieces) if isinstance(prompt, str) else list(pieces)
 
     def stream(self, prompt: Prompt, max_new_tokens: int = 128, *, min_new_tokens: int = 0,
                temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-               stop: Sequence[str] | str | None = None) -> Iterator:
+               stop: Sequence[str] | str | None = None, parse_special: bool = True) -> Iterator:
         """As generate(), one piece at a time: str pieces for a str prompt (never a split UTF-8 character;
         their concatenation is what generate() returns), single ids for an ids prompt."""
         text_prompt = isinstance(prompt, str)
-        ids = self._ids(self.tokenize(prompt) if text_prompt else prompt)
+        ids = self._ids(self.tokenize(prompt, parse_special) if text_prompt else prompt)
         if ids.size == 0:
             raise Error("the prompt is empty")
         max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 0)

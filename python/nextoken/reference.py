@@ -145,9 +145,153 @@ def random_blocks(rng, w_type: int, rows: int, cols: int) -> np.ndarray:
     return blocks.reshape(-1)
 
 
+# ---- Q4_K quantization, as ggml-quants.c does it (every step in float32, in its order) -----------------------
+def _f16_bits(x: np.ndarray) -> np.ndarray:
+    """float32 -> IEEE half bits (uint16), round to nearest even, like ggml."""
+    x = np.asarray(x, dtype=np.float32)
+    with np.errstate(over="ignore", invalid="ignore"):
+        h = x.astype(np.float16).view(np.uint16)
+    bits = x.view(np.uint32)
+    nan = (bits & np.uint32(0x7FFFFFFF)) > np.uint32(0x7F800000)
+    # ggml emits the canonical quiet NaN with the input's sign
+    canon = ((bits >> np.uint32(16)) & np.uint32(0x8000)).astype(np.uint16) | np.uint16(0x7E00)
+    return np.where(nan, canon, h)
+
+
+def _nearest_int(v: np.ndarray) -> np.ndarray:
+    """ggml's nearest_int: round-half-even via adding 1.5*2^23 (exact for |v| < 2^22)."""
+    with np.errstate(over="ignore", invalid="ignore"):
+        t = (np.asarray(v, dtype=np.float32) + np.float32(12582912.0)).astype(np.float32, copy=False)
+    return (t.view(np.int32) & np.int32(0x007FFFFF)) - np.int32(0x00400000)
+
+
+def _seq_sum(cols: np.ndarray, start: np.ndarray | None = None) -> np.ndarray:
+    """Left-to-right float32 sum over axis 0 (like `s = 0; for i: s += a[i]`)."""
+    s = np.zeros(cols.shape[1:], dtype=np.float32) if start is None else start
+    for c in cols:
+        s = s + c
+    return s
+
+
+def _make_qkx2_quants_q4k(X: np.ndarray, W: np.ndarray):
+    """make_qkx2_quants(32, 15, x, w, L, &min, Laux, -1.f, 0.1f, 20, false) for many
+    sub-blocks at once.  X, W: (32, M) float32 (element index first, so X[i] is contiguous).
+    Returns (scale (M,), the_min (M,), L (32, M) uint8)."""
+    nmax = 15
+    n, M = X.shape
+    Xf = X
+
+    mn = X[0].copy()
+    mx = X[0].copy()
+    sum_w = W[0].copy()
+    sum_x = sum_w * X[0]
+    for i in range(1, n):
+        mn = np.where(X[i] < mn, X[i], mn)
+        mx = np.where(X[i] > mx, X[i], mx)
+        sum_w = sum_w + W[i]
+        sum_x = sum_x + W[i] * X[i]
+    mn = np.where(mn > 0, np.float32(0), mn)
+    flat = mx == mn                      # handled at the end (L = 0, scale = 0)
+    min0 = mn.copy()
+
+    iscale = np.float32(nmax) / (mx - mn)
+    scale = np.float32(1) / iscale
+    L = np.clip(_nearest_int(iscale * (Xf - mn)), 0, nmax).astype(np.float32)
+    diff = (scale * L + mn) - Xf
+    best = _seq_sum(W * (diff * diff))
+
+    for step in range(21):
+        # (rmin + rdelta*is) + nmax, all float32
+        num = (np.float32(-1.0) + np.float32(0.1) * np.float32(step)) + np.float32(nmax)
+        iscale = num / (mx - mn)
+        Laux = np.clip(_nearest_int(iscale * (Xf - mn)), 0, nmax).astype(np.float32)
+        WL = W * Laux
+        sum_l = _seq_sum(WL)
+        sum_l2 = _seq_sum(WL * Laux)
+        sum_xl = _seq_sum(WL * Xf)
+        D = sum_w * sum_l2 - sum_l * sum_l
+        ok = D > 0
+        this_scale = (sum_w * sum_xl - sum_x * sum_l) / D
+        this_min = (sum_l2 * sum_x - sum_l * sum_xl) / D
+        pos = this_min > 0
+        this_min = np.where(pos, np.float32(0), this_min)
+        this_scale = np.where(pos, sum_xl / sum_l2, this_scale)
+        diff = (this_scale * Laux + this_min) - Xf
+        cur = _seq_sum(W * (diff * diff))
+        upd = ok & (cur < best) & ~flat
+        L = np.where(upd, Laux, L)
+        best = np.where(upd, cur, best)
+        scale = np.where(upd, this_scale, scale)
+        mn = np.where(upd, this_min, mn)
+
+    L = np.where(flat, np.float32(0), L).astype(np.uint8)
+    scale = np.where(flat, np.float32(0), scale)
+    the_min = -np.where(flat, min0, mn)
+    return scale.astype(np.float32), the_min.astype(np.float32), L
+
+
+def _quantize_q4_k(x: np.ndarray) -> np.ndarray:
+    """Q4_K blocks of x as ggml's quantize_row_q4_K_ref writes them (make_qkx2_quants with rmin -1,
+    rdelta 0.1, 20 steps, weights rms + |x|; 6-bit scales against f16 d / dmin; codes refitted to them)."""
+    xb = np.ascontiguousarray(x, dtype=np.float32).reshape(-1, QK_K)
+    nb = xb.shape[0]
+    M = nb * 8
+    with np.errstate(all="ignore"):
+        X = np.ascontiguousarray(xb.reshape(M, 32).T)        # (32, M)
+
+        # importance weights: rms of the sub-block + |x|
+        sum_x2 = _seq_sum(X * X)
+        av_x = np.sqrt(sum_x2 / np.float32(32))
+        W = av_x + np.abs(X)
+
+        scales, mins, L = _make_qkx2_quants_q4k(X, W)
+        scales = scales.reshape(nb, 8)
+        mins = mins.reshape(nb, 8)
+        L = np.ascontiguousarray(L.T).reshape(nb, 8, 32)
+
+        max_scale = np.zeros(nb, dtype=np.float32)
+        max_min = np.zeros(nb, dtype=np.float32)
+        for j in range(8):
+            max_scale = np.where(scales[:, j] > max_scale, scales[:, j], max_scale)
+            max_min = np.where(mins[:, j] > max_min, mins[:, j], max_min)
+
+        inv_scale = np.where(max_scale > 0, np.float32(63) / max_scale, np.float32(0)).astype(np.float32)
+        inv_min = np.where(max_min > 0, np.float32(63) / max_min, np.float32(0)).astype(np.float32)
+        ls = np.minimum(_nearest_int(inv_scale[:, None] * scales) & 0xFF, 63)   # (nb, 8)
+        lm = np.minimum(_nearest_int(inv_min[:, None] * mins) & 0xFF, 63)
+
+        sc_bytes = np.zeros((nb, 12), dtype=np.int32)
+        sc_bytes[:, 0:4] = ls[:, 0:4] | ((ls[:, 4:8] >> 4) << 6)
+        sc_bytes[:, 4:8] = lm[:, 0:4] | ((lm[:, 4:8] >> 4) << 6)
+        sc_bytes[:, 8:12] = (ls[:, 4:8] & 0xF) | ((lm[:, 4:8] & 0xF) << 4)
+
+        d16 = _f16_bits(max_scale / np.float32(63))
+        dmin16 = _f16_bits(max_min / np.float32(63))
+
+        # re-quantise against the values the decoder sees: f16(d)*sc, f16(dmin)*m
+        d = d16.view(np.float16).astype(np.float32)[:, None] * ls.astype(np.float32)     # (nb, 8)
+        dm = dmin16.view(np.float16).astype(np.float32)[:, None] * lm.astype(np.float32)
+        x3 = xb.reshape(nb, 8, 32)
+        l = np.clip(_nearest_int((x3 + dm[..., None]) / d[..., None]), 0, 15)
+        redo = ~(d == 0)                                         # C: if (!d) continue;
+        L = np.where(redo[..., None], l, L.astype(np.int32))
+
+    L = L.reshape(nb, 4, 2, 32)
+    qs = (L[:, :, 0, :] | (L[:, :, 1, :] << 4)).reshape(nb, 128)
+
+    out = np.empty((nb, 144), dtype=np.uint8)
+    out[:, 0:2] = d16.reshape(nb, 1).view(np.uint8)
+    out[:, 2:4] = dmin16.reshape(nb, 1).view(np.uint8)
+    out[:, 4:16] = sc_bytes.astype(np.uint8)
+    out[:, 16:] = qs.astype(np.uint8)
+    return out
+
+
 def quantize(w: np.ndarray, w_type: int) -> np.ndarray:
     """Raw GGUF bytes of w (rows, cols), quantized as ggml's reference quantizers do."""
     w = np.asarray(w, dtype=np.float32)
+    if w_type == Q4_K:
+        return _quantize_q4_k(w).reshape(-1)
     if w_type == F32:
         return w.reshape(-1).view(np.uint8).copy()
     if w_type == F16:

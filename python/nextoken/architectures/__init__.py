@@ -34,6 +34,8 @@ class Spec:
     config: dict                                   # what _core.Transformer takes
     tensors: list = field(default_factory=list)    # (role, ggml type, rows, cols, uint8 array)
     context_length: int = 0                        # what the model was trained for (0: unknown)
+    rope_parameters: list = field(default_factory=list)  # per RoPE table, the rope_theta / scaling it came
+                                                          # from (folders; what a GGUF writer needs)
 
 
 def as_float32(t: Tensor) -> np.ndarray:
@@ -135,6 +137,21 @@ def positive_float(value, what: str) -> float:
     return float(value)
 
 
+def write_gguf_sizes(writer, spec: Spec, default_context: int):
+    """The size keys every GGUF architecture shares (nextoken convert)."""
+    c = spec.config
+    writer.add_block_count(c["n_layers"])
+    writer.add_context_length(spec.context_length or default_context)
+    writer.add_embedding_length(c["dim"])
+    writer.add_feed_forward_length(c["hidden_dim"])
+    writer.add_head_count(c["n_heads"])
+    writer.add_head_count_kv(c["n_kv_heads"])
+    writer.add_key_length(c["head_dim"])
+    writer.add_value_length(c["head_dim"])
+    writer.add_layer_norm_rms_eps(c["norm_eps"])
+    writer.add_vocab_size(c["vocab_size"])
+
+
 # ---- RoPE inverse frequencies, in float32 as transformers' modeling_rope_utils computes them -----------------
 def rope_inv_freq(base: float, dim: int) -> np.ndarray:
     """1 / base^(2i / dim): the exponent in float32, the power rounded to float32 once."""
@@ -183,6 +200,14 @@ def supported_hf() -> list:
     return [t for m in _modules() for t in getattr(m, "HF_MODEL_TYPES", ())]
 
 
+def module_for(architecture: str):
+    """The module that maps `architecture` (a Spec's), e.g. llama.py for "mistral"."""
+    for m in _modules():
+        if architecture in getattr(m, "GGUF_ARCHITECTURES", ()) + getattr(m, "HF_MODEL_TYPES", ()):
+            return m
+    raise Error(f"unknown architecture '{architecture}'")
+
+
 def from_gguf(f) -> Spec:
     """The Spec of a GGUF file (loaders.gguf.GGUFFile), by its general.architecture."""
     arch = f.architecture
@@ -200,3 +225,31 @@ def from_hf(folder) -> Spec:
             return m.from_hf(folder)
     raise Error(f"unsupported model_type '{model_type}' in {folder.config_source} "
                 f"(supported: {', '.join(supported_hf())})")
+
+
+# ---- quantization at load -----------------------------------------------------------------------------------
+QUANTIZE_TO = {"q8_0": 8, "q4_0": 2, "q4_k": 12}
+_MATRIX_ROLES = ("token_embd", "output", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+
+
+def is_matrix_role(role: str) -> bool:
+    return role.rsplit(".", 1)[-1] in _MATRIX_ROLES
+
+
+def quantize_roles(spec: Spec, weights: str, quantize, n_threads: int) -> Spec:
+    """The spec with every F32 / F16 / BF16 weight matrix quantized to `weights` (q8_0, q4_0, q4_k) by
+    `quantize(float32 (rows, cols), ggml type, n_threads) -> bytes`. Norms, biases and learned positions stay
+    float32. A matrix whose rows are not whole blocks of the type (Q4_K: 256 weights) is quantized to Q8_0
+    instead, or kept as it is if not even that fits, as llama.cpp's quantizer falls back."""
+    if weights not in QUANTIZE_TO:
+        raise Error(f"weights must be one of {', '.join(QUANTIZE_TO)} (or None: as stored), got {weights!r}")
+    target = QUANTIZE_TO[weights]
+    roles = []
+    for role, type_id, rows, cols, data in spec.tensors:
+        if is_matrix_role(role) and type_id in (F32, F16, BF16):
+            to = target if cols % (256 if target == 12 else 32) == 0 else 8 if cols % 32 == 0 else None
+            if to is not None:
+                x = np.ascontiguousarray(as_float32(Tensor(type_id, rows, cols, data)))
+                data, type_id = quantize(x, to, n_threads), to
+        roles.append((role, type_id, rows, cols, data))
+    return Spec(spec.architecture, spec.config, roles, spec.context_length, spec.rope_parameters)

@@ -12,7 +12,7 @@ import math
 import numpy as np
 
 from .._core import Error
-from . import Spec, Weights, base_config, positive_float, positive_int, rope_inv_freq
+from . import Spec, Weights, base_config, positive_float, positive_int, rope_inv_freq, write_gguf_sizes
 from .hf import HFConfig
 from .llama import tied_head
 
@@ -62,14 +62,23 @@ def from_gguf(f) -> Spec:
     n_heads = positive_int(key("attention.head_count"), "gemma3.attention.head_count")
     head_dim = positive_int(key("attention.key_length", dim // n_heads), "gemma3.attention.key_length")
     window = positive_int(key("attention.sliding_window"), "gemma3.attention.sliding_window")
-    windows = [window if (i + 1) % SWA_PATTERN else 0 for i in range(n_layers)]
+    pattern = key("attention.sliding_window_pattern", SWA_PATTERN)  # every n-th layer global, or per layer
+    if isinstance(pattern, (int, np.integer)):
+        sliding = [bool((i + 1) % positive_int(pattern, "gemma3.attention.sliding_window_pattern"))
+                   for i in range(n_layers)]
+    else:
+        sliding = [bool(b) for b in pattern]
+        if len(sliding) != n_layers:
+            raise Error(f"gemma3.attention.sliding_window_pattern has {len(sliding)} entries for {n_layers} layers")
+    windows = [window if s else 0 for s in sliding]
     scale = key("rope.scaling.factor", 1.0) if key("rope.scaling.type", "none") == "linear" else 1.0
     config = _config(
         n_layers, dim, n_heads, positive_int(key("attention.head_count_kv", n_heads), "gemma3.attention.head_count_kv"),
         head_dim, positive_int(key("feed_forward_length"), "gemma3.feed_forward_length"),
         positive_int(key("vocab_size", len(f.metadata.get("tokenizer.ggml.tokens", []))), "gemma3.vocab_size"),
         positive_float(key("attention.layer_norm_rms_epsilon", 1e-6), "gemma3.attention.layer_norm_rms_epsilon"),
-        head_dim, windows, rope_inv_freq(LOCAL_ROPE_BASE, head_dim),
+        head_dim, windows,
+        rope_inv_freq(positive_float(key("rope.freq_base_swa", LOCAL_ROPE_BASE), "gemma3.rope.freq_base_swa"), head_dim),
         (rope_inv_freq(positive_float(key("rope.freq_base", 1e6), "gemma3.rope.freq_base"), head_dim)
          / np.float32(positive_float(scale, "gemma3.rope.scaling.factor"))).astype(np.float32),
         float(key("final_logit_softcapping", 0.0) or 0.0))
@@ -112,4 +121,28 @@ def from_hf(folder) -> Spec:
     tied_head(w, HFConfig(folder.config, folder.config_source))
     _layers(w, n_layers, lambda i, names: f"{prefix}layers.{i}.{names[1]}", 1.0)
     w.check_all_taken(f" (a gemma3 model of {n_layers} layers)")
-    return Spec("gemma3", config, w.roles, c.get("max_position_embeddings", 0))
+    return Spec("gemma3", config, w.roles, c.get("max_position_embeddings", 0),
+                [c.rope_parameters("sliding_attention"), c.rope_parameters("full_attention")])
+
+
+# ---- writing GGUF (nextoken convert) --------------------------------------------------------------------------
+def to_gguf(spec: Spec, writer):
+    """Metadata of a Gemma 3 folder's spec as GGUF `gemma3`. The norms are written as 1 + w (already
+    added at load), as llama.cpp's converter writes them. No rows need reordering (GGUF's gemma3 rotates
+    halves, as Hugging Face does)."""
+    c = spec.config
+    if abs(c["attn_scale"] - c["head_dim"] ** -0.5) > 1e-7 * c["attn_scale"]:
+        raise Error("convert: GGUF gemma3 has no key for query_pre_attn_scalar != head_dim (llama.cpp assumes "
+                    "head_dim); this model cannot be written so that llama.cpp reads it right")
+    local, full = spec.rope_parameters
+    for params in (local, full):
+        if params.get("rope_type", "default") != "default":
+            raise Error(f"convert: Gemma 3 RoPE scaling '{params.get('rope_type')}' is not written yet")
+    windows = [w for w in c["sliding_window"] if w]
+    write_gguf_sizes(writer, spec, default_context=32768)
+    writer.add_rope_freq_base(float(full["rope_theta"]))
+    writer.add_rope_freq_base_swa(float(local["rope_theta"]))
+    if windows:
+        writer.add_sliding_window(windows[0])
+        writer.add_sliding_window_pattern([bool(w) for w in c["sliding_window"]])
+    return None

@@ -8,7 +8,7 @@ from __future__ import annotations
 import numpy as np
 
 from .._core import Error
-from . import Spec, Weights, as_float32, base_config, positive_float, positive_int, rope_inv_freq
+from . import Spec, Weights, as_float32, base_config, positive_float, positive_int, rope_inv_freq, write_gguf_sizes
 from .hf import HFConfig
 
 GGUF_ARCHITECTURES = ("llama",)
@@ -53,6 +53,9 @@ def from_gguf(f) -> Spec:
             raise Error(f"{f.path.name}: rope_freqs.weight must hold {head_dim // 2} positive factors")
         inv_freq = inv_freq / factors
     config["rope_inv_freq"] = [inv_freq.astype(np.float32)]
+    window = key("attention.sliding_window", 0)  # Mistral-style: every layer (written by nextoken convert)
+    if window:
+        config["sliding_window"] = [positive_int(window, f"{arch}.attention.sliding_window")] * n_layers
     w.matrix("token_embd", "token_embd.weight")
     w.vector("output_norm", "output_norm.weight")
     w.matrix("output", "output.weight", required=False)
@@ -89,7 +92,7 @@ def from_hf(folder) -> Spec:
         for role, name in _HF_LAYER.items():
             w.layer(f"blk.{i}.{role}", f"model.layers.{i}.{name}")
     w.check_all_taken(f" (a {model_type} model of {n_layers} layers)")
-    return Spec(model_type, config, w.roles, c.get("max_position_embeddings", 0))
+    return Spec(model_type, config, w.roles, c.get("max_position_embeddings", 0), [c.rope_parameters()])
 
 
 def tied_head(w: Weights, c: HFConfig, name: str = "lm_head.weight"):
@@ -99,3 +102,45 @@ def tied_head(w: Weights, c: HFConfig, name: str = "lm_head.weight"):
         w.matrix("output", name)
     elif not c.get("tie_word_embeddings", True):
         raise Error(f"{c.source}: tie_word_embeddings is false but the weights have no '{name}'")
+
+
+# ---- writing GGUF (nextoken convert) --------------------------------------------------------------------------
+def to_gguf(spec: Spec, writer):
+    """Metadata of a llama / mistral / qwen2 folder's spec as GGUF `llama`; returns how to reorder a weight's
+    rows: GGUF's llama rotates adjacent pairs, so each head's q and k rows (and biases) are interleaved."""
+    c = spec.config
+    windows = set(c["sliding_window"])
+    if len(windows) > 1:
+        raise Error("convert: a model with sliding and full attention layers has no GGUF llama form")
+    params = spec.rope_parameters[0]
+    kind = params.get("rope_type", "default")
+    write_gguf_sizes(writer, spec, default_context=4096)
+    writer.add_rope_dimension_count(c["head_dim"])
+    writer.add_rope_freq_base(float(params["rope_theta"]))
+    if windows != {0}:
+        writer.add_sliding_window(windows.pop())
+    if kind == "linear":
+        import gguf
+        writer.add_rope_scaling_type(gguf.RopeScalingType.LINEAR)
+        writer.add_rope_scaling_factor(float(params["factor"]))
+    elif kind not in ("default", "llama3"):
+        raise Error(f"convert: RoPE scaling '{kind}' has no GGUF llama form")
+    D = c["head_dim"]
+    order = np.stack([np.arange(D // 2), np.arange(D // 2) + D // 2], axis=1).reshape(-1)  # half -> adjacent
+
+    def reorder(role, raw):  # raw: (rows, bytes per row) of the stored type
+        if role.endswith(("attn_q", "attn_k")):
+            return raw.reshape(-1, D, raw.shape[1])[:, order].reshape(raw.shape)
+        if role.endswith(("attn_q.bias", "attn_k.bias")):
+            return raw.view(np.float32).reshape(-1, D)[:, order].reshape(-1).view(np.uint8).reshape(raw.shape)
+        return raw
+    return reorder
+
+
+def gguf_extra_tensors(spec: Spec) -> dict:
+    """Llama 3 RoPE scaling as llama.cpp stores it: per-frequency divisors of the default frequencies."""
+    params = spec.rope_parameters[0]
+    if params.get("rope_type", "default") != "llama3":
+        return {}
+    default = rope_inv_freq(float(params["rope_theta"]), spec.config["head_dim"])
+    return {"rope_freqs.weight": (default / np.asarray(spec.config["rope_inv_freq"][0], np.float32)).astype(np.float32)}

@@ -42,7 +42,8 @@ def is_folder(path) -> bool:
     return Path(path).is_dir()
 
 
-def _json(path: Path) -> dict:
+def read_json(path: Path) -> dict:
+    """A JSON object from a file; anything else is a nextoken.Error naming the file."""
     try:
         value = json.loads(path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, json.JSONDecodeError, RecursionError) as e:
@@ -56,11 +57,11 @@ def read(folder) -> HFFolder:
     folder = Path(folder)
     if not (folder / "config.json").is_file():
         raise Error(f"{folder} is not a Hugging Face model folder: it has no config.json")
-    config = _json(folder / "config.json")
-    generation = _json(folder / "generation_config.json") if (folder / "generation_config.json").is_file() else {}
+    config = read_json(folder / "config.json")
+    generation = read_json(folder / "generation_config.json") if (folder / "generation_config.json").is_file() else {}
     index = folder / "model.safetensors.index.json"
     if index.is_file():
-        weight_map = _json(index).get("weight_map")
+        weight_map = read_json(index).get("weight_map")
         if not isinstance(weight_map, dict) or not all(isinstance(v, str) for v in weight_map.values()):
             raise Error(f"{index}: no 'weight_map' of tensor name -> file")
         files = sorted(set(weight_map.values()))
@@ -74,7 +75,7 @@ def read(folder) -> HFFolder:
         path = folder / name
         if path.parent != folder or not path.is_file():
             raise Error(f"{index.name} names '{name}', which is not a file in {folder}")
-        for tensor_name, tensor in _read_file(path).items():
+        for tensor_name, tensor in read_file(path).items():
             if tensor_name in tensors:
                 raise Error(f"tensor '{tensor_name}' appears in two files of {folder}")
             if weight_map is not None and weight_map.get(tensor_name) != name:
@@ -87,7 +88,8 @@ def read(folder) -> HFFolder:
     return HFFolder(folder, config, tensors, generation)
 
 
-def _read_file(path: Path) -> dict:
+def read_file(path: Path) -> dict:
+    """The tensors of one .safetensors file: name -> Tensor, viewing the memory map."""
     with open(path, "rb") as f:
         try:
             buf = mmap.mmap(f.fileno(), 0, access=mmap.ACCESS_READ)
