@@ -40,7 +40,7 @@ TEXT = ("The history of the city begins in a small fishing village on the river.
 def prompt_ids(model_path: Path, n: int) -> list[int]:
     from nextoken.loaders import gguf
     from nextoken.tokenizer import Tokenizer
-    tok = Tokenizer(gguf.read(model_path).tokenizer)
+    tok = Tokenizer.from_gguf(gguf.read(model_path).metadata)
     ids = tok.encode(TEXT * (n // 40 + 2))
     return ids[:n]
 
@@ -143,7 +143,7 @@ class CTranslate2Engine:
 
 def _vocab(path):
     from nextoken.loaders import gguf
-    return gguf.read(path).tokenizer["tokens"]
+    return gguf.read(path).metadata["tokenizer.ggml.tokens"]
 
 
 def _ct2_model(path: Path) -> Path:
@@ -199,7 +199,7 @@ def worker(engine: str, path: Path, threads: int):
     eng = ENGINES[engine][0](path, threads)
     load_s = time.perf_counter() - t
     prompts = {n: prompt_ids(path, n) for _, _, n, _ in FIGURES}
-    out.write(json.dumps({"load_s": load_s}) + "\n")
+    out.write(json.dumps({"load_s": load_s, "peak_rss_mib": peak_rss_mib()}) + "\n")
     out.flush()
     for line in sys.stdin:
         req = json.loads(line)
@@ -225,13 +225,12 @@ def decode_bytes_per_token(path: Path) -> int:
     """Bytes of weights a decode step reads: every matrix once (norm vectors too; the embedding table
     once more only for the tied output projection, where all of it is read)."""
     from nextoken.loaders import gguf
-    mf = gguf.read(path)
-    names = {name for name, *_ in mf.tensors}
+    tensors = gguf.read(path).tensors
     total = 0
-    for name, _, _, _, data in mf.tensors:
-        if name == "token_embd.weight" and "output.weight" in names:
+    for name, tensor in tensors.items():
+        if name == "token_embd.weight" and "output.weight" in tensors:
             continue  # untied: only one row of the embedding is read
-        total += data.nbytes
+        total += tensor.data.nbytes
     return total
 
 
@@ -250,11 +249,19 @@ def main():
     ap.add_argument("--model", default="smollm2")
     ap.add_argument("--threads", type=int, default=2)
     ap.add_argument("--repeats", type=int, default=5)
-    ap.add_argument("--engines", nargs="*", default=list(ENGINES))
-    ap.add_argument("--figures", nargs="*", default=[f[0] for f in FIGURES])
+    figure_names = [f[0] for f in FIGURES]
+    ap.add_argument("--engines", nargs="*", default=list(ENGINES), choices=list(ENGINES), metavar="ENGINE",
+                    help=f"some of: {', '.join(ENGINES)}")
+    # "decode128" is accepted for "decode_128": the names are easy to misspell that way
+    ap.add_argument("--figures", nargs="*", default=figure_names, metavar="FIGURE",
+                    type=lambda name: next((f for f in figure_names if f.replace("_", "") == name.replace("_", "")), name),
+                    help=f"some of: {', '.join(figure_names)}")
     ap.add_argument("--json", default="benchmarks/results/bench_generate.json")
     ap.add_argument("--worker", help=argparse.SUPPRESS)
     args = ap.parse_args()
+    unknown = [f for f in args.figures if f not in figure_names]
+    if unknown:
+        ap.error(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(figure_names)}")
     import nextoken
     path = nextoken.hub.resolve(args.model).resolve()
     if args.worker:
@@ -274,7 +281,8 @@ def main():
             print(f"{e}: worker failed to start, skipped", file=sys.stderr)
             continue
         procs[e] = p
-        results[e] = {"load_s": json.loads(line)["load_s"], **{f[0]: [] for f in figures}}
+        hello = json.loads(line)
+        results[e] = {"load_s": hello["load_s"], "peak_rss_mib": hello["peak_rss_mib"], **{f[0]: [] for f in figures}}
 
     def ask(e, req):
         procs[e].stdin.write(json.dumps(req) + "\n")

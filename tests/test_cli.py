@@ -42,3 +42,37 @@ def test_pull_prints_the_cached_path(smollm2_path):
     done = run("pull")
     assert done.returncode == 0
     assert done.stdout.strip() == str(smollm2_path)
+
+
+def test_prompt_from_stdin_and_stop_and_min_new_tokens(tiny_model_path):
+    path = str(tiny_model_path[0])
+    kw = dict(max_new_tokens=30, min_new_tokens=30, temperature=3.0, seed=11)
+    full = nextoken.load(path, n_ctx=2048).generate("the", **kw)
+    stop = full[10:12]
+    expected = nextoken.load(path, n_ctx=2048).generate("the", stop=[stop], **kw)
+    args = ["generate", "-", "--model", path, "--max-new-tokens", "30", "--min-new-tokens", "30",
+            "--temperature", "3.0", "--seed", "11", "--stop", stop]
+    done = subprocess.run([sys.executable, "-m", "nextoken", *args], input="the", capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == expected + "\n" and len(expected) < len(full)
+
+
+def test_version_and_defaults_in_help():
+    done = run("--version")
+    assert done.returncode == 0 and done.stdout.strip() == f"nextoken {nextoken.__version__}"
+    text = " ".join(run("generate", "--help").stdout.split())  # as one line: the help is wrapped
+    assert "(default: 128)" in text and "(default: 2048)" in text and "prompt itself is not printed" in text
+
+
+def test_ctrl_c_exits_with_130_and_no_traceback(smollm2_path):
+    """SIGINT once text is flowing (200 tokens of SmolLM2 take seconds, the signal microseconds)."""
+    import signal
+    proc = subprocess.Popen([sys.executable, "-m", "nextoken", "generate", "Once upon a time", "--model",
+                             str(smollm2_path), "--max-new-tokens", "200", "--min-new-tokens", "200", "--threads", "1"],
+                            stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
+    proc.stdout.read(1)  # generation has started
+    proc.send_signal(signal.SIGINT)
+    out, err = proc.communicate(timeout=120)
+    assert proc.returncode == 130, err
+    assert "Traceback" not in err and out.endswith("\n")

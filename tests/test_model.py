@@ -109,7 +109,7 @@ def test_stream_pieces_join_to_generate(tiny_model_path):
     pieces = list(model.stream("the", **kw))
     text = model.generate("the", **kw)
     ids = model.generate(model.tokenize("the"), **kw)
-    assert "".join(pieces) == text == model.detokenize(ids)
+    assert "".join(pieces) == text == model.detokenize(ids).rstrip("\ufffd")  # a cut last character is dropped
     assert all(pieces)
 
 

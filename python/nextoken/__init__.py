@@ -1,7 +1,7 @@
 """nextoken: auto-regressive transformer inference with a hand-written C++ core.
 
     import nextoken
-    model = nextoken.load("smollm2")                # or a path to a .gguf file
+    model = nextoken.load("smollm2")                # or a .gguf file, or a Hugging Face folder
     print(model.generate("In a small village", max_new_tokens=64))
 """
 from ._core import Error, cpu_isa
@@ -9,5 +9,9 @@ from ._core import ops
 from .hub import pull
 from .model import Model, load
 
-__version__ = "0.1.0"
+try:
+    from importlib.metadata import PackageNotFoundError, version as _version
+    __version__ = _version("nextoken")
+except PackageNotFoundError:  # run from a source tree that was never installed
+    __version__ = "0+unknown"
 __all__ = ["Error", "Model", "load", "pull", "ops", "cpu_isa", "__version__"]

@@ -1,4 +1,4 @@
-"""The `nextoken` command: generate text, fetch the default model."""
+"""The `nextoken` command: generate text, write a Hugging Face folder as GGUF, fetch a named model."""
 from __future__ import annotations
 
 import argparse
@@ -9,12 +9,25 @@ from . import hub
 
 def _generate(args) -> int:
     from .model import load
+    prompt = args.prompt
+    if prompt is None or prompt == "-":
+        if prompt is None and sys.stdin.isatty():
+            print("nextoken: error: give a prompt, or '-' to read it from standard input", file=sys.stderr)
+            return 2
+        prompt = sys.stdin.read()
     model = load(args.model, n_ctx=args.n_ctx, n_threads=args.threads, compute_type=args.compute_type)
-    for piece in model.stream(args.prompt, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
-                              top_k=args.top_k, top_p=args.top_p, seed=args.seed):
+    for piece in model.stream(prompt, max_new_tokens=args.max_new_tokens, min_new_tokens=args.min_new_tokens,
+                              temperature=args.temperature, top_k=args.top_k, top_p=args.top_p, seed=args.seed,
+                              stop=args.stop or None):
         sys.stdout.write(piece)
         sys.stdout.flush()
     sys.stdout.write("\n")
+    return 0
+
+
+def _convert(args) -> int:
+    from .convert import convert
+    print(convert(args.folder, args.out, weights=args.weights, lora=args.lora, n_threads=args.threads or 1))
     return 0
 
 
@@ -23,25 +36,52 @@ def _pull(args) -> int:
     return 0
 
 
+def _version() -> str:
+    from . import __version__
+    return __version__
+
+
 def main(argv=None) -> int:
-    parser = argparse.ArgumentParser(prog="nextoken", description="Run auto-regressive transformer models on the CPU.")
+    formatter = argparse.ArgumentDefaultsHelpFormatter
+    parser = argparse.ArgumentParser(prog="nextoken", description="Run auto-regressive transformer models on the CPU.",
+                                     formatter_class=formatter)
+    parser.add_argument("--version", action="version", version=f"nextoken {_version()}")
     sub = parser.add_subparsers(dest="command", required=True)
 
-    g = sub.add_parser("generate", help="continue a prompt, streaming the text to stdout")
-    g.add_argument("prompt")
-    g.add_argument("--model", default=hub.DEFAULT_MODEL, help=f"model name or .gguf path (default: {hub.DEFAULT_MODEL})")
-    g.add_argument("--max-new-tokens", type=int, default=128)
-    g.add_argument("--temperature", type=float, default=0.0, help="0 (default) is greedy")
-    g.add_argument("--top-k", type=int, default=0, help="0 (default): no limit")
-    g.add_argument("--top-p", type=float, default=1.0, help="1.0 (default): no limit")
-    g.add_argument("--seed", type=int, default=None)
-    g.add_argument("--n-ctx", type=int, default=2048)
-    g.add_argument("--threads", type=int, default=None, help="default: all cores")
+    g = sub.add_parser("generate", formatter_class=formatter,
+                       help="continue a prompt, streaming the new text to stdout (the prompt is not echoed)",
+                       description="Continue a prompt and stream the new text to stdout. The prompt itself is not "
+                                   "printed, only what the model adds.")
+    g.add_argument("prompt", nargs="?", default=None,
+                   help="the text to continue; '-' (or none, with stdin not a terminal) reads it from stdin")
+    g.add_argument("--model", default=hub.DEFAULT_MODEL,
+                   help=f"a known name ({', '.join(hub.MODELS)}), a .gguf file or a Hugging Face folder")
+    g.add_argument("--max-new-tokens", type=int, default=128, help="the most tokens to add")
+    g.add_argument("--min-new-tokens", type=int, default=0, help="EOS is ignored until this many tokens exist")
+    g.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
+    g.add_argument("--top-k", type=int, default=0, help="0: no limit")
+    g.add_argument("--top-p", type=float, default=1.0, help="1.0: no limit")
+    g.add_argument("--seed", type=int, default=None, help="none: a random seed")
+    g.add_argument("--stop", action="append", default=None, metavar="TEXT",
+                   help="stop before this text (may be given several times)")
+    g.add_argument("--n-ctx", type=int, default=2048, help="the most tokens, prompt and new, the sequence may hold")
+    g.add_argument("--threads", type=int, default=None, help="none: all cores")
     g.add_argument("--compute-type", choices=["float32", "int8"], default="float32",
-                   help="float32 (default, exact) or int8 (faster; see README)")
+                   help="float32 is exact; int8 is faster (see README)")
     g.set_defaults(run=_generate)
 
-    p = sub.add_parser("pull", help="fetch a named model into the cache ($NEXTOKEN_HOME, default ~/.cache/nextoken)")
+    c = sub.add_parser("convert", formatter_class=formatter,
+                       help="write a Hugging Face folder as a GGUF file (needs the `convert` extra)")
+    c.add_argument("folder", help="Hugging Face model folder (config.json, *.safetensors, tokenizer.json)")
+    c.add_argument("out", help="the .gguf file to write")
+    c.add_argument("--weights", choices=["q8_0", "q4_0", "q4_k"], default=None,
+                   help="quantize the weight matrices (none: keep their stored type)")
+    c.add_argument("--lora", default=None, help="a PEFT LoRA adapter folder to merge first")
+    c.add_argument("--threads", type=int, default=None, help="threads for quantizing (none: 1)")
+    c.set_defaults(run=_convert)
+
+    p = sub.add_parser("pull", formatter_class=formatter,
+                       help="fetch a named model into the cache ($NEXTOKEN_HOME, default ~/.cache/nextoken)")
     p.add_argument("name", nargs="?", default=hub.DEFAULT_MODEL, choices=sorted(hub.MODELS))
     p.set_defaults(run=_pull)
 
@@ -51,6 +91,10 @@ def main(argv=None) -> int:
     except (ValueError, FileNotFoundError) as e:  # nextoken.Error is a ValueError
         print(f"nextoken: error: {e}", file=sys.stderr)
         return 2
+    except KeyboardInterrupt:  # Ctrl-C: a clean line and the shell's usual status, no traceback
+        sys.stdout.write("\n")
+        sys.stdout.flush()
+        return 130
 
 
 if __name__ == "__main__":

@@ -44,6 +44,7 @@ class Tokenizer:
         self._add_special = add_special_tokens  # the tokenizer's own post-processor adds them (tokenizer.json)
         self.eos_ids = sorted({i for i in eos_ids if 0 <= i < vocab_size})
         self.chat_template = chat_template
+        self._tk_literal = None  # a copy that reads special tokens as plain text, made when first needed
 
     @classmethod
     def from_gguf(cls, meta: dict) -> "Tokenizer":
@@ -97,9 +98,21 @@ class Tokenizer:
                 raise Error(f"{folder / 'tokenizer_config.json'} is not a JSON object") from None
         return cls(tk, tk.get_vocab_size(with_added_tokens=True), _ids(eos), True, chat_template=template)
 
-    def encode(self, text: str) -> list[int]:
-        """Token ids of `text`; special tokens written in the text (e.g. <|im_start|>) are recognised."""
-        ids = self._tk.encode(text, add_special_tokens=self._add_special).ids
+    def encode(self, text: str, parse_special: bool = True) -> list[int]:
+        """Token ids of `text`. parse_special: special tokens written in the text (e.g. <|im_start|>) become
+        their ids, as Hugging Face does by default; False reads them as plain text (for untrusted text)."""
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise Error(f"the text is not valid Unicode: {e.reason} at index {e.start}") from None
+        tk = self._tk
+        if not parse_special:
+            if self._tk_literal is None:
+                literal = HFTokenizer.from_str(self._tk.to_str())
+                literal.encode_special_tokens = True
+                self._tk_literal = literal
+            tk = self._tk_literal
+        ids = tk.encode(text, add_special_tokens=self._add_special).ids
         return [self.bos_id] + ids if self.add_bos else ids
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
@@ -127,6 +140,8 @@ class StreamDecoder:
         return text
 
     def flush(self) -> str:
+        """The text still held back. Tokens that end inside a character (cut by max_new_tokens or a stop)
+        decode to U+FFFD: that incomplete character is dropped."""
         text = self._tokenizer.decode(self._pending) if self._pending else ""
         self._pending.clear()
-        return text
+        return text.rstrip("\ufffd")
