@@ -10,6 +10,7 @@ import json
 
 from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
 
+from . import spm_vocab
 from ._core import Error
 
 CONTROL = 3       # GGUF token types (llama_token_type)
@@ -55,8 +56,15 @@ class Tokenizer:
         if not tokens:
             raise Error("the GGUF file has no tokenizer (tokenizer.ggml.tokens)")
         model, pre = get("tokenizer.ggml.model", ""), get("tokenizer.ggml.pre", "default")
+        bos = int(get("tokenizer.ggml.bos_token_id", -1))
+        eos = [int(get("tokenizer.ggml.eos_token_id", -1)), int(get("tokenizer.ggml.eot_token_id", -1))]
+        template = get("tokenizer.chat_template", "")
+        if model == "llama":  # SentencePiece (Llama 2, Gemma): BOS added unless the file says otherwise
+            tk, add_bos = spm_vocab.build(meta)
+            return cls(tk, len(tokens), eos, False, bos if add_bos else -1, template)
         if model != "gpt2":
-            raise Error(f"tokenizer model '{model}' is not supported (supported: gpt2 byte-level BPE)")
+            raise Error(f"tokenizer model '{model}' is not supported (supported: gpt2 byte-level BPE, "
+                        "llama SentencePiece)")
         if pre not in _PRE_TOKENIZERS:
             raise Error(f"pre-tokenizer '{pre}' is not supported (supported: {', '.join(_PRE_TOKENIZERS)})")
         types = [int(t) for t in get("tokenizer.ggml.token_type", [1] * len(tokens))]
@@ -74,10 +82,8 @@ class Tokenizer:
                                for i, ty in enumerate(types) if ty == CONTROL])
         tk.add_tokens([AddedToken(tokens[i], special=False, normalized=False)
                        for i, ty in enumerate(types) if ty == USER_DEFINED])
-        bos = int(get("tokenizer.ggml.bos_token_id", -1))
-        eos = [int(get("tokenizer.ggml.eos_token_id", -1)), int(get("tokenizer.ggml.eot_token_id", -1))]
         add_bos = bool(get("tokenizer.ggml.add_bos_token", False))
-        return cls(tk, len(tokens), eos, False, bos if add_bos else -1, get("tokenizer.chat_template", ""))
+        return cls(tk, len(tokens), eos, False, bos if add_bos else -1, template)
 
     @classmethod
     def from_folder(cls, folder, config: dict, generation_config: dict) -> "Tokenizer":
@@ -122,26 +128,33 @@ class Tokenizer:
 class StreamDecoder:
     """Turns token ids into text pieces as they arrive, never splitting a UTF-8 character.
 
-    Tokens are held back while their bytes end inside a character (decoded as U+FFFD); once the pending
-    tokens decode cleanly their text is released and they are dropped, so each step decodes only a few
-    tokens. Joining all pieces (with flush()) gives the text of decoding every id at once.
+    Each step decodes a short window: the tokens since the last released piece plus the tokens before it
+    as context (prefix), and releases what the new tokens add to the prefix's text. The context keeps
+    tokenizers whose decoders change a token's text at the start of a decode (SentencePiece strips a
+    leading space) right; a window whose text ends in U+FFFD (bytes that end inside a character) is held
+    back until the character is complete. Joining all pieces (with flush()) gives the text of decoding
+    every id at once.
     """
 
     def __init__(self, tokenizer: Tokenizer):
         self._tokenizer = tokenizer
-        self._pending: list[int] = []
+        self._ids: list[int] = []
+        self._prefix = 0  # window start: tokens before it are never decoded again
+        self._read = 0    # tokens before this one have been released
 
     def push(self, token: int) -> str:
-        self._pending.append(token)
-        text = self._tokenizer.decode(self._pending)
-        if text.endswith("\ufffd"):
+        self._ids.append(token)
+        prefix_text = self._tokenizer.decode(self._ids[self._prefix:self._read]) if self._read > self._prefix else ""
+        text = self._tokenizer.decode(self._ids[self._prefix:])
+        if text.endswith("\ufffd") or len(text) <= len(prefix_text):
             return ""
-        self._pending.clear()
-        return text
+        self._prefix, self._read = self._read, len(self._ids)
+        return text[len(prefix_text):]
 
     def flush(self) -> str:
         """The text still held back. Tokens that end inside a character (cut by max_new_tokens or a stop)
         decode to U+FFFD: that incomplete character is dropped."""
-        text = self._tokenizer.decode(self._pending) if self._pending else ""
-        self._pending.clear()
-        return text.rstrip("\ufffd")
+        prefix_text = self._tokenizer.decode(self._ids[self._prefix:self._read]) if self._read > self._prefix else ""
+        text = self._tokenizer.decode(self._ids[self._prefix:]) if len(self._ids) > self._read else prefix_text
+        self._prefix = self._read = len(self._ids)
+        return text[len(prefix_text):].rstrip("\ufffd")
