@@ -57,3 +57,12 @@ def test_top_logits_match_transformers(gemma3, i):
     assert int(ours.argmax()) == int(LOGITS[f"prompt{i}_argmax"])
     err = np.abs(ours[top].astype(np.float64) - theirs).max()
     assert err <= LOGIT_RTOL * np.abs(theirs).max(), f"max |logit difference| {err:.3g}"
+
+
+def test_int8_compute_keeps_transformers_top_choice_close():
+    """compute_type="int8" (Q5_0 and Q8_0 matrices repacked, K-quants on the fp32 kernels) moves logits by
+    the activation quantization error: its top token stays among transformers' three best."""
+    model = nextoken.load(nextoken.pull("gemma3-270m", quiet=True), n_ctx=128, n_threads=2, compute_type="int8")
+    for i, p in enumerate(PROMPTS):
+        ours = model.forward(p["prompt_ids"])[-1]
+        assert int(ours.argmax()) in LOGITS[f"prompt{i}_top_ids"][:3].tolist()

@@ -283,13 +283,13 @@ def test_quantize_activations_matches_reference():
         np.testing.assert_array_equal(ours, theirs)
 
 
-@pytest.mark.parametrize("w_type", [ref.Q4_0, ref.Q4_1, ref.Q8_0])
+@pytest.mark.parametrize("w_type", [ref.Q4_0, ref.Q4_1, ref.Q5_0, ref.Q8_0])
 @pytest.mark.parametrize("T,K,N", [(1, 32, 1), (1, 64, 17), (5, 576, 37), (9, 96, 16), (70, 128, 33)])
 def test_matmul_int8_matches_reference(w_type, T, K, N):
     """The integer path equals the float64 product of the dequantized int8 activations and weights;
     the fp32 sums of its block terms round at ~1e-7, inside the usual 1e-5 bound."""
     rng = np.random.default_rng(T + K + N + w_type)
-    raw = random_weight(rng, w_type, N, K)
+    raw = ref.random_blocks(rng, w_type, N, K) if w_type == ref.Q5_0 else random_weight(rng, w_type, N, K)
     x = rng.standard_normal((T, K)).astype(np.float32)
     packed = ops.pack_weight(raw, w_type, N, K)
     expected = ref.matmul_int8(x, ref.dequantize(raw, w_type, N, K))
@@ -328,8 +328,9 @@ def test_int8_matmul_gives_the_same_bits_on_every_isa():
     import sys
     code = ("import numpy as np, sys; from nextoken import ops, reference as ref\n"
             "rng = np.random.default_rng(0)\n"
-            "for ty in (ref.Q4_1, ref.Q8_0):\n"
-            "    raw = ref.quantize(rng.standard_normal((37, 96)).astype(np.float32), ty)\n"
+            "for ty in (ref.Q4_1, ref.Q8_0, ref.Q5_0):\n"
+            "    raw = ref.random_blocks(rng, ty, 37, 96) if ty == ref.Q5_0 else "
+            "ref.quantize(rng.standard_normal((37, 96)).astype(np.float32), ty)\n"
             "    x = rng.standard_normal((5, 96)).astype(np.float32)\n"
             "    sys.stdout.buffer.write(ops.matmul_int8(x, ops.pack_weight(raw, ty, 37, 96), ty, 37, 2).tobytes())\n")
     outputs = {}

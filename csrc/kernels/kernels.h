@@ -35,7 +35,7 @@ inline void matmul(float* y, const float* x, const void* w, DType w_type, int T,
 // repacked once at load. Packed layout, per group of 16 rows and per 32-weight block, one chunk:
 //   d[16], m[16] (f16): row j's weights are w = d[j] * u + m[j] for unsigned codes u;
 //   codes: 4-bit: 4 x 64 bytes, byte 4j + k of vector p holds u(j, 8p + k) low and u(j, 8p + 4 + k) high;
-//          8-bit: 8 x 64 bytes, byte 4j + k of vector g is u(j, 4g + k).
+//          8-bit (Q8_0, and Q5_0's 5-bit codes): 8 x 64 bytes, byte 4j + k of vector g is u(j, 4g + k).
 // so that one 64-byte vector holds 4 consecutive codes of each of the 16 rows: the shape of VNNI's
 // vpdpbusd, which sums 4 u8 x s8 products per int32 lane. Rows past N in the last group are zero.
 // Bytes of one chunk (16 rows x 32 weights): scales, then codes.

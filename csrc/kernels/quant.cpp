@@ -63,7 +63,7 @@ void dequantize_row(float* out, const void* row, DType type, int64_t n) {
 
 // ---- packing for matmul_int8 (layout in kernels.h) ---------------------------------------------------
 int packed_bits(DType type) {
-  return type == DType::Q4_0 || type == DType::Q4_1 ? 4 : type == DType::Q8_0 ? 8 : 0;
+  return type == DType::Q4_0 || type == DType::Q4_1 ? 4 : type == DType::Q8_0 || type == DType::Q5_0 ? 8 : 0;
 }
 
 size_t packed_bytes(DType type, int N, int K) {
@@ -73,7 +73,10 @@ size_t packed_bytes(DType type, int N, int K) {
 
 bool pack_fits(const void* w, DType type, int N, int K) {
   // The packed offset m = -128 d (Q8_0) or -8 d (Q4_0) is stored as f16: it must stay below 65504.
-  const float limit = type == DType::Q8_0 ? 65504.0f / 128.0f : type == DType::Q4_0 ? 65504.0f / 8.0f : INFINITY;
+  const float limit = type == DType::Q8_0   ? 65504.0f / 128.0f
+                      : type == DType::Q5_0 ? 65504.0f / 16.0f
+                      : type == DType::Q4_0 ? 65504.0f / 8.0f
+                                            : INFINITY;
   const size_t n_blocks = size_t(N) * (K / QK), stride = dtype_info(int(type))->block_bytes;
   for (size_t b = 0; b < n_blocks; ++b) {
     uint16_t d;
@@ -102,6 +105,16 @@ void pack_weight(uint8_t* out, const void* w, DType type, int N, int K, int n_th
           for (int i = 0; i < QK; ++i) u[i] = uint8_t(blk.qs[i] + 128);
           d[j] = blk.d;
           m[j] = f32_to_f16(-128.0f * f16_to_f32(blk.d));  // exact: a power-of-two multiple
+        } else if (type == DType::Q5_0) {  // 5-bit codes in the 8-bit layout: w = d * u - 16 d
+          const BlockQ5_0& blk = reinterpret_cast<const BlockQ5_0*>(row)[b];
+          uint32_t qh;
+          std::memcpy(&qh, blk.qh, 4);
+          for (int i = 0; i < QK / 2; ++i) {
+            u[i] = uint8_t((blk.qs[i] & 0xF) | ((qh >> i) & 1) << 4);
+            u[i + QK / 2] = uint8_t((blk.qs[i] >> 4) | ((qh >> (i + 16)) & 1) << 4);
+          }
+          d[j] = blk.d;
+          m[j] = f32_to_f16(-16.0f * f16_to_f32(blk.d));  // exact: a power-of-two multiple
         } else {
           const uint8_t* qs = type == DType::Q4_1 ? reinterpret_cast<const BlockQ4_1*>(row)[b].qs
                                                   : reinterpret_cast<const BlockQ4_0*>(row)[b].qs;

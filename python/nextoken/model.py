@@ -36,7 +36,7 @@ def load(model: Union[str, os.PathLike] = hub.DEFAULT_MODEL, n_ctx: int = 2048, 
     n_threads: CPU threads for the kernels; default: every core this process may run on.
     compute_type: "float32" (default): fp32 activations, weights dequantized on the fly; matches the
       fp32 reference to rounding. "int8": activations quantized to int8 per 32 values and integer dot
-      products against weights repacked at load (Q4_0/Q4_1/Q8_0 matrices), as llama.cpp computes:
+      products against weights repacked at load (Q4_0/Q4_1/Q5_0/Q8_0 matrices), as llama.cpp computes:
       faster, and the logits move by the quantization error (normalised MSE ~1e-3 to 1e-2 on SmolLM2).
     weights: None (default): matrices as stored. "q8_0", "q4_0" or "q4_k": F32 / F16 / BF16 weight matrices
       quantized once at load with llama.cpp's reference rounding (a matrix whose rows are not whole Q4_K
