@@ -227,3 +227,16 @@ def test_truncated_safetensors(tmp_path):
     (folder / "model.safetensors").write_bytes(data[:len(data) // 2])
     with pytest.raises(nextoken.Error, match="truncated"):
         nextoken.load(folder)
+
+
+@pytest.mark.parametrize("kw", [dict(max_new_tokens=2**31), dict(top_k=2**40), dict(min_new_tokens=2**33),
+                                dict(seed=2**64)])
+def test_integers_too_large_for_the_core_are_named(tiny, kw):
+    with pytest.raises(nextoken.Error, match=next(iter(kw))):
+        tiny.generate([1, 2], **kw)
+
+
+def test_load_errors_from_the_core_name_the_file(tmp_path):
+    folder = llama_folder(tmp_path, edit_config=lambda c: c.update(intermediate_size=80))
+    with pytest.raises(nextoken.Error, match="^llama: weight 'blk.0.ffn_gate' has shape"):
+        nextoken.load(folder)

@@ -48,9 +48,10 @@ def load(model: Union[str, os.PathLike] = hub.DEFAULT_MODEL, n_ctx: int = 2048, 
                  lora=lora)
 
 
-def _check_int(name, value, low):
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or value < low:
-        raise Error(f"{name} must be an integer >= {low}, got {value!r}")
+def _check_int(name, value, low, high=2**31 - 1):
+    """value as an int in [low, high] (the C++ core takes 32-bit ints), else a nextoken.Error naming it."""
+    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not low <= value <= high:
+        raise Error(f"{name} must be an integer in [{low}, {high}], got {value!r}")
     return int(value)
 
 
@@ -97,7 +98,11 @@ class Model:
         types = collections.Counter(names[type_id] for role, type_id, *_ in spec.tensors
                                     if architectures.is_matrix_role(role))
         self.weight_types = dict(types.most_common())
-        self._transformer = _core.Transformer(self.config, spec.tensors, n_ctx, compute_type, file_mapped, n_threads)
+        try:
+            self._transformer = _core.Transformer(self.config, spec.tensors, n_ctx, compute_type, file_mapped,
+                                                  n_threads)
+        except Error as e:  # the core names the weight by its role; say which file it came from
+            raise Error(f"{path.name}: {e}") from None
         self._model = _core.Session(self._transformer, n_ctx, n_threads)
 
     def __repr__(self) -> str:
@@ -200,7 +205,7 @@ class Model:
         top_k = _check_int("top_k", top_k, 0)
         if seed is None:
             seed = secrets.randbits(64)
-        seed = _check_int("seed", seed, 0) & (2**64 - 1)
+        seed = _check_int("seed", seed, 0, 2**64 - 1)
         for name, value in (("temperature", temperature), ("top_p", top_p)):
             if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
                 raise Error(f"{name} must be a number, got {value!r}")
