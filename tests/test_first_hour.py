@@ -77,3 +77,16 @@ def test_n_ctx_beyond_the_trained_context_warns(tmp_path):
 def test_invalid_unicode_is_a_clear_error(smollm2):
     with pytest.raises(nextoken.Error, match="not valid Unicode"):
         smollm2.tokenize("bad \ud800 surrogate")
+
+
+def test_threads_spin_briefly_then_sleep_by_default():
+    """libgomp's default spin made decoding collapse when other processes took the cores
+    (benchmarks/bench_busy.py); importing nextoken sets a short spin unless the user chose otherwise."""
+    import os
+    import subprocess
+    import sys
+    code = "import os, nextoken; print(os.environ.get('GOMP_SPINCOUNT'))"
+    env = {k: v for k, v in os.environ.items() if k not in ("GOMP_SPINCOUNT", "OMP_WAIT_POLICY")}
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "10000"
+    env["OMP_WAIT_POLICY"] = "active"
+    assert subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True).stdout.strip() == "None"
