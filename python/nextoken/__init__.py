@@ -16,6 +16,7 @@ if "OMP_WAIT_POLICY" not in _os.environ and "GOMP_SPINCOUNT" not in _os.environ:
 
 from ._core import Error, cpu_isa  # noqa: E402
 from ._core import ops  # noqa: E402
+from . import chat_template  # noqa: E402
 from .hub import pull  # noqa: E402
 from .model import Model, load  # noqa: E402
 

@@ -10,7 +10,7 @@ from typing import Iterable, Iterator, Sequence, Union
 
 import numpy as np
 
-from . import _core, architectures, hub
+from . import _core, architectures, chat_template, hub
 from . import lora as lora_adapters
 from ._core import Error
 from .loaders import gguf, safetensors
@@ -89,6 +89,7 @@ class Model:
             raise Error(f"compute_type must be 'float32' or 'int8', got {compute_type!r}")
         self.compute_type = compute_type
         self.path = path
+        self._warned_raw_prompt = False
         self.context_length = spec.context_length
         if spec.context_length and n_ctx > spec.context_length:
             warnings.warn(f"n_ctx = {n_ctx} exceeds the {spec.context_length} positions {path.name} was trained for: "
@@ -214,6 +215,12 @@ class Model:
             raise Error("stop must be a non-empty string or a list of them")
         if stops and not text_prompt:
             raise Error("stop strings need a text prompt")
+        if text_prompt and self.tokenizer.chat_template and not self._warned_raw_prompt and \
+                not self.tokenizer.has_special(ids.tolist()):
+            self._warned_raw_prompt = True
+            warnings.warn("this model has a chat template and was given plain text: instruct models often answer "
+                          "that with an immediate end of text. Use model.chat([{'role': 'user', 'content': ...}]) "
+                          "to have the template applied.", stacklevel=3)
         # The C++ side checks the rest (sampling domains, context room) before anything runs.
         generation = self._model.start(ids, max_new_tokens, min_new_tokens, float(temperature), top_k,
                                        float(top_p), seed, self.tokenizer.eos_ids)
@@ -221,6 +228,30 @@ class Model:
         if not text_prompt:
             return tokens
         return _text(tokens, StreamDecoder(self.tokenizer), stops)
+
+
+    # ---- chat ----------------------------------------------------------------------------------------
+    def chat(self, messages: Sequence[dict], **params) -> str:
+        """The assistant's reply to `messages` ([{"role": "user", "content": "..."}, ...]), rendered with the
+        model's own chat template (add_generation_prompt on). Takes generate()'s parameters. Special tokens
+        spelled inside message contents stay plain text: only the template's own markers are special."""
+        return "".join(self.stream_chat(messages, **params))
+
+    def stream_chat(self, messages: Sequence[dict], **params) -> Iterator[str]:
+        """As chat(), one text piece at a time."""
+        if "parse_special" in params:
+            raise Error("chat() never parses special tokens in message contents; parse_special is not taken")
+        ids = self.chat_ids(messages)
+        stops = params.pop("stop", None)
+        stops = [stops] if isinstance(stops, str) else list(stops or [])
+        if any(not isinstance(x, str) or not x for x in stops):
+            raise Error("stop must be a non-empty string or a list of them")
+        tokens = self.stream(ids, **params)
+        return _text(tokens, StreamDecoder(self.tokenizer), stops)
+
+    def chat_ids(self, messages: Sequence[dict]) -> list[int]:
+        """The token ids of `messages` rendered with the chat template, ending with the assistant's turn."""
+        return chat_template.render_ids(self.tokenizer, messages)
 
 
 def _tokens(generation) -> Iterator[int]:

@@ -104,9 +104,10 @@ class Tokenizer:
                 raise Error(f"{folder / 'tokenizer_config.json'} is not a JSON object") from None
         return cls(tk, tk.get_vocab_size(with_added_tokens=True), _ids(eos), True, chat_template=template)
 
-    def encode(self, text: str, parse_special: bool = True) -> list[int]:
+    def encode(self, text: str, parse_special: bool = True, add_bos: bool = True) -> list[int]:
         """Token ids of `text`. parse_special: special tokens written in the text (e.g. <|im_start|>) become
-        their ids, as Hugging Face does by default; False reads them as plain text (for untrusted text)."""
+        their ids, as Hugging Face does by default; False reads them as plain text (for untrusted text).
+        add_bos: the BOS (or what tokenizer.json's post-processor adds) when the model asks for it."""
         try:
             text.encode("utf-8")
         except UnicodeEncodeError as e:
@@ -118,8 +119,17 @@ class Tokenizer:
                 literal.encode_special_tokens = True
                 self._tk_literal = literal
             tk = self._tk_literal
-        ids = tk.encode(text, add_special_tokens=self._add_special).ids
-        return [self.bos_id] + ids if self.add_bos else ids
+        ids = tk.encode(text, add_special_tokens=self._add_special and add_bos).ids
+        return [self.bos_id] + ids if self.add_bos and add_bos else ids
+
+    def has_special(self, ids) -> bool:
+        """Whether any of `ids` is a special token (a prompt written with the chat markers, say)."""
+        if not hasattr(self, "_special_ids"):
+            self._special_ids = {i for i, t in self._tk.get_added_tokens_decoder().items() if t.special}
+        return any(i in self._special_ids for i in ids)
+
+    def token_text(self, token_id: int) -> str:
+        return self._tk.id_to_token(token_id) or ""
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         return self._tk.decode(list(ids), skip_special_tokens=skip_special_tokens)
