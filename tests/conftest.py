@@ -1,5 +1,9 @@
-"""Shared fixtures: tiny random Llama models written as real GGUF files, and the real SmolLM2 model."""
+"""Shared fixtures: tiny random Llama models written as real GGUF files, the real SmolLM2 model, and
+edited copies of the Hugging Face fixture folders."""
 from __future__ import annotations
+
+import json
+import shutil
 
 import numpy as np
 import pytest
@@ -105,3 +109,36 @@ def smollm2_path():
 @pytest.fixture(scope="session")
 def smollm2(smollm2_path):
     return nextoken.load(smollm2_path, n_ctx=512, n_threads=2)
+
+
+# ---- edited copies of fixture folders --------------------------------------------------------------------
+def write_safetensors(path, tensors):
+    """The documented layout: 8-byte header length, JSON header, data. tensors: name -> numpy array."""
+    header, blobs, offset = {}, [], 0
+    for name, arr in tensors.items():
+        raw = np.ascontiguousarray(arr).tobytes()
+        header[name] = {"dtype": {np.float32: "F32", np.float64: "F64", np.float16: "F16"}[arr.dtype.type],
+                        "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
+        blobs.append(raw)
+        offset += len(raw)
+    head = json.dumps(header).encode()
+    head += b" " * (-len(head) % 8)  # as writers pad it
+    path.write_bytes(len(head).to_bytes(8, "little") + head + b"".join(blobs))
+
+
+def edited_copy(src, dst, json_name=None, edit_json=None, edit_tensors=None):
+    """A copy of fixture folder `src` at `dst` with the JSON file `json_name` passed through edit_json(dict)
+    and/or its model.safetensors tensors (as float32 arrays, name -> array) through edit_tensors(dict)."""
+    shutil.copytree(src, dst)
+    if edit_json:
+        values = json.loads((dst / json_name).read_text())
+        edit_json(values)
+        (dst / json_name).write_text(json.dumps(values))
+    if edit_tensors:
+        from nextoken.architectures import as_float32
+        from nextoken.loaders import safetensors
+        tensors = {name: as_float32(t).reshape(-1) if t.rows == 1 else as_float32(t).copy()  # 1-row tensors are 1-D
+                   for name, t in safetensors.read(dst).tensors.items()}
+        edit_tensors(tensors)
+        write_safetensors(dst / "model.safetensors", tensors)
+    return dst

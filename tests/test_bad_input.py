@@ -1,6 +1,4 @@
 """Bad input raises a clear Python exception (nextoken.Error is a ValueError) and never crashes."""
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -9,7 +7,7 @@ from gguf import GGMLQuantizationType, GGUFWriter
 
 import nextoken
 
-from conftest import write_tiny_llama
+from conftest import edited_copy, write_tiny_llama
 
 
 def test_error_is_a_value_error():
@@ -154,36 +152,9 @@ def test_ops_reject_non_numeric_input():
 HF = Path(__file__).parent / "fixtures" / "hf"
 
 
-def write_safetensors(path, tensors):
-    """The documented layout: 8-byte header length, JSON header, data. tensors: name -> numpy array."""
-    header, blobs, offset = {}, [], 0
-    for name, arr in tensors.items():
-        raw = np.ascontiguousarray(arr).tobytes()
-        header[name] = {"dtype": {np.float32: "F32", np.float64: "F64", np.float16: "F16"}[arr.dtype.type],
-                        "shape": list(arr.shape), "data_offsets": [offset, offset + len(raw)]}
-        blobs.append(raw)
-        offset += len(raw)
-    head = json.dumps(header).encode()
-    head += b" " * (-len(head) % 8)  # as writers pad it
-    path.write_bytes(len(head).to_bytes(8, "little") + head + b"".join(blobs))
-
-
 def llama_folder(tmp_path, edit_config=None, edit_tensors=None):
     """A copy of the llama fixture with its config and/or tensors edited."""
-    folder = tmp_path / "llama"
-    shutil.copytree(HF / "llama", folder)
-    if edit_config:
-        config = json.loads((folder / "config.json").read_text())
-        edit_config(config)
-        (folder / "config.json").write_text(json.dumps(config))
-    if edit_tensors:
-        from nextoken.loaders import safetensors
-        as_f32 = nextoken.architectures.as_float32
-        tensors = {name: as_f32(t).reshape(-1) if t.rows == 1 else as_f32(t)  # (the fixture's 1-row tensors are 1-D)
-                   for name, t in safetensors.read(folder).tensors.items()}
-        edit_tensors(tensors)
-        write_safetensors(folder / "model.safetensors", tensors)
-    return folder
+    return edited_copy(HF / "llama", tmp_path / "llama", "config.json", edit_config, edit_tensors)
 
 
 @pytest.mark.parametrize("edit,match", [

@@ -2,7 +2,6 @@
 max_new_tokens, what repr() and help() say, warnings for settings the model was not made for."""
 import warnings
 
-import numpy as np
 import pytest
 
 import nextoken

@@ -2,8 +2,6 @@
 (nextoken convert), each against an independent reference: llama.cpp's quantizers (gguf.quants, and ggml's
 Q4_K rounding as written in nextoken.reference), PEFT's merged model (tests/fixtures/lora/, made by
 tests/make_tiny_lora.py), and the model loaded from its folder."""
-import json
-import shutil
 from pathlib import Path
 
 import numpy as np
@@ -12,6 +10,8 @@ import pytest
 import nextoken
 from nextoken import ops
 from nextoken import reference as ref
+
+from conftest import edited_copy
 
 HF = Path(__file__).parent / "fixtures" / "hf"
 LORA = Path(__file__).parent / "fixtures" / "lora"
@@ -49,16 +49,7 @@ def test_q4_k_quantizer_matches_the_reference_rounding():
 # ---- weights= at load --------------------------------------------------------------------------------------
 def folder_with(tmp_path, name, edit):
     """A copy of fixture folder `name` whose float32 tensors (name -> array) went through edit()."""
-    from nextoken.architectures import as_float32
-    from nextoken.loaders import safetensors
-    from test_bad_input import write_safetensors
-    folder = tmp_path / name
-    shutil.copytree(HF / name, folder)
-    tensors = {n: as_float32(t).reshape(-1) if t.rows == 1 else as_float32(t).copy()
-               for n, t in safetensors.read(folder).tensors.items()}
-    edit(tensors)
-    write_safetensors(folder / "model.safetensors", tensors)
-    return folder
+    return edited_copy(HF / name, tmp_path / name, edit_tensors=edit)
 
 
 MATRICES = ("proj.weight", "embed_tokens.weight", "lm_head.weight")
@@ -121,14 +112,8 @@ def test_lora_is_merged_before_quantization(tmp_path):
     assert np.abs(out - ref_logits).max() < np.abs(plain.forward(ids) - ref_logits).max() / 3
 
 
-def adapter_copy(tmp_path, edit_config=None, drop=None):
-    folder = tmp_path / "adapter"
-    shutil.copytree(LORA / "llama", folder)
-    if edit_config:
-        config = json.loads((folder / "adapter_config.json").read_text())
-        edit_config(config)
-        (folder / "adapter_config.json").write_text(json.dumps(config))
-    return folder
+def adapter_copy(tmp_path, edit_config=None):
+    return edited_copy(LORA / "llama", tmp_path / "adapter", "adapter_config.json", edit_config)
 
 
 @pytest.mark.parametrize("edit,match", [
@@ -191,11 +176,8 @@ def test_convert_gemma3(tmp_path):
     from nextoken.convert import convert
     with pytest.raises(nextoken.Error, match="query_pre_attn_scalar"):
         convert(HF / "gemma3", tmp_path / "g.gguf")
-    folder = tmp_path / "gemma3"
-    shutil.copytree(HF / "gemma3", folder)
-    config = json.loads((folder / "config.json").read_text())
-    config["query_pre_attn_scalar"] = config["head_dim"]
-    (folder / "config.json").write_text(json.dumps(config))
+    folder = edited_copy(HF / "gemma3", tmp_path / "gemma3", "config.json",
+                         lambda c: c.update(query_pre_attn_scalar=c["head_dim"]))
     compare_converted(tmp_path, "gemma3", folder=folder)
 
 
