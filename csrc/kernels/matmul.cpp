@@ -54,6 +54,66 @@ inline void dequantize_nibbles(const uint8_t* qs, float d, float m, vfloat* w) {
 #endif
 }
 
+#if defined(__AVX2__)
+// 32 unsigned codes (bytes) as the weights a * q + c, in PARTS vectors. Both scalar decoders compute
+// a * q exactly in fp32 (a has at most 17 significant bits, q at most 5), so the one rounding of the FMA
+// is theirs: bit for bit the same weights.
+inline void codes_to_floats(__m256i codes, float a, float c, vfloat* w) {
+  alignas(32) uint8_t q[QK];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(q), codes);
+  for (int p = 0; p < PARTS; ++p) {
+#if defined(__AVX512F__)
+    const __m512 qf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16 * p))));
+    w[p] = (vfloat)_mm512_fmadd_ps(qf, _mm512_set1_ps(a), _mm512_set1_ps(c));
+#else
+    const __m256 qf = _mm256_cvtepi32_ps(_mm256_cvtepu8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * p))));
+    w[p] = (vfloat)_mm256_fmadd_ps(qf, _mm256_set1_ps(a), _mm256_set1_ps(c));
+#endif
+  }
+}
+
+// 32 signed codes (bytes) as the weights a0 * q (the first 16) and a1 * q (the last 16): Q6_K's scale per
+// 16 weights. Its scalar decoder's (d * sc) * q is exact in fp32 (at most 11 + 7 + 6 significant bits).
+inline void signed_codes_to_floats(__m256i codes, float a0, float a1, vfloat* w) {
+  alignas(32) int8_t q[QK];
+  _mm256_store_si256(reinterpret_cast<__m256i*>(q), codes);
+  for (int p = 0; p < PARTS; ++p) {
+    const float a = p * VL < 16 ? a0 : a1;
+#if defined(__AVX512F__)
+    w[p] = (vfloat)_mm512_mul_ps(_mm512_cvtepi32_ps(_mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16 * p)))),
+                                 _mm512_set1_ps(a));
+#else
+    w[p] = (vfloat)_mm256_mul_ps(_mm256_cvtepi32_ps(_mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(q + 8 * p)))),
+                                 _mm256_set1_ps(a));
+#endif
+  }
+}
+
+// The low (shift 0) or high (shift 4) nibbles of 32 bytes.
+inline __m256i unsigned_nibbles(const uint8_t* bytes, int shift) {
+  const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(bytes));
+  return _mm256_and_si256(_mm256_srl_epi16(v, _mm_cvtsi32_si128(shift)), _mm256_set1_epi8(0xF));
+}
+
+// The 32 weights d * (q - 16) of a Q5_0 block: q's low 4 bits are nibbles as in Q4_0 (byte j: weight j
+// low, j + 16 high), bit 4 of weight j is bit j of qh. The 32 bits of qh are spread to 32 bytes (each
+// byte of qh broadcast to 8 lanes, tested against 1, 2, 4, ... 128), the codes widened to floats, and
+// q * d - 16 d formed by one FMA: both products are exact in fp32, and so is their difference (q - 16) d.
+inline void dequantize_q5_0(const BlockQ5_0* blk, vfloat* w) {
+  uint32_t qh;
+  std::memcpy(&qh, blk->qh, 4);
+  const __m128i raw = _mm_loadu_si128(reinterpret_cast<const __m128i*>(blk->qs)), low4 = _mm_set1_epi8(0xF);
+  const __m256i nibbles = _mm256_set_m128i(_mm_and_si128(_mm_srli_epi16(raw, 4), low4), _mm_and_si128(raw, low4));
+  const __m256i spread = _mm256_shuffle_epi8(_mm256_set1_epi32(int(qh)),
+                                             _mm256_set_epi64x(0x0303030303030303, 0x0202020202020202,
+                                                               0x0101010101010101, 0x0000000000000000));
+  const __m256i bit = _mm256_set1_epi64x(int64_t(0x8040201008040201));
+  const __m256i high = _mm256_and_si256(_mm256_cmpeq_epi8(_mm256_and_si256(spread, bit), bit), _mm256_set1_epi8(16));
+  const float d = half_to_float(blk->d);
+  codes_to_floats(_mm256_or_si256(nibbles, high), d, -16.0f * d, w);
+}
+#endif
+
 // Block b (weights 32b .. 32b + 31) of one row, as PARTS vectors in weight order.
 template <DType D>
 inline void load_block(const uint8_t* row, int b, vfloat* w) {
@@ -79,7 +139,27 @@ inline void load_block(const uint8_t* row, int b, vfloat* w) {
     const BlockQ8_0* blk = reinterpret_cast<const BlockQ8_0*>(row) + b;
     const float d = half_to_float(blk->d);
     for (int i = 0; i < PARTS; ++i) w[i] = loadv_i8(blk->qs + i * VL) * d;
-  } else {  // Q5_0 and the K-quants: decoded by the scalar code of blocks.h
+#if defined(__AVX2__)
+  } else if constexpr (D == DType::Q5_0) {
+    dequantize_q5_0(reinterpret_cast<const BlockQ5_0*>(row) + b, w);
+  } else if constexpr (D == DType::Q4_K) {
+    const BlockQ4_K& x = reinterpret_cast<const BlockQ4_K*>(row)[b / 8];
+    const int j = int(b % 8);
+    int sc, mn;
+    blocks::scale_min_k4(j, x.scales, sc, mn);
+    codes_to_floats(unsigned_nibbles(x.qs + 32 * (j / 2), (j % 2) * 4), half_to_float(x.d) * float(sc),
+                    -(half_to_float(x.dmin) * float(mn)), w);
+  } else if constexpr (D == DType::Q6_K) {  // layout in blocks.h
+    const BlockQ6_K& x = reinterpret_cast<const BlockQ6_K*>(row)[b / 8];
+    const int j = int(b % 8), half = j / 4, sub = j % 4;
+    const __m256i low = unsigned_nibbles(x.ql + 64 * half + 32 * (sub & 1), sub >= 2 ? 4 : 0);
+    const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qh + 32 * half));
+    const __m256i high = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * sub)), _mm256_set1_epi8(3));
+    const __m256i codes = _mm256_sub_epi8(_mm256_or_si256(low, _mm256_slli_epi16(high, 4)), _mm256_set1_epi8(32));
+    const float d = half_to_float(x.d);
+    signed_codes_to_floats(codes, d * float(x.scales[2 * j]), d * float(x.scales[2 * j + 1]), w);
+#endif
+  } else {  // Q5_K (and all these on the baseline ISA): decoded by the scalar code of blocks.h
     float tmp[QK];
     blocks::decode32(tmp, row, D, b);
     for (int i = 0; i < PARTS; ++i) w[i] = loadv(tmp + i * VL);
