@@ -26,7 +26,6 @@ Without a path it takes the model from nextoken's cache (`nextoken pull`).
 import json
 import os
 import sys
-import time
 from pathlib import Path
 
 import numpy as np
@@ -52,7 +51,6 @@ def main():
     else:
         home = Path(os.environ.get("NEXTOKEN_HOME", Path.home() / ".cache" / "nextoken"))
         gguf_path = home / "gemma-3-270m-q4_k_m.gguf"
-    t0 = time.time()
     torch.manual_seed(0)
     torch.set_num_threads(2)
     tok = AutoTokenizer.from_pretrained(gguf_path.parent, gguf_file=gguf_path.name)
@@ -62,7 +60,7 @@ def main():
     model.eval()
     eos = model.generation_config.eos_token_id
     eos_ids = sorted(set([eos] if isinstance(eos, int) else list(eos or [])) | {tok.eos_token_id})
-    print(f"loaded in {time.time() - t0:.1f}s; eos ids {eos_ids}")
+    print(f"loaded; eos ids {eos_ids}")
 
     records, logits = [], {}
     for i, prompt in enumerate(PROMPTS):
@@ -91,7 +89,7 @@ def main():
     (fixtures / "gemma3_reference.json").write_text(
         json.dumps(meta, indent=1, ensure_ascii=False) + "\n", encoding="utf-8")
     np.savez_compressed(fixtures / "gemma3_reference_logits.npz", **logits)
-    print(f"done in {time.time() - t0:.1f}s")
+    print("done")
 
 
 if __name__ == "__main__":
