@@ -424,6 +424,37 @@ int op_sample(const FloatArray& logits, float temperature, int top_k, float top_
   return sample_top_k_top_p(logits.data(), n, temperature, top_k, top_p, u, order.data(), probs.data());
 }
 
+py::array_t<float> op_sampling_distribution(const FloatArray& logits, const IdArray& history,
+                                            const std::vector<std::pair<int32_t, float>>& logit_bias,
+                                            float repetition_penalty, float presence_penalty, float frequency_penalty,
+                                            int no_repeat_ngram_size, float temperature, int top_k, float top_p,
+                                            float min_p, float typical_p) {
+  NT_CHECK(logits.ndim() == 1 && logits.size() > 0, "logits must be a non-empty 1-D array");
+  NT_CHECK(history.ndim() == 1, "previous_ids must be a 1-D sequence of ids");
+  const int V = int(logits.size()), n = int(history.size());
+  for (int t = 0; t < n; ++t)
+    NT_CHECK(history.data()[t] >= 0 && history.data()[t] < V,
+             "previous id " + std::to_string(history.data()[t]) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
+  for (const auto& [id, bias] : logit_bias)
+    NT_CHECK(id >= 0 && id < V && std::isfinite(bias), "logit_bias: id " + std::to_string(id) + " outside the vocabulary or a non-finite value");
+  LogitsParams p;
+  p.logit_bias = logit_bias;
+  p.repetition_penalty = repetition_penalty;
+  p.presence_penalty = presence_penalty;
+  p.frequency_penalty = frequency_penalty;
+  p.no_repeat_ngram_size = no_repeat_ngram_size;
+  p.temperature = temperature;
+  p.top_k = top_k;
+  p.top_p = top_p;
+  p.min_p = min_p;
+  p.typical_p = typical_p;
+  std::vector<float> work(logits.data(), logits.data() + V);
+  process_logits(work.data(), V, history.data(), n, p);
+  py::array_t<float> probs(V);
+  softmax(probs.mutable_data(), work.data(), V);
+  return probs;
+}
+
 }  // namespace
 
 PYBIND11_MODULE(_core, m) {
@@ -486,6 +517,10 @@ PYBIND11_MODULE(_core, m) {
   ops.def("attention_decode", &op_attention_decode, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_keys"),
           py::arg("window") = 0, py::arg("n_threads") = 1,
           "q (H, D); k, v (H_kv, S, D); attends to keys 0 .. n_keys - 1 (the last `window` if > 0).");
+  ops.def("sampling_distribution", &op_sampling_distribution, py::arg("logits"), py::arg("history"),
+          py::arg("logit_bias"), py::arg("repetition_penalty"), py::arg("presence_penalty"), py::arg("frequency_penalty"),
+          py::arg("no_repeat_ngram_size"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("min_p"),
+          py::arg("typical_p"), "softmax of the logits after the processors (nextoken.sampling_distribution checks).");
   ops.def("sample", &op_sample, py::arg("logits"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"),
           py::arg("u"), "One draw with uniform u in [0, 1); temperature 0 is argmax.");
 }

@@ -8,6 +8,8 @@
 #pragma once
 
 #include <cstdint>
+#include <utility>
+#include <vector>
 
 #include "../common.h"
 
@@ -117,6 +119,25 @@ int argmax(const float* logits, int n);
 // u is a uniform draw in [0, 1). order (n,), probs (n,) are scratch.
 int sample_top_k_top_p(const float* logits, int n, float temperature, int top_k, float top_p, float u,
                        int32_t* order, float* probs);
+
+// The logits processors of Hugging Face's generate(), in its order, plus OpenAI's presence and frequency
+// penalties (applied beside the repetition penalty, as llama.cpp does). Neutral values switch each off.
+struct LogitsParams {
+  std::vector<std::pair<int32_t, float>> logit_bias;  // id -> added value
+  float repetition_penalty = 1.0f;  // HF: a seen id's logit l -> l / p if l > 0, l * p if l < 0
+  float presence_penalty = 0.0f;    // l -= presence * (count > 0) + frequency * count
+  float frequency_penalty = 0.0f;
+  int no_repeat_ngram_size = 0;     // ban the ids that would repeat an n-gram of the history
+  float temperature = 1.0f;         // > 0
+  int top_k = 0;                    // keep the k largest (and ties with the k-th); 0: off
+  float top_p = 1.0f;               // keep the smallest head whose probability exceeds top_p
+  float min_p = 0.0f;               // drop ids below min_p x the largest probability
+  float typical_p = 1.0f;           // locally typical sampling's mass
+};
+// logits (V) processed in place (removed ids become -inf); history (n) is the prompt and the tokens so far.
+void process_logits(float* logits, int V, const int32_t* history, int n, const LogitsParams& p);
+// probs (V) = softmax(logits), -inf giving 0.
+void softmax(float* probs, const float* logits, int V);
 
 // ---- dispatch.cpp --------------------------------------------------------------------------------
 // The instruction set the hot kernels run with: "avx512", "avx2" or "generic".

@@ -19,10 +19,11 @@ from ._core import ops  # noqa: E402
 from . import chat_template  # noqa: E402
 from .hub import pull  # noqa: E402
 from .model import Model, load  # noqa: E402
+from .sampling import sampling_distribution  # noqa: E402
 
 try:
     from importlib.metadata import PackageNotFoundError, version as _version
     __version__ = _version("nextoken")
 except PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
-__all__ = ["Error", "Model", "load", "pull", "ops", "cpu_isa", "__version__"]
+__all__ = ["Error", "Model", "load", "pull", "ops", "cpu_isa", "sampling_distribution", "__version__"]
