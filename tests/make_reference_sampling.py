@@ -47,7 +47,6 @@ import torch
 import transformers
 from transformers.generation.logits_process import (
     LogitsProcessor,
-    LogitsProcessorList,
     MinPLogitsWarper,
     NoRepeatNGramLogitsProcessor,
     RepetitionPenaltyLogitsProcessor,
@@ -95,7 +94,6 @@ class OpenAIPenalties(LogitsProcessor):
         self.frequency = float(frequency)
 
     def __call__(self, input_ids, scores):
-        V = scores.shape[-1]
         counts = torch.zeros_like(scores)
         if input_ids.shape[1] > 0:
             counts.scatter_add_(1, input_ids, torch.ones_like(input_ids, dtype=scores.dtype))
