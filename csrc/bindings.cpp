@@ -182,12 +182,22 @@ struct PyGeneration {
 
 PyGeneration start_generation(py::object self, const IdArray& prompt, int max_new_tokens, int min_new_tokens,
                               float temperature, int top_k, float top_p, uint64_t seed,
-                              const std::vector<int32_t>& eos_ids) {
+                              const std::vector<int32_t>& eos_ids, float min_p, float typical_p,
+                              float repetition_penalty, float presence_penalty, float frequency_penalty,
+                              int no_repeat_ngram_size, const std::vector<std::pair<int32_t, float>>& logit_bias) {
   NT_CHECK(prompt.ndim() == 1, "the prompt must be a 1-D array of ids");
   GenerateOptions options;
   options.max_new_tokens = max_new_tokens;
   options.min_new_tokens = min_new_tokens;
-  options.sampling = SamplingParams{temperature, top_k, top_p, seed};
+  options.sampling = SamplingParams{temperature, top_k, top_p, seed, {}};
+  LogitsParams& more = options.sampling.more;
+  more.min_p = min_p;
+  more.typical_p = typical_p;
+  more.repetition_penalty = repetition_penalty;
+  more.presence_penalty = presence_penalty;
+  more.frequency_penalty = frequency_penalty;
+  more.no_repeat_ngram_size = no_repeat_ngram_size;
+  more.logit_bias = logit_bias;
   options.eos_ids = eos_ids;
   std::vector<int32_t> ids(prompt.data(), prompt.data() + prompt.size());
   Session& session = *self.cast<PySession&>().session;
@@ -415,7 +425,7 @@ py::array_t<float> op_attention_decode(const FloatArray& q, const FloatArray& k,
 
 int op_sample(const FloatArray& logits, float temperature, int top_k, float top_p, float u) {
   NT_CHECK(logits.ndim() == 1 && logits.size() > 0, "sample: logits must be a non-empty 1-D array");
-  check_sampling_params(SamplingParams{temperature, top_k, top_p, 0});
+  check_sampling_params(SamplingParams{temperature, top_k, top_p, 0, {}}, int(logits.size()));
   NT_CHECK(u >= 0.0f && u < 1.0f, "sample: u must be in [0, 1)");
   const int n = int(logits.size());
   if (temperature == 0.0f) return argmax(logits.data(), n);
@@ -481,6 +491,9 @@ PYBIND11_MODULE(_core, m) {
       .def("forward", &PySession::forward, py::arg("tokens"), py::arg("pos0") = 0, py::arg("all_logits") = true)
       .def("start", &start_generation, py::arg("prompt"), py::arg("max_new_tokens"), py::arg("min_new_tokens"),
            py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("seed"), py::arg("eos_ids"),
+           py::arg("min_p") = 0.0f, py::arg("typical_p") = 1.0f, py::arg("repetition_penalty") = 1.0f,
+           py::arg("presence_penalty") = 0.0f, py::arg("frequency_penalty") = 0.0f,
+           py::arg("no_repeat_ngram_size") = 0, py::arg("logit_bias") = std::vector<std::pair<int32_t, float>>{},
            "Begin a generation; its next() returns one token per call (the first call prefills), -1 at the end.")
       .def_property_readonly("n_ctx", [](const PySession& s) { return s.session->n_ctx(); })
       .def_property("n_threads", [](const PySession& s) { return s.session->n_threads(); },

@@ -49,3 +49,64 @@ def test_distribution_equals_transformers(i):
 def test_bad_parameters_are_named(bad, match):
     with pytest.raises(nextoken.Error, match=match):
         nextoken.sampling_distribution(np.zeros(10, np.float32), [1, 2], **bad)
+
+
+# ---- the processors inside generate() ------------------------------------------------------------------------
+PROCESSOR_SETS = [
+    dict(repetition_penalty=1.5),
+    dict(presence_penalty=0.8, frequency_penalty=0.4, logit_bias={7: 3.0, 11: -2.0}),
+    dict(no_repeat_ngram_size=2),
+    dict(min_p=0.1),
+    dict(typical_p=0.5, repetition_penalty=0.9),
+]
+
+
+@pytest.fixture(scope="module")
+def tiny(tiny_model_path):
+    return nextoken.load(tiny_model_path[0], n_ctx=64, n_threads=2)
+
+
+def steps(model, prompt, tokens):
+    """(sequence so far, the engine's logits for the next token) before each generated token, EOS masked
+    as min_new_tokens masks it."""
+    seq = list(prompt)
+    for token in tokens:
+        logits = model.forward(seq)[-1]
+        logits[model.eos_token_ids] = -np.inf
+        yield seq, logits
+        seq.append(token)
+
+
+@pytest.mark.parametrize("params", PROCESSOR_SETS)
+def test_greedy_applies_the_processors(tiny, params):
+    """Hugging Face applies bias, penalties and n-gram bans in greedy decoding too (the warpers not)."""
+    prompt = [3, 7, 7, 11, 3]
+    out = tiny.generate(prompt, max_new_tokens=8, min_new_tokens=8, **params)
+    processors = {k: v for k, v in params.items() if k not in ("min_p", "typical_p")}
+    for (seq, logits), token in zip(steps(tiny, prompt, out), out):
+        assert token == int(np.argmax(nextoken.sampling_distribution(logits, seq, **processors)))
+    if params.get("no_repeat_ngram_size") == 2:
+        pairs = list(zip(prompt + out, (prompt + out)[1:]))
+        assert len(pairs) == len(set(pairs))
+
+
+@pytest.mark.parametrize("params", PROCESSOR_SETS)
+def test_every_draw_lies_in_the_distribution(tiny, params):
+    prompt = [3, 7, 7, 11, 3]
+    kw = dict(max_new_tokens=8, min_new_tokens=8, temperature=1.3, top_k=40, top_p=0.9, seed=3, **params)
+    out = tiny.generate(prompt, **kw)
+    assert tiny.generate(prompt, **kw) == out  # seeded
+    dist_kw = {k: v for k, v in kw.items() if k not in ("max_new_tokens", "min_new_tokens", "seed")}
+    for (seq, logits), token in zip(steps(tiny, prompt, out), out):
+        assert nextoken.sampling_distribution(logits, seq, **dist_kw)[token] > 0
+
+
+@pytest.mark.parametrize("bad,match", [
+    (dict(min_p=1.5), "min_p"), (dict(typical_p=0.0), "typical_p"), (dict(repetition_penalty=-1.0), "repetition"),
+    (dict(presence_penalty=float("nan")), "presence"), (dict(no_repeat_ngram_size=-1), "no_repeat"),
+    (dict(logit_bias={10**6: 1.0}), "logit_bias"), (dict(logit_bias=[1, 2]), "logit_bias"),
+    (dict(logit_bias={1: float("inf")}), "logit_bias"), (dict(frequency_penalty="x"), "frequency_penalty"),
+])
+def test_bad_generation_processors_are_named(tiny, bad, match):
+    with pytest.raises(nextoken.Error, match=match):
+        tiny.generate([1, 2], **bad)

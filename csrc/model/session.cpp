@@ -46,7 +46,7 @@ void Session::forward(const int32_t* tokens, int T, int pos0, float* logits, boo
 
 Generation::Generation(Session& session, std::vector<int32_t> prompt, const GenerateOptions& options)
     : session_(session), prompt_(std::move(prompt)), options_(options),
-      sampler_(session.model().config().vocab_size, options.sampling) {
+      sampler_(session.model().config().vocab_size, options.sampling, prompt_) {
   const int n_prompt = int(prompt_.size()), vocab = session.model().config().vocab_size;
   NT_CHECK(n_prompt > 0, "the prompt is empty");
   NT_CHECK(options.max_new_tokens >= 0, "max_new_tokens must be >= 0, got " + std::to_string(options.max_new_tokens));

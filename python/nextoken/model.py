@@ -177,26 +177,30 @@ class Model:
         return self._model.forward(ids, start_pos, True)
 
     # ---- generation ----------------------------------------------------------------------------------
-    def generate(self, prompt: Prompt, max_new_tokens: int = 128, *, min_new_tokens: int = 0,
-                 temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-                 stop: Sequence[str] | str | None = None, parse_special: bool = True):
+    def generate(self, prompt: Prompt, max_new_tokens: int = 128, **params):
         """Continue `prompt`. A str prompt returns the new text; token ids return the new ids (list[int]).
-
-        Greedy unless temperature > 0; then top_k (0: off) and top_p (1.0: off) filter the draw, seeded
-        by `seed` (None: a random seed). Stops at an EOS token (it is returned among the ids, not in the
-        text), after max_new_tokens, or (text prompts) before the first occurrence of a `stop` string.
-        min_new_tokens masks EOS until that many tokens exist. parse_special: as in tokenize(), for a str
-        prompt. A character cut in the middle by max_new_tokens is dropped from the text.
-        """
-        pieces = self.stream(prompt, max_new_tokens, min_new_tokens=min_new_tokens, temperature=temperature,
-                             top_k=top_k, top_p=top_p, seed=seed, stop=stop, parse_special=parse_special)
+        Takes stream()'s parameters."""
+        pieces = self.stream(prompt, max_new_tokens, **params)
         return "".join(pieces) if isinstance(prompt, str) else list(pieces)
 
     def stream(self, prompt: Prompt, max_new_tokens: int = 128, *, min_new_tokens: int = 0,
-               temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, seed: int | None = None,
-               stop: Sequence[str] | str | None = None, parse_special: bool = True) -> Iterator:
+               temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
+               typical_p: float = 1.0, repetition_penalty: float = 1.0, presence_penalty: float = 0.0,
+               frequency_penalty: float = 0.0, no_repeat_ngram_size: int = 0, logit_bias: dict | None = None,
+               seed: int | None = None, stop: Sequence[str] | str | None = None,
+               parse_special: bool = True) -> Iterator:
         """As generate(), one piece at a time: str pieces for a str prompt (never a split UTF-8 character;
-        their concatenation is what generate() returns), single ids for an ids prompt."""
+        their concatenation is what generate() returns), single ids for an ids prompt.
+
+        Greedy unless temperature > 0; then top_k (0: off), top_p (1.0: off), min_p (0: off) and typical_p
+        (1.0: off) filter the draw, seeded by `seed` (None: a random seed). logit_bias ({id: value}),
+        repetition_penalty (Hugging Face's), presence_penalty / frequency_penalty (OpenAI's) and
+        no_repeat_ngram_size change the logits first, in greedy decoding too; the order is Hugging Face
+        generate()'s (see nextoken.sampling_distribution). Stops at an EOS token (returned among the ids,
+        not in the text), after max_new_tokens, or (text prompts) before the first `stop` string.
+        min_new_tokens masks EOS until that many tokens exist. parse_special: as in tokenize(), for a str
+        prompt. A character cut in the middle by max_new_tokens is dropped from the text.
+        """
         text_prompt = isinstance(prompt, str)
         ids = self._ids(self.tokenize(prompt, parse_special) if text_prompt else prompt)
         if ids.size == 0:
@@ -207,9 +211,18 @@ class Model:
         if seed is None:
             seed = secrets.randbits(64)
         seed = _check_int("seed", seed, 0, 2**64 - 1)
-        for name, value in (("temperature", temperature), ("top_p", top_p)):
+        numbers = dict(temperature=temperature, top_p=top_p, min_p=min_p, typical_p=typical_p,
+                       repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                       frequency_penalty=frequency_penalty)
+        for name, value in numbers.items():
             if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
                 raise Error(f"{name} must be a number, got {value!r}")
+        no_repeat_ngram_size = _check_int("no_repeat_ngram_size", no_repeat_ngram_size, 0)
+        if logit_bias is not None and not isinstance(logit_bias, dict):
+            raise Error("logit_bias must be a dict {token id: value}")
+        bias = [(_check_int("a logit_bias id", k, 0, self.vocab_size - 1), v) for k, v in (logit_bias or {}).items()]
+        if any(isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) for _, v in bias):
+            raise Error("logit_bias values must be numbers")
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if any(not isinstance(s, str) or not s for s in stops):
             raise Error("stop must be a non-empty string or a list of them")
@@ -223,7 +236,9 @@ class Model:
                           "to have the template applied.", stacklevel=3)
         # The C++ side checks the rest (sampling domains, context room) before anything runs.
         generation = self._model.start(ids, max_new_tokens, min_new_tokens, float(temperature), top_k,
-                                       float(top_p), seed, self.tokenizer.eos_ids)
+                                       float(top_p), seed, self.tokenizer.eos_ids, float(min_p), float(typical_p),
+                                       float(repetition_penalty), float(presence_penalty), float(frequency_penalty),
+                                       no_repeat_ngram_size, [(k, float(v)) for k, v in bias])
         tokens = _tokens(generation)
         if not text_prompt:
             return tokens
