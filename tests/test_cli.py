@@ -76,3 +76,20 @@ def test_ctrl_c_exits_with_130_and_no_traceback(smollm2_path):
     out, err = proc.communicate(timeout=120)
     assert proc.returncode == 130, err
     assert "Traceback" not in err and out.endswith("\n")
+
+
+def test_chat_keeps_the_history(smollm2_path):
+    """Two turns through stdin: each reply equals model.chat() on the conversation so far."""
+    turns = ["What is the capital of France?", "And of Italy?"]
+    done = subprocess.run([sys.executable, "-m", "nextoken", "chat", "--model", str(smollm2_path), "--max-new-tokens",
+                           "12", "--threads", "1"], input="\n".join(turns) + "\n", capture_output=True, text=True,
+                          timeout=300)
+    assert done.returncode == 0, done.stderr
+    model = nextoken.load(smollm2_path, n_ctx=4096, n_threads=1)
+    messages, expected = [], []
+    for turn in turns:
+        messages.append({"role": "user", "content": turn})
+        reply = model.chat(messages, max_new_tokens=12)
+        messages.append({"role": "assistant", "content": reply})
+        expected.append(reply)
+    assert done.stdout == "".join(r + "\n" for r in expected)

@@ -1,4 +1,4 @@
-"""The `nextoken` command: generate text, write a Hugging Face folder as GGUF, fetch a named model."""
+"""The `nextoken` command: generate text, chat, write a Hugging Face folder as GGUF, fetch a named model."""
 from __future__ import annotations
 
 import argparse
@@ -23,6 +23,33 @@ def _generate(args) -> int:
         sys.stdout.flush()
     sys.stdout.write("\n")
     return 0
+
+
+def _chat(args) -> int:
+    """A conversation in the terminal: each line of input is a user turn; the reply streams back. The
+    history is kept and sent again each turn (through the model's chat template)."""
+    from .model import load
+    model = load(args.model, n_ctx=args.n_ctx, n_threads=args.threads, compute_type=args.compute_type)
+    messages = [{"role": "system", "content": args.system}] if args.system else []
+    interactive = sys.stdin.isatty()
+    while True:
+        if interactive:
+            sys.stdout.write("> ")
+            sys.stdout.flush()
+        line = sys.stdin.readline()
+        if not line:
+            return 0
+        if not line.strip():
+            continue
+        messages.append({"role": "user", "content": line.rstrip("\n")})
+        reply = []
+        for piece in model.stream_chat(messages, max_new_tokens=args.max_new_tokens, temperature=args.temperature,
+                                       top_p=args.top_p, seed=args.seed):
+            reply.append(piece)
+            sys.stdout.write(piece)
+            sys.stdout.flush()
+        sys.stdout.write("\n")
+        messages.append({"role": "assistant", "content": "".join(reply)})
 
 
 def _convert(args) -> int:
@@ -69,6 +96,20 @@ def main(argv=None) -> int:
     g.add_argument("--compute-type", choices=["float32", "int8"], default="float32",
                    help="float32 is exact; int8 is faster (see README)")
     g.set_defaults(run=_generate)
+
+    h = sub.add_parser("chat", formatter_class=formatter,
+                       help="talk with an instruct model: each input line is a turn (its chat template is applied)")
+    h.add_argument("--model", default=hub.DEFAULT_MODEL,
+                   help=f"a known name ({', '.join(hub.MODELS)}), a .gguf file or a Hugging Face folder")
+    h.add_argument("--system", default=None, help="a system message to start with")
+    h.add_argument("--max-new-tokens", type=int, default=512, help="the most tokens per reply")
+    h.add_argument("--temperature", type=float, default=0.0, help="0 is greedy")
+    h.add_argument("--top-p", type=float, default=1.0, help="1.0: no limit")
+    h.add_argument("--seed", type=int, default=None, help="none: a random seed")
+    h.add_argument("--n-ctx", type=int, default=4096, help="the most tokens the whole conversation may hold")
+    h.add_argument("--threads", type=int, default=None, help="none: all cores")
+    h.add_argument("--compute-type", choices=["float32", "int8"], default="float32")
+    h.set_defaults(run=_chat)
 
     c = sub.add_parser("convert", formatter_class=formatter,
                        help="write a Hugging Face folder as a GGUF file (needs the `convert` extra)")
