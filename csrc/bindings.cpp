@@ -58,14 +58,36 @@ int checked_threads(int n) {
 // A value of the model config dict, as T; a missing key or a value of the wrong type is a
 // nextoken::Error naming the key (never pybind11's cast error).
 template <class T>
-T config_value(const py::dict& config, const char* key) {
-  NT_CHECK(config.contains(key), std::string("model config lacks '") + key + "'");
+T dict_value(const py::dict& d, const char* key, const char* what) {
+  NT_CHECK(d.contains(key), std::string(what) + " lacks '" + key + "'");
   try {
-    return config[key].cast<T>();
+    return d[key].cast<T>();
   } catch (const py::cast_error&) {
-    throw Error(std::string("model config: '") + key + "' has the wrong type (" +
-                std::string(py::str(py::type::of(config[key]).attr("__name__"))) + ")");
+    throw Error(std::string(what) + ": '" + key + "' has the wrong type (" +
+                std::string(py::str(py::type::of(d[key]).attr("__name__"))) + ")");
   }
+}
+
+template <class T>
+T config_value(const py::dict& config, const char* key) {
+  return dict_value<T>(config, key, "model config");
+}
+
+// The sampling parameters nextoken.sampling.checked_params() validated: temperature, top_k, top_p and the
+// LogitsParams processors.
+SamplingParams sampling_params(const py::dict& d, uint64_t seed) {
+  const char* what = "sampling parameters";
+  SamplingParams s{dict_value<float>(d, "temperature", what), dict_value<int>(d, "top_k", what),
+                   dict_value<float>(d, "top_p", what), seed, {}};
+  LogitsParams& p = s.more;
+  p.min_p = dict_value<float>(d, "min_p", what);
+  p.typical_p = dict_value<float>(d, "typical_p", what);
+  p.repetition_penalty = dict_value<float>(d, "repetition_penalty", what);
+  p.presence_penalty = dict_value<float>(d, "presence_penalty", what);
+  p.frequency_penalty = dict_value<float>(d, "frequency_penalty", what);
+  p.no_repeat_ngram_size = dict_value<int>(d, "no_repeat_ngram_size", what);
+  p.logit_bias = dict_value<std::vector<std::pair<int32_t, float>>>(d, "logit_bias", what);
+  return s;
 }
 
 template <class E>
@@ -181,23 +203,12 @@ struct PyGeneration {
 };
 
 PyGeneration start_generation(py::object self, const IdArray& prompt, int max_new_tokens, int min_new_tokens,
-                              float temperature, int top_k, float top_p, uint64_t seed,
-                              const std::vector<int32_t>& eos_ids, float min_p, float typical_p,
-                              float repetition_penalty, float presence_penalty, float frequency_penalty,
-                              int no_repeat_ngram_size, const std::vector<std::pair<int32_t, float>>& logit_bias) {
+                              uint64_t seed, const std::vector<int32_t>& eos_ids, const py::dict& sampling) {
   NT_CHECK(prompt.ndim() == 1, "the prompt must be a 1-D array of ids");
   GenerateOptions options;
   options.max_new_tokens = max_new_tokens;
   options.min_new_tokens = min_new_tokens;
-  options.sampling = SamplingParams{temperature, top_k, top_p, seed, {}};
-  LogitsParams& more = options.sampling.more;
-  more.min_p = min_p;
-  more.typical_p = typical_p;
-  more.repetition_penalty = repetition_penalty;
-  more.presence_penalty = presence_penalty;
-  more.frequency_penalty = frequency_penalty;
-  more.no_repeat_ngram_size = no_repeat_ngram_size;
-  more.logit_bias = logit_bias;
+  options.sampling = sampling_params(sampling, seed);
   options.eos_ids = eos_ids;
   std::vector<int32_t> ids(prompt.data(), prompt.data() + prompt.size());
   Session& session = *self.cast<PySession&>().session;
@@ -434,32 +445,23 @@ int op_sample(const FloatArray& logits, float temperature, int top_k, float top_
   return sample_top_k_top_p(logits.data(), n, temperature, top_k, top_p, u, order.data(), probs.data());
 }
 
-py::array_t<float> op_sampling_distribution(const FloatArray& logits, const IdArray& history,
-                                            const std::vector<std::pair<int32_t, float>>& logit_bias,
-                                            float repetition_penalty, float presence_penalty, float frequency_penalty,
-                                            int no_repeat_ngram_size, float temperature, int top_k, float top_p,
-                                            float min_p, float typical_p) {
+py::array_t<float> op_sampling_distribution(const FloatArray& logits, const IdArray& history, const py::dict& sampling) {
   NT_CHECK(logits.ndim() == 1 && logits.size() > 0, "logits must be a non-empty 1-D array");
   NT_CHECK(history.ndim() == 1, "previous_ids must be a 1-D sequence of ids");
   const int V = int(logits.size()), n = int(history.size());
   for (int t = 0; t < n; ++t)
     NT_CHECK(history.data()[t] >= 0 && history.data()[t] < V,
              "previous id " + std::to_string(history.data()[t]) + " is outside the vocabulary [0, " + std::to_string(V) + ")");
-  for (const auto& [id, bias] : logit_bias)
-    NT_CHECK(id >= 0 && id < V && std::isfinite(bias), "logit_bias: id " + std::to_string(id) + " outside the vocabulary or a non-finite value");
-  LogitsParams p;
-  p.logit_bias = logit_bias;
-  p.repetition_penalty = repetition_penalty;
-  p.presence_penalty = presence_penalty;
-  p.frequency_penalty = frequency_penalty;
-  p.no_repeat_ngram_size = no_repeat_ngram_size;
-  p.temperature = temperature;
-  p.top_k = top_k;
-  p.top_p = top_p;
-  p.min_p = min_p;
-  p.typical_p = typical_p;
+  SamplingParams s = sampling_params(sampling, 0);
+  check_sampling_params(s, V);
+  NT_CHECK(s.temperature > 0.0f, "temperature must be > 0: greedy decoding has no distribution");
+  LogitsParams p = s.more;
+  p.temperature = s.temperature;
+  p.top_k = s.top_k;
+  p.top_p = s.top_p;
   std::vector<float> work(logits.data(), logits.data() + V);
-  process_logits(work.data(), V, history.data(), n, p);
+  LogitsScratch scratch;
+  process_logits(work.data(), V, history.data(), n, p, scratch);
   py::array_t<float> probs(V);
   softmax(probs.mutable_data(), work.data(), V);
   return probs;
@@ -490,11 +492,9 @@ PYBIND11_MODULE(_core, m) {
       .def(py::init<py::object, int, int>(), py::arg("transformer"), py::arg("n_ctx"), py::arg("n_threads"))
       .def("forward", &PySession::forward, py::arg("tokens"), py::arg("pos0") = 0, py::arg("all_logits") = true)
       .def("start", &start_generation, py::arg("prompt"), py::arg("max_new_tokens"), py::arg("min_new_tokens"),
-           py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("seed"), py::arg("eos_ids"),
-           py::arg("min_p") = 0.0f, py::arg("typical_p") = 1.0f, py::arg("repetition_penalty") = 1.0f,
-           py::arg("presence_penalty") = 0.0f, py::arg("frequency_penalty") = 0.0f,
-           py::arg("no_repeat_ngram_size") = 0, py::arg("logit_bias") = std::vector<std::pair<int32_t, float>>{},
-           "Begin a generation; its next() returns one token per call (the first call prefills), -1 at the end.")
+           py::arg("seed"), py::arg("eos_ids"), py::arg("sampling"),
+           "Begin a generation; its next() returns one token per call (the first call prefills), -1 at the end.\n"
+           "sampling: the dict nextoken.sampling.checked_params() returns.")
       .def_property_readonly("n_ctx", [](const PySession& s) { return s.session->n_ctx(); })
       .def_property("n_threads", [](const PySession& s) { return s.session->n_threads(); },
                     [](PySession& s, int n) { s.session->set_n_threads(n); });
@@ -530,10 +530,8 @@ PYBIND11_MODULE(_core, m) {
   ops.def("attention_decode", &op_attention_decode, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_keys"),
           py::arg("window") = 0, py::arg("n_threads") = 1,
           "q (H, D); k, v (H_kv, S, D); attends to keys 0 .. n_keys - 1 (the last `window` if > 0).");
-  ops.def("sampling_distribution", &op_sampling_distribution, py::arg("logits"), py::arg("history"),
-          py::arg("logit_bias"), py::arg("repetition_penalty"), py::arg("presence_penalty"), py::arg("frequency_penalty"),
-          py::arg("no_repeat_ngram_size"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"), py::arg("min_p"),
-          py::arg("typical_p"), "softmax of the logits after the processors (nextoken.sampling_distribution checks).");
+  ops.def("sampling_distribution", &op_sampling_distribution, py::arg("logits"), py::arg("history"), py::arg("sampling"),
+          "softmax of the logits after the processors (nextoken.sampling_distribution checks the parameters).");
   ops.def("sample", &op_sample, py::arg("logits"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"),
           py::arg("u"), "One draw with uniform u in [0, 1); temperature 0 is argmax.");
 }

@@ -134,8 +134,15 @@ struct LogitsParams {
   float min_p = 0.0f;               // drop ids below min_p x the largest probability
   float typical_p = 1.0f;           // locally typical sampling's mass
 };
+// Working memory of process_logits, kept by the caller so that a sampler allocates it once, not per token.
+struct LogitsScratch {
+  std::vector<int> count;
+  std::vector<float> probs, values;
+  std::vector<int32_t> order;
+  std::vector<char> remove;
+};
 // logits (V) processed in place (removed ids become -inf); history (n) is the prompt and the tokens so far.
-void process_logits(float* logits, int V, const int32_t* history, int n, const LogitsParams& p);
+void process_logits(float* logits, int V, const int32_t* history, int n, const LogitsParams& p, LogitsScratch& s);
 // probs (V) = softmax(logits), -inf giving 0.
 void softmax(float* probs, const float* logits, int V);
 

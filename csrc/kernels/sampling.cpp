@@ -78,12 +78,11 @@ void remove_where(float* logits, int V, const std::vector<char>& remove) {
     if (remove[i]) logits[i] = -INFINITY;
 }
 
-// Ids in ascending order of key (ties by id: Hugging Face's sort leaves their order unspecified).
-std::vector<int32_t> ascending(const float* key, int V) {
-  std::vector<int32_t> order(V);
+// order = ids in ascending order of key (ties by id: Hugging Face's sort leaves their order unspecified).
+void ascending(std::vector<int32_t>& order, const float* key, int V) {
+  order.resize(V);
   std::iota(order.begin(), order.end(), 0);
   std::stable_sort(order.begin(), order.end(), [key](int32_t a, int32_t b) { return key[a] < key[b]; });
-  return order;
 }
 
 }  // namespace
@@ -95,10 +94,11 @@ void softmax(float* probs, const float* logits, int V) {
   for (int i = 0; i < V; ++i) probs[i] = total > 0.0 ? float(probs[i] / total) : 0.0f;
 }
 
-void process_logits(float* logits, int V, const int32_t* history, int n, const LogitsParams& p) {
+void process_logits(float* logits, int V, const int32_t* history, int n, const LogitsParams& p, LogitsScratch& s) {
   for (const auto& [id, bias] : p.logit_bias) logits[id] += bias;  // SequenceBias, single-token sequences
   if (p.repetition_penalty != 1.0f || p.presence_penalty != 0.0f || p.frequency_penalty != 0.0f) {
-    std::vector<int> count(V, 0);
+    std::vector<int>& count = s.count;
+    count.assign(V, 0);
     for (int t = 0; t < n; ++t) ++count[history[t]];
     for (int i = 0; i < V; ++i) {
       if (!count[i]) continue;
@@ -115,10 +115,13 @@ void process_logits(float* logits, int V, const int32_t* history, int n, const L
   }
   if (p.temperature != 1.0f)
     for (int i = 0; i < V; ++i) logits[i] /= p.temperature;
-  std::vector<float> probs(V);
-  std::vector<char> remove(V, 0);
+  std::vector<float>& probs = s.probs;
+  std::vector<char>& remove = s.remove;
+  probs.resize(V);
+  remove.assign(V, 0);
   if (p.top_k > 0 && p.top_k < V) {  // by value: every id tied with the k-th largest stays
-    std::vector<float> sorted(logits, logits + V);
+    std::vector<float>& sorted = s.values;
+    sorted.assign(logits, logits + V);
     std::nth_element(sorted.begin(), sorted.begin() + (p.top_k - 1), sorted.end(), std::greater<float>());
     const float kth = sorted[p.top_k - 1];
     for (int i = 0; i < V; ++i) remove[i] = logits[i] < kth;
@@ -126,7 +129,8 @@ void process_logits(float* logits, int V, const int32_t* history, int n, const L
   }
   if (p.top_p < 1.0f) {  // ascending cumulative probability <= 1 - top_p is removed; the top id stays
     softmax(probs.data(), logits, V);
-    const std::vector<int32_t> order = ascending(logits, V);
+    std::vector<int32_t>& order = s.order;
+    ascending(order, logits, V);
     float cum = 0.0f;  // float, as torch's cumsum
     for (int r = 0; r < V; ++r) {
       cum += probs[order[r]];
@@ -148,7 +152,8 @@ void process_logits(float* logits, int V, const int32_t* history, int n, const L
     for (int i = 0; i < V; ++i) sum_exp += std::exp(double(logits[i]) - max_logit);
     const double log_total = std::log(sum_exp) + max_logit;
     double entropy = 0.0;
-    std::vector<float> shifted(V);
+    std::vector<float>& shifted = s.values;
+    shifted.resize(V);
     for (int i = 0; i < V; ++i) {
       const double logp = double(logits[i]) - log_total;
       if (probs[i] > 0.0f) entropy -= logp * probs[i];
@@ -157,7 +162,8 @@ void process_logits(float* logits, int V, const int32_t* history, int n, const L
       const double logp = double(logits[i]) - log_total;
       shifted[i] = std::isfinite(logp) ? float(std::fabs(-logp - entropy)) : INFINITY;
     }
-    const std::vector<int32_t> order = ascending(shifted.data(), V);
+    std::vector<int32_t>& order = s.order;
+    ascending(order, shifted.data(), V);
     float cum = 0.0f;
     int last = 0;  // how many sorted ids have cumulative mass below typical_p
     for (int r = 0; r < V; ++r) {

@@ -62,10 +62,10 @@ int Sampler::sample(const float* logits) {
       processors.top_p = 1.0f;
       processors.min_p = 0.0f;
       processors.typical_p = 1.0f;
-      process_logits(work_.data(), vocab_size_, history_.data(), int(history_.size()), processors);
+      process_logits(work_.data(), vocab_size_, history_.data(), int(history_.size()), processors, scratch_);
       token = argmax(work_.data(), vocab_size_);
     } else {
-      process_logits(work_.data(), vocab_size_, history_.data(), int(history_.size()), params_.more);
+      process_logits(work_.data(), vocab_size_, history_.data(), int(history_.size()), params_.more, scratch_);
       softmax(probs_.data(), work_.data(), vocab_size_);
       const double target = double(float(rng_() >> 40) * 0x1p-24f);  // inverse CDF in id order
       double cum = 0.0;

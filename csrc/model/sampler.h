@@ -37,6 +37,7 @@ class Sampler {
   std::mt19937_64 rng_;  // fully specified by the standard: the same seed gives the same draws everywhere
   std::vector<int32_t> order_;
   std::vector<float> probs_, work_;
+  LogitsScratch scratch_;
 };
 
 }  // namespace nextoken

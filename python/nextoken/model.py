@@ -14,6 +14,7 @@ from . import _core, architectures, chat_template, hub
 from . import lora as lora_adapters
 from ._core import Error
 from .loaders import gguf, safetensors
+from .sampling import checked_params
 from .tokenizer import StreamDecoder, Tokenizer
 
 Prompt = Union[str, Sequence[int], np.ndarray]
@@ -207,22 +208,14 @@ class Model:
             raise Error("the prompt is empty")
         max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 0)
         min_new_tokens = _check_int("min_new_tokens", min_new_tokens, 0)
-        top_k = _check_int("top_k", top_k, 0)
         if seed is None:
             seed = secrets.randbits(64)
         seed = _check_int("seed", seed, 0, 2**64 - 1)
-        numbers = dict(temperature=temperature, top_p=top_p, min_p=min_p, typical_p=typical_p,
-                       repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
-                       frequency_penalty=frequency_penalty)
-        for name, value in numbers.items():
-            if isinstance(value, bool) or not isinstance(value, (int, float, np.floating)):
-                raise Error(f"{name} must be a number, got {value!r}")
-        no_repeat_ngram_size = _check_int("no_repeat_ngram_size", no_repeat_ngram_size, 0)
-        if logit_bias is not None and not isinstance(logit_bias, dict):
-            raise Error("logit_bias must be a dict {token id: value}")
-        bias = [(_check_int("a logit_bias id", k, 0, self.vocab_size - 1), v) for k, v in (logit_bias or {}).items()]
-        if any(isinstance(v, bool) or not isinstance(v, (int, float, np.floating)) for _, v in bias):
-            raise Error("logit_bias values must be numbers")
+        sampling = checked_params(self.vocab_size, greedy_ok=True, temperature=temperature, top_k=top_k,
+                                  top_p=top_p, min_p=min_p, typical_p=typical_p,
+                                  repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                                  frequency_penalty=frequency_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+                                  logit_bias=logit_bias)
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if any(not isinstance(s, str) or not s for s in stops):
             raise Error("stop must be a non-empty string or a list of them")
@@ -234,11 +227,8 @@ class Model:
             warnings.warn("this model has a chat template and was given plain text: instruct models often answer "
                           "that with an immediate end of text. Use model.chat([{'role': 'user', 'content': ...}]) "
                           "to have the template applied.", stacklevel=3)
-        # The C++ side checks the rest (sampling domains, context room) before anything runs.
-        generation = self._model.start(ids, max_new_tokens, min_new_tokens, float(temperature), top_k,
-                                       float(top_p), seed, self.tokenizer.eos_ids, float(min_p), float(typical_p),
-                                       float(repetition_penalty), float(presence_penalty), float(frequency_penalty),
-                                       no_repeat_ngram_size, [(k, float(v)) for k, v in bias])
+        # The C++ side checks the rest (context room, logit_bias ids) before anything runs.
+        generation = self._model.start(ids, max_new_tokens, min_new_tokens, seed, self.tokenizer.eos_ids, sampling)
         tokens = _tokens(generation)
         if not text_prompt:
             return tokens

@@ -27,18 +27,41 @@ def _count(name, value):
     return int(value)
 
 
-def sampling_distribution(logits, previous_ids: Sequence[int] = (), *, temperature: float = 1.0, top_k: int = 0,
-                          top_p: float = 1.0, min_p: float = 0.0, typical_p: float = 1.0,
-                          repetition_penalty: float = 1.0, presence_penalty: float = 0.0,
-                          frequency_penalty: float = 0.0, no_repeat_ngram_size: int = 0,
-                          logit_bias: Mapping[int, float] | None = None) -> np.ndarray:
+def checked_params(vocab_size: int, *, greedy_ok: bool, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0,
+                   typical_p=1.0, repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0,
+                   no_repeat_ngram_size=0, logit_bias=None) -> dict:
+    """The sampling parameters as the core takes them (a dict), each checked; a bad one is a nextoken.Error
+    naming it. greedy_ok: temperature 0 (greedy decoding) is allowed."""
+    if logit_bias is not None and not isinstance(logit_bias, Mapping):
+        raise Error("logit_bias must be a dict {token id: value}")
+    bias = []
+    for token, value in (logit_bias or {}).items():
+        token = _count("a logit_bias id", token)
+        if token >= vocab_size:
+            raise Error(f"logit_bias id {token} is outside the vocabulary [0, {vocab_size})")
+        bias.append((token, _number(f"logit_bias[{token}]", value, -1e30, 1e30)))
+    return dict(
+        temperature=_number("temperature", temperature, 0.0, 1e30, low_open=not greedy_ok),
+        top_k=_count("top_k", top_k),
+        top_p=_number("top_p", top_p, 0.0, 1.0, low_open=True),
+        min_p=_number("min_p", min_p, 0.0, 1.0),
+        typical_p=_number("typical_p", typical_p, 0.0, 1.0, low_open=True),
+        repetition_penalty=_number("repetition_penalty", repetition_penalty, 0.0, 1e30, low_open=True),
+        presence_penalty=_number("presence_penalty", presence_penalty, -1e30, 1e30),
+        frequency_penalty=_number("frequency_penalty", frequency_penalty, -1e30, 1e30),
+        no_repeat_ngram_size=_count("no_repeat_ngram_size", no_repeat_ngram_size),
+        logit_bias=bias)
+
+
+def sampling_distribution(logits, previous_ids: Sequence[int] = (), **params) -> np.ndarray:
     """The probabilities (float32, one per logit) the next token is drawn from, given `logits` (V) and the
     ids before it (prompt and generated), after Hugging Face generate()'s processors in its order:
-    logit_bias (added, as SequenceBiasLogitsProcessor with one-token sequences), repetition_penalty (HF:
-    a seen id's logit divided by it if positive, multiplied if negative), presence_penalty and
-    frequency_penalty (OpenAI's: minus presence if seen, minus frequency x count), no_repeat_ngram_size,
-    temperature, top_k (ties with the k-th kept), top_p, min_p, typical_p; then softmax. Neutral values
-    (the defaults) switch each off. Greedy decoding (temperature 0) has no distribution: use argmax."""
+    logit_bias ({id: value}, added as SequenceBiasLogitsProcessor adds one-token sequences),
+    repetition_penalty (HF: a seen id's logit divided by it if positive, multiplied if negative),
+    presence_penalty and frequency_penalty (OpenAI's: minus presence if seen, minus frequency x count),
+    no_repeat_ngram_size, temperature (> 0), top_k (ties with the k-th kept), top_p, min_p, typical_p;
+    then softmax. Defaults (temperature 1, top_k 0, top_p 1, min_p 0, typical_p 1, penalties 1 / 0 / 0,
+    no n-gram size, no bias) switch each off. Greedy decoding (temperature 0) has no distribution."""
     arr = np.asarray(logits)
     if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.floating):
         raise Error("logits must be a non-empty 1-D float array")
@@ -47,20 +70,5 @@ def sampling_distribution(logits, previous_ids: Sequence[int] = (), *, temperatu
         raise Error("previous_ids must be a flat sequence of integers")
     if history.size and (history.min() < 0 or history.max() >= arr.size):
         raise Error(f"previous_ids must lie in [0, {arr.size})")
-    bias = []
-    for token, value in (logit_bias or {}).items():
-        token = _count("a logit_bias id", token)
-        if token >= arr.size:
-            raise Error(f"logit_bias id {token} is outside the vocabulary [0, {arr.size})")
-        bias.append((token, _number(f"logit_bias[{token}]", value, -1e30, 1e30)))
-    return _core.ops.sampling_distribution(
-        arr.astype(np.float32), history.astype(np.int32), bias,
-        _number("repetition_penalty", repetition_penalty, 0.0, 1e30, low_open=True),
-        _number("presence_penalty", presence_penalty, -1e30, 1e30),
-        _number("frequency_penalty", frequency_penalty, -1e30, 1e30),
-        _count("no_repeat_ngram_size", no_repeat_ngram_size),
-        _number("temperature", temperature, 0.0, 1e30, low_open=True),
-        _count("top_k", top_k),
-        _number("top_p", top_p, 0.0, 1.0, low_open=True),
-        _number("min_p", min_p, 0.0, 1.0),
-        _number("typical_p", typical_p, 0.0, 1.0, low_open=True))
+    sampling = checked_params(arr.size, greedy_ok=False, **params)
+    return _core.ops.sampling_distribution(arr.astype(np.float32), history.astype(np.int32), sampling)
