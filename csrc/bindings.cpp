@@ -9,6 +9,7 @@
 #include <pybind11/pybind11.h>
 #include <pybind11/stl.h>
 
+#include <array>
 #include <memory>
 #include <optional>
 #include <string>
@@ -87,6 +88,7 @@ SamplingParams sampling_params(const py::dict& d, uint64_t seed) {
   p.frequency_penalty = dict_value<float>(d, "frequency_penalty", what);
   p.no_repeat_ngram_size = dict_value<int>(d, "no_repeat_ngram_size", what);
   p.logit_bias = dict_value<std::vector<std::pair<int32_t, float>>>(d, "logit_bias", what);
+  p.bad_words_ids = dict_value<std::vector<std::vector<int32_t>>>(d, "bad_words_ids", what);
   return s;
 }
 
@@ -187,38 +189,33 @@ struct PySession {
     return logits;
   }
 
+  uint64_t add(const IdArray& prompt, int max_new_tokens, int min_new_tokens, uint64_t seed,
+               const std::vector<int32_t>& eos_ids, const py::dict& sampling, int logprobs, bool context_shift,
+               int n_keep, bool pulled) {
+    NT_CHECK(prompt.ndim() == 1, "the prompt must be a 1-D array of ids");
+    SequenceOptions o;
+    o.max_new_tokens = max_new_tokens;
+    o.min_new_tokens = min_new_tokens;
+    o.sampling = sampling_params(sampling, seed);
+    o.eos_ids = eos_ids;
+    o.logprobs = logprobs;
+    o.context_shift = context_shift;
+    o.n_keep = n_keep;
+    std::vector<int32_t> ids(prompt.data(), prompt.data() + prompt.size());
+    py::gil_scoped_release release;  // waits for the session's lock
+    return session->add(std::move(ids), o, pulled);
+  }
+
+  // The session's calls that wait for its lock or compute, without the GIL.
+  template <class F>
+  auto unlocked(const F& fn) {
+    py::gil_scoped_release release;
+    return fn(*session);
+  }
+
   py::object owner;
   std::unique_ptr<Session> session;
 };
-
-// A Generation plus a reference to the Python session object, which owns the session it runs on.
-struct PyGeneration {
-  py::object session_owner;
-  std::unique_ptr<Generation> generation;
-
-  int32_t next() {
-    py::gil_scoped_release release;
-    return generation->next();
-  }
-};
-
-PyGeneration start_generation(py::object self, const IdArray& prompt, int max_new_tokens, int min_new_tokens,
-                              uint64_t seed, const std::vector<int32_t>& eos_ids, const py::dict& sampling) {
-  NT_CHECK(prompt.ndim() == 1, "the prompt must be a 1-D array of ids");
-  GenerateOptions options;
-  options.max_new_tokens = max_new_tokens;
-  options.min_new_tokens = min_new_tokens;
-  options.sampling = sampling_params(sampling, seed);
-  options.eos_ids = eos_ids;
-  std::vector<int32_t> ids(prompt.data(), prompt.data() + prompt.size());
-  Session& session = *self.cast<PySession&>().session;
-  std::unique_ptr<Generation> generation;
-  {
-    py::gil_scoped_release release;  // the constructor waits for the session's lock
-    generation = std::make_unique<Generation>(session, std::move(ids), options);
-  }
-  return PyGeneration{self, std::move(generation)};
-}
 
 // ---- ops: kernels on numpy arrays ------------------------------------------------------------------
 
@@ -414,8 +411,9 @@ py::array_t<float> op_attention_prefill(const FloatArray& q, const FloatArray& k
   py::array_t<float> out({T, H, D});
   float* o = out.mutable_data();
   const float *qp = q.data(), *kp = k.data(), *vp = v.data();
+  const AttentionSeq seq{kp, vp, T, pos0};
   py::gil_scoped_release release;
-  attention_prefill(o, qp, kp, vp, T, pos0, H, H_kv, D, S, 1.0f / std::sqrt(float(D)), window, n_threads);
+  attention(o, qp, &seq, 1, H, H_kv, D, S, 1.0f / std::sqrt(float(D)), window, n_threads);
   return out;
 }
 
@@ -429,8 +427,9 @@ py::array_t<float> op_attention_decode(const FloatArray& q, const FloatArray& k,
   py::array_t<float> out({H, D});
   float* o = out.mutable_data();
   const float *qp = q.data(), *kp = k.data(), *vp = v.data();
+  const AttentionSeq seq{kp, vp, 1, n_keys - 1};
   py::gil_scoped_release release;
-  attention_decode(o, qp, kp, vp, n_keys, H, H_kv, D, S, 1.0f / std::sqrt(float(D)), window, n_threads);
+  attention(o, qp, &seq, 1, H, H_kv, D, S, 1.0f / std::sqrt(float(D)), window, n_threads);
   return out;
 }
 
@@ -488,20 +487,35 @@ PYBIND11_MODULE(_core, m) {
            "[(role, ggml type, rows, cols, uint8 array)]. weights_file_mapped: the arrays view a read-only file\n"
            "mapping, so int8 compute may drop their pages after repacking. Never set it for arrays in RAM.");
 
+  py::class_<StepOutput>(m, "StepOutput", "One token of one sequence.")
+      .def_readonly("id", &StepOutput::id)
+      .def_readonly("token", &StepOutput::token, "-1 when the sequence had already finished")
+      .def_readonly("finished", &StepOutput::finished, "this token ended the sequence")
+      .def_readonly("logprob", &StepOutput::logprob, "log softmax of the raw logits at token (logprobs >= 0)")
+      .def_readonly("top", &StepOutput::top, "[(id, log-probability)] of the `logprobs` most likely ids");
+
   py::class_<PySession>(m, "Session")
       .def(py::init<py::object, int, int>(), py::arg("transformer"), py::arg("n_ctx"), py::arg("n_threads"))
       .def("forward", &PySession::forward, py::arg("tokens"), py::arg("pos0") = 0, py::arg("all_logits") = true)
-      .def("start", &start_generation, py::arg("prompt"), py::arg("max_new_tokens"), py::arg("min_new_tokens"),
-           py::arg("seed"), py::arg("eos_ids"), py::arg("sampling"),
-           "Begin a generation; its next() returns one token per call (the first call prefills), -1 at the end.\n"
-           "sampling: the dict nextoken.sampling.checked_params() returns.")
+      .def("add", &PySession::add, py::arg("prompt"), py::arg("max_new_tokens"), py::arg("min_new_tokens"),
+           py::arg("seed"), py::arg("eos_ids"), py::arg("sampling"), py::arg("logprobs") = -1,
+           py::arg("context_shift") = false, py::arg("n_keep") = 0, py::arg("pulled") = false,
+           "A new sequence (its id); sampling: the dict nextoken.sampling.checked_params() returns. pulled: driven\n"
+           "by next() (generate/stream) instead of step(). Computes nothing.")
+      .def("step", [](PySession& s, const std::vector<uint64_t>& ids) { return s.unlocked([&](Session& x) { return x.step(ids); }); },
+           py::arg("ids"), "One token for each of ids (every unfinished step()-driven sequence when empty), in one pass.")
+      .def("next", [](PySession& s, uint64_t id) { return s.unlocked([&](Session& x) { return x.next(id); }); },
+           py::arg("id"), "The next token of a pulled sequence (token -1 once it has finished).")
+      .def("fork", [](PySession& s, uint64_t id, uint64_t seed) { return s.unlocked([&](Session& x) { return x.fork(id, seed); }); },
+           py::arg("id"), py::arg("seed"))
+      .def("free", [](PySession& s, uint64_t id) { s.unlocked([&](Session& x) { x.free(id); }); }, py::arg("id"))
+      .def("tokens", [](PySession& s, uint64_t id) { return s.unlocked([&](Session& x) { return x.tokens(id); }); },
+           py::arg("id"))
+      .def("finished", [](PySession& s, uint64_t id) { return s.unlocked([&](Session& x) { return x.finished(id); }); },
+           py::arg("id"))
       .def_property_readonly("n_ctx", [](const PySession& s) { return s.session->n_ctx(); })
       .def_property("n_threads", [](const PySession& s) { return s.session->n_threads(); },
                     [](PySession& s, int n) { s.session->set_n_threads(n); });
-
-  py::class_<PyGeneration>(m, "Generation")
-      .def("next", &PyGeneration::next)
-      .def_property_readonly("n_generated", [](const PyGeneration& g) { return g.generation->n_generated(); });
 
   py::module_ ops = m.def_submodule("ops", "Kernels on numpy arrays (float32 activations, raw GGUF weight bytes).");
   ops.def("matmul", &op_matmul, py::arg("x"), py::arg("w"), py::arg("w_type"), py::arg("n_out"), py::arg("n_threads") = 1,
@@ -530,6 +544,19 @@ PYBIND11_MODULE(_core, m) {
   ops.def("attention_decode", &op_attention_decode, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_keys"),
           py::arg("window") = 0, py::arg("n_threads") = 1,
           "q (H, D); k, v (H_kv, S, D); attends to keys 0 .. n_keys - 1 (the last `window` if > 0).");
+  ops.def("philox4x32_10", [](std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key) {
+    std::array<uint32_t, 4> out;
+    philox4x32_10(out.data(), counter.data(), key.data());
+    return out;
+  }, py::arg("counter"), py::arg("key"), "The four output words of Philox4x32-10 for a 4-word counter and a 2-word key.");
+  ops.def("uniform_draw", &uniform_draw, py::arg("seed"), py::arg("step"), "Draw `step` of the sequence seeded `seed`, in [0, 1).");
+  ops.def("log_probabilities", [](const FloatArray& logits, int32_t token, int k) {
+    NT_CHECK(logits.ndim() == 1 && logits.size() > 0, "logits must be a non-empty 1-D array");
+    NT_CHECK(token >= 0 && token < logits.size() && k >= 0 && k <= logits.size(), "token or k out of range");
+    std::vector<std::pair<int32_t, float>> top;
+    const float lp = log_probabilities(logits.data(), int(logits.size()), token, k, top);
+    return py::make_tuple(lp, top);
+  }, py::arg("logits"), py::arg("token"), py::arg("k"), "(log softmax(logits)[token], the k largest [(id, log-probability)]).");
   ops.def("sampling_distribution", &op_sampling_distribution, py::arg("logits"), py::arg("history"), py::arg("sampling"),
           "softmax of the logits after the processors (nextoken.sampling_distribution checks the parameters).");
   ops.def("sample", &op_sample, py::arg("logits"), py::arg("temperature"), py::arg("top_k"), py::arg("top_p"),

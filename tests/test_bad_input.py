@@ -103,7 +103,7 @@ def test_token_ids_must_be_integers(tiny):
     with pytest.raises(nextoken.Error, match="integers"):
         tiny.forward([1.5, 2.0])
     with pytest.raises(nextoken.Error, match="integers"):
-        tiny.generate([[1, 2], [3, 4]])
+        tiny.generate([[1, 2], [3.5, 4]], max_new_tokens=2)  # a batch whose second prompt is not ids
 
 
 def test_context_overflow(tiny):

@@ -1,7 +1,7 @@
 """nextoken.sampling_distribution against Hugging Face's logits processors, applied in generate()'s order
 (tests/fixtures/sampling_reference.npz, made by tests/make_reference_sampling.py: 60 cases of random
-logits, histories and parameter sets, and 10 more with OpenAI's presence / frequency penalties computed
-by the same script in numpy).
+logits, histories and parameter sets, 10 more with OpenAI's presence / frequency penalties computed
+by the same script in torch, and 10 with bad_words_ids (HF's NoBadWordsLogitsProcessor) beside the others).
 
 Tolerance: probabilities within 1e-6 absolute — both sides compute the softmax in float32 (ours sums in
 double), so they agree to a few ulp of each probability. Three cases hinge on the order of exactly tied
@@ -24,6 +24,7 @@ def kwargs(params):
             "frequency_penalty", "no_repeat_ngram_size")
     out = {k: params[k] for k in keys if k in params}
     out["logit_bias"] = {int(k): v for k, v in (params.get("logit_bias") or {}).items()}
+    out["bad_words_ids"] = [[int(t) for t in word] for word in params.get("bad_words_ids") or []]
     return out
 
 

@@ -1,8 +1,9 @@
 // attention.cpp: fused causal attention over the KV cache, CPU, compiled once per ISA.
 //
 // H = query heads, H_kv = key/value heads, D = head dim (a multiple of 16, at most 256), S = cache
-// capacity. Both entry points reduce one query row at a time with attend_row(), so a token decoded
-// through the cache gets exactly the output it gets inside a prefill.
+// capacity. Every query row is reduced alone by attend_row(), in the same order whatever the other rows
+// of the call: a token decoded through the cache gets exactly the output it gets inside a prefill or a
+// batch of other sequences.
 #include <algorithm>
 #include <cmath>
 
@@ -89,27 +90,33 @@ inline int first_key(int p, int window) { return window > 0 && p >= window ? p -
 
 }  // namespace
 
-void attention_prefill(float* out, const float* q, const float* k, const float* v, int T, int pos0,
-                       int H, int H_kv, int D, int S, float scale, int window, int n_threads) {
+void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs, int H, int H_kv, int D, int S,
+               float scale, int window, int n_threads) {
   const int group = H / H_kv;
   const AttendRow attend_row = attend_row_for(D);
-  // Rows get longer with t; interleaving (t, h) pairs round-robin keeps the threads' shares even.
-#pragma omp parallel for schedule(static, 1) num_threads(n_threads)
-  for (int row = 0; row < T * H; ++row) {
-    const int t = row / H, h = row % H, first = first_key(pos0 + t, window);
+  // first_row[s]: the index of sequence s's first query row among all rows.
+  int first_row[MAX_ATTENTION_SEQS + 1];
+  first_row[0] = 0;
+  for (int s = 0; s < n_seqs; ++s) first_row[s + 1] = first_row[s] + seqs[s].T;
+  const int n_items = first_row[n_seqs] * H;  // one item per (query row, head)
+  // Decode only (one row per sequence): contiguous heads per thread, so the heads of a GQA group share
+  // their keys in one core's cache. With prefill rows, which get longer with t, items go round-robin to
+  // keep the threads' shares even. Either way each item is reduced by one thread in one fixed order.
+  const bool decode_only = first_row[n_seqs] == n_seqs;
+  auto run = [&](int item) {
+    const int row = item / H, h = item % H;
+    const int s = int(std::upper_bound(first_row, first_row + n_seqs + 1, row) - first_row) - 1;
+    const AttentionSeq& seq = seqs[s];
+    const int p = seq.pos0 + row - first_row[s], first = first_key(p, window);
     const size_t kv = (size_t(h / group) * S + first) * D;
-    attend_row(out + size_t(row) * D, q + size_t(row) * D, k + kv, v + kv, pos0 + t + 1 - first, scale);
-  }
-}
-
-void attention_decode(float* out, const float* q, const float* k, const float* v, int n_keys, int H,
-                      int H_kv, int D, int S, float scale, int window, int n_threads) {
-  const int group = H / H_kv, first = first_key(n_keys - 1, window);
-  const AttendRow attend_row = attend_row_for(D);
+    attend_row(out + size_t(item) * D, q + size_t(item) * D, seq.k + kv, seq.v + kv, p + 1 - first, scale);
+  };
+  if (decode_only) {
 #pragma omp parallel for schedule(static) num_threads(n_threads)
-  for (int h = 0; h < H; ++h) {
-    const size_t kv = (size_t(h / group) * S + first) * D;
-    attend_row(out + size_t(h) * D, q + size_t(h) * D, k + kv, v + kv, n_keys - first, scale);
+    for (int item = 0; item < n_items; ++item) run(item);
+  } else {
+#pragma omp parallel for schedule(static, 1) num_threads(n_threads)
+    for (int item = 0; item < n_items; ++item) run(item);
   }
 }
 

@@ -102,14 +102,19 @@ void embedding(float* out, const int32_t* ids, int T, const void* table, DType t
 // ---- attention.cpp -------------------------------------------------------------------------------
 // Causal attention, fused: softmax(q k^T * scale) v with an online softmax over blocks of keys, never
 // forming the (T, T) score matrix. Query head h reads key/value head h / (H / H_kv).
-// q, out: (T, H, D). k, v: (H_kv, S, D) cache, positions 0 .. pos0 + T - 1 filled.
-// Query t sits at position p = pos0 + t and sees keys 0 .. p, or with window W > 0 keys p - W + 1 .. p.
-void attention_prefill(float* out, const float* q, const float* k, const float* v, int T, int pos0,
-                       int H, int H_kv, int D, int S, float scale, int window, int n_threads);
-// One new query per head at position n_keys - 1, q, out: (H, D), over keys 0 .. n_keys - 1 of the
-// cache (the last W with a window W > 0).
-void attention_decode(float* out, const float* q, const float* k, const float* v, int n_keys, int H,
-                      int H_kv, int D, int S, float scale, int window, int n_threads);
+// A call serves a ragged batch: sequence s has T query rows at positions pos0 .. pos0 + T - 1 over its
+// own cache k, v: (H_kv, S, D), positions 0 .. pos0 + T - 1 filled. q, out: (sum of T, H, D), the rows of
+// the sequences one after another. A query at position p sees keys 0 .. p, or with window W > 0 keys
+// p - W + 1 .. p. Each row's result depends on its own sequence only (not on the batch or threads).
+struct AttentionSeq {
+  const float* k;
+  const float* v;
+  int T;
+  int pos0;
+};
+constexpr int MAX_ATTENTION_SEQS = 1024;  // sequences per call
+void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs, int H, int H_kv, int D, int S,
+               float scale, int window, int n_threads);
 
 // ---- sampling.cpp --------------------------------------------------------------------------------
 // Index of the largest logit (the first one on ties).
@@ -128,6 +133,7 @@ struct LogitsParams {
   float presence_penalty = 0.0f;    // l -= presence * (count > 0) + frequency * count
   float frequency_penalty = 0.0f;
   int no_repeat_ngram_size = 0;     // ban the ids that would repeat an n-gram of the history
+  std::vector<std::vector<int32_t>> bad_words_ids;  // ban each one's last id when the history ends with the rest
   float temperature = 1.0f;         // > 0
   int top_k = 0;                    // keep the k largest (and ties with the k-th); 0: off
   float top_p = 1.0f;               // keep the smallest head whose probability exceeds top_p
@@ -145,6 +151,13 @@ struct LogitsScratch {
 void process_logits(float* logits, int V, const int32_t* history, int n, const LogitsParams& p, LogitsScratch& s);
 // probs (V) = softmax(logits), -inf giving 0.
 void softmax(float* probs, const float* logits, int V);
+// Philox4x32-10 (Salmon et al., SC 2011): four random words from a 128-bit counter and a 64-bit key;
+// counter-based, so a sequence's draws depend on (seed, step) only, never on what else ran.
+void philox4x32_10(uint32_t out[4], const uint32_t counter[4], const uint32_t key[2]);
+// The uniform in [0, 1) of draw `step` of a sequence seeded with `seed` (24 bits of Philox's first word).
+float uniform_draw(uint64_t seed, uint64_t step);
+// log softmax(logits)[token]; top = the k largest (id, log-probability), largest first, ties to the smaller id.
+float log_probabilities(const float* logits, int V, int32_t token, int k, std::vector<std::pair<int32_t, float>>& top);
 
 // ---- dispatch.cpp --------------------------------------------------------------------------------
 // The instruction set the hot kernels run with: "avx512", "avx2" or "generic".

@@ -113,6 +113,10 @@ void process_logits(float* logits, int V, const int32_t* history, int n, const L
     for (int i = 0; i + N <= n; ++i)
       if (std::equal(prefix, prefix + (N - 1), history + i)) logits[history[i + N - 1]] = -INFINITY;
   }
+  for (const std::vector<int32_t>& word : p.bad_words_ids) {  // its last id, when the history ends with the rest
+    const int k = int(word.size()) - 1;
+    if (k <= n && std::equal(word.begin(), word.end() - 1, history + n - k)) logits[word.back()] = -INFINITY;
+  }
   if (p.temperature != 1.0f)
     for (int i = 0; i < V; ++i) logits[i] /= p.temperature;
   std::vector<float>& probs = s.probs;
@@ -174,6 +178,53 @@ void process_logits(float* logits, int V, const int32_t* history, int n, const L
     for (int r = 0; r < V; ++r) remove[order[r]] = r > 0 && shifted[order[r]] > cut;
     remove_where(logits, V, remove);
   }
+}
+
+void philox4x32_10(uint32_t out[4], const uint32_t counter[4], const uint32_t key[2]) {
+  uint32_t c0 = counter[0], c1 = counter[1], c2 = counter[2], c3 = counter[3], k0 = key[0], k1 = key[1];
+  for (int round = 0; round < 10; ++round) {
+    if (round > 0) {  // the key advances by Weyl constants between rounds
+      k0 += 0x9E3779B9u;
+      k1 += 0xBB67AE85u;
+    }
+    const uint64_t p0 = uint64_t(0xD2511F53u) * c0, p1 = uint64_t(0xCD9E8D57u) * c2;
+    const uint32_t hi0 = uint32_t(p0 >> 32), lo0 = uint32_t(p0), hi1 = uint32_t(p1 >> 32), lo1 = uint32_t(p1);
+    c0 = hi1 ^ c1 ^ k0;
+    c1 = lo1;
+    c2 = hi0 ^ c3 ^ k1;
+    c3 = lo0;
+  }
+  out[0] = c0;
+  out[1] = c1;
+  out[2] = c2;
+  out[3] = c3;
+}
+
+float uniform_draw(uint64_t seed, uint64_t step) {
+  const uint32_t counter[4] = {uint32_t(step), uint32_t(step >> 32), 0, 0};
+  const uint32_t key[2] = {uint32_t(seed), uint32_t(seed >> 32)};
+  uint32_t out[4];
+  philox4x32_10(out, counter, key);
+  return float(out[0] >> 8) * 0x1p-24f;  // 24 random bits: every value exact in fp32, 1 excluded
+}
+
+float log_probabilities(const float* logits, int V, int32_t token, int k, std::vector<std::pair<int32_t, float>>& top) {
+  const float max_logit = logits[argmax(logits, V)];
+  double sum_exp = 0.0;
+  for (int i = 0; i < V; ++i) sum_exp += std::exp(double(logits[i]) - max_logit);
+  const double log_total = std::log(sum_exp) + max_logit;
+  top.clear();
+  if (k > 0) {
+    // The k largest in one pass: a small sorted list (k is a handful), ties to the smaller id.
+    for (int i = 0; i < V; ++i) {
+      if (int(top.size()) == k && logits[i] <= top.back().second) continue;
+      auto at = std::find_if(top.begin(), top.end(), [&](const auto& e) { return logits[i] > e.second; });
+      top.insert(at, {int32_t(i), logits[i]});
+      if (int(top.size()) > k) top.pop_back();
+    }
+    for (auto& e : top) e.second = float(double(e.second) - log_total);
+  }
+  return float(double(logits[token]) - log_total);
 }
 
 }  // namespace nextoken

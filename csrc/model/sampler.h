@@ -5,7 +5,6 @@
 #pragma once
 
 #include <cstdint>
-#include <random>
 #include <vector>
 
 #include "../kernels/kernels.h"
@@ -23,18 +22,21 @@ struct SamplingParams {
 // Throws nextoken::Error for parameters outside their domain (vocab_size bounds logit_bias ids).
 void check_sampling_params(const SamplingParams& p, int vocab_size);
 
+// The sampling of one sequence. Holds no state between tokens but scratch memory: a draw is a function
+// of (seed, step) through a counter-based generator (kernels.h: uniform_draw), so a sequence samples
+// the same tokens whatever ran beside it, and a fork may continue with a seed of its own.
 class Sampler {
  public:
-  // history: the prompt; each sampled token is appended (penalties and n-grams look at both).
-  Sampler(int vocab_size, const SamplingParams& params, std::vector<int32_t> history);
-  int sample(const float* logits);
+  Sampler(int vocab_size, const SamplingParams& params);
+  // The next token after `history` (the prompt and the tokens so far, which penalties and n-grams read);
+  // step: how many tokens this sequence has sampled before.
+  int sample(const float* logits, const int32_t* history, int n_history, uint64_t step);
+  const SamplingParams& params() const { return params_; }
 
  private:
   bool plain() const;  // only temperature, top-k and top-p: the partial-sort path
   int vocab_size_;
   SamplingParams params_;
-  std::vector<int32_t> history_;
-  std::mt19937_64 rng_;  // fully specified by the standard: the same seed gives the same draws everywhere
   std::vector<int32_t> order_;
   std::vector<float> probs_, work_;
   LogitsScratch scratch_;

@@ -95,32 +95,45 @@ void Transformer::check_tokens(const int32_t* tokens, int T, int pos0, int capac
 
 void Transformer::forward(KVCache& cache, Workspace& ws, const int32_t* tokens, int T, int pos0, float* logits,
                           bool all_logits, int n_threads) const {
+  cache.length = pos0;
   for (int t0 = 0; t0 < T; t0 += ws.batch) {
     const int n = std::min(ws.batch, T - t0);
-    const bool last_chunk = t0 + n == T;
-    float* out = all_logits ? logits + size_t(t0) * config_.vocab_size : last_chunk ? logits : nullptr;
-    forward_chunk(cache, ws, tokens + t0, n, pos0 + t0, out, all_logits, n_threads);
+    const bool last_pass = t0 + n == T;
+    float* out = all_logits ? logits + size_t(t0) * config_.vocab_size : last_pass ? logits : nullptr;
+    const ForwardChunk chunk{&cache, tokens + t0, n, out, all_logits};
+    forward_batch(&chunk, 1, ws, n_threads);
   }
-  cache.length = pos0 + T;
 }
 
-void Transformer::forward_chunk(KVCache& cache, Workspace& ws, const int32_t* tokens, int T, int pos0,
-                                float* logits, bool all_logits, int nt) const {
+void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Workspace& ws, int nt) const {
   const ModelConfig& c = config_;
-  const int C = c.dim, H = c.n_heads, H_kv = c.n_kv_heads, D = c.head_dim, S = cache.capacity;
+  const int C = c.dim, H = c.n_heads, H_kv = c.n_kv_heads, D = c.head_dim, V = c.vocab_size;
   const int q_dim = H * D, kv_dim = H_kv * D, hid = c.hidden_dim;
   const float scale = c.attn_scale > 0.0f ? c.attn_scale : 1.0f / std::sqrt(float(D));
   const bool pre = c.norm_placement != NormPlacement::Post, sandwich = c.norm_placement == NormPlacement::Sandwich;
   float *x = ws.x.get(), *xn = ws.xn.get(), *q = ws.q.get(), *k = ws.k.get(), *v = ws.v.get();
   float *att = ws.att.get(), *gate = ws.gate.get(), *up = ws.up.get();
 
-  embedding(x, tokens, T, weights_.token_embd.data, weights_.token_embd.type, C);
+  // Rows of the pass: chunk by chunk; row_pos / row_chunk say where each sits.
+  int T = 0;
+  for (int i = 0; i < n_chunks; ++i) {
+    const ForwardChunk& ch = chunks[i];
+    NT_CHECK(T + ch.T <= ws.batch && n_chunks <= MAX_ATTENTION_SEQS && ch.cache->length + ch.T <= ch.cache->capacity,
+             "internal: a forward pass larger than its workspace or cache");
+    embedding(x + size_t(T) * C, ch.tokens, ch.T, weights_.token_embd.data, weights_.token_embd.type, C);
+    for (int t = 0; t < ch.T; ++t) {
+      ws.row_pos[T + t] = ch.cache->length + t;
+      ws.row_chunk[T + t] = i;
+    }
+    ws.attention_seqs[i] = AttentionSeq{nullptr, nullptr, ch.T, ch.cache->length};
+    T += ch.T;
+  }
   by_tokens(T, nt, [&](int t0, int t1) {
     float* rows = x + size_t(t0) * C;
     if (c.embed_scale != 1.0f) scale_inplace(rows, c.embed_scale, size_t(t1 - t0) * C);
     if (c.positions == Positions::Learned)
       for (int t = t0; t < t1; ++t) {
-        const int32_t row = pos0 + t + c.position_offset;
+        const int32_t row = ws.row_pos[t] + c.position_offset;
         float* pe = xn + size_t(t) * C;
         embedding(pe, &row, 1, weights_.pos_embd.data, weights_.pos_embd.type, C);
         add_inplace(x + size_t(t) * C, pe, C);
@@ -132,31 +145,37 @@ void Transformer::forward_chunk(KVCache& cache, Workspace& ws, const int32_t* to
   for (int l = 0; l < c.n_layers; ++l) {
     const LayerWeights& w = weights_.layers[l];
     const LayerConfig& lc = c.layers[l];
-    float *k_cache = cache.keys(l), *v_cache = cache.values(l);
     // Attention sublayer: x += Wo attn(rope(Wq h), rope(Wk h), Wv h), h the (normed) input
     project(ws, {{q, &w.wq, w.bq}, {k, &w.wk, w.bk}, {v, &w.wv, w.bv}}, pre ? xn : x, T, C, nt);
     by_tokens(T, nt, [&](int t0, int t1) {
-      float *qt = q + size_t(t0) * q_dim, *kt = k + size_t(t0) * kv_dim;
       if (c.qk_norm) {
-        rmsnorm(qt, qt, w.q_norm, (t1 - t0) * H, D, c.norm_eps);
-        rmsnorm(kt, kt, w.k_norm, (t1 - t0) * H_kv, D, c.norm_eps);
+        rmsnorm(q + size_t(t0) * q_dim, q + size_t(t0) * q_dim, w.q_norm, (t1 - t0) * H, D, c.norm_eps);
+        rmsnorm(k + size_t(t0) * kv_dim, k + size_t(t0) * kv_dim, w.k_norm, (t1 - t0) * H_kv, D, c.norm_eps);
       }
-      if (c.positions == Positions::Rope) {
-        const size_t row = size_t(pos0 + t0) * (D / 2);
-        const float *cos = rope_cos_[lc.rope_table].get() + row, *sin = rope_sin_[lc.rope_table].get() + row;
-        const bool half = c.rope_layout == RopeLayout::Half;
-        rope(qt, cos, sin, t1 - t0, H, D, half);
-        rope(kt, cos, sin, t1 - t0, H_kv, D, half);
-      }
-      for (int t = t0; t < t1; ++t)
-        for (int h = 0; h < H_kv; ++h) {
-          const size_t src = (size_t(t) * H_kv + h) * D, dst = (size_t(h) * S + pos0 + t) * D;
-          std::copy(k + src, k + src + D, k_cache + dst);
-          std::copy(v + src, v + src + D, v_cache + dst);
+      for (int t = t0; t < t1; ++t) {
+        float *qt = q + size_t(t) * q_dim, *kt = k + size_t(t) * kv_dim, *vt = v + size_t(t) * kv_dim;
+        const int pos = ws.row_pos[t];
+        if (c.positions == Positions::Rope) {
+          const size_t row = size_t(pos) * (D / 2);
+          const float *cos = rope_cos_[lc.rope_table].get() + row, *sin = rope_sin_[lc.rope_table].get() + row;
+          const bool half = c.rope_layout == RopeLayout::Half;
+          rope(qt, cos, sin, 1, H, D, half);
+          rope(kt, cos, sin, 1, H_kv, D, half);
         }
+        const KVCache& cache = *chunks[ws.row_chunk[t]].cache;
+        for (int h = 0; h < H_kv; ++h) {
+          const size_t dst = (size_t(h) * cache.capacity + pos) * D;
+          std::copy(kt + size_t(h) * D, kt + size_t(h + 1) * D, cache.keys(l) + dst);
+          std::copy(vt + size_t(h) * D, vt + size_t(h + 1) * D, cache.values(l) + dst);
+        }
+      }
     });
-    if (T == 1) attention_decode(att, q, k_cache, v_cache, pos0 + 1, H, H_kv, D, S, scale, lc.sliding_window, nt);
-    else attention_prefill(att, q, k_cache, v_cache, T, pos0, H, H_kv, D, S, scale, lc.sliding_window, nt);
+    for (int i = 0; i < n_chunks; ++i) {
+      ws.attention_seqs[i].k = chunks[i].cache->keys(l);
+      ws.attention_seqs[i].v = chunks[i].cache->values(l);
+    }
+    attention(att, q, ws.attention_seqs.data(), n_chunks, H, H_kv, D, chunks[0].cache->capacity, scale,
+              lc.sliding_window, nt);
     project(ws, {{xn, &w.wo, w.bo}}, att, T, q_dim, nt);
     by_tokens(T, nt, [&](int t0, int t1) {
       float *xt = x + size_t(t0) * C, *ot = xn + size_t(t0) * C;
@@ -184,16 +203,51 @@ void Transformer::forward_chunk(KVCache& cache, Workspace& ws, const int32_t* to
       if (next_norm) apply_norm(c, *next_norm, ot, xt, t1 - t0);
     });
   }
-  if (!logits) return;
-  const int n_rows = all_logits ? T : 1;
-  const float* last = all_logits ? x : x + size_t(T - 1) * C;
-  const float* h = last;
-  if (weights_.output_norm.weight) {
-    apply_norm(c, weights_.output_norm, xn, last, n_rows);
-    h = xn;
+  for (int i = 0; i < n_chunks; ++i) chunks[i].cache->length += chunks[i].T;
+
+  // Logits: the rows asked for (each chunk's last, or all of its rows) gathered into xn, normed, and
+  // projected by the head; straight into the caller's buffer when one chunk asks.
+  int n_out = 0;
+  for (int i = 0, row = 0; i < n_chunks; row += chunks[i].T, ++i) {
+    const ForwardChunk& ch = chunks[i];
+    if (!ch.logits) continue;
+    const int first = ch.all_logits ? row : row + ch.T - 1, n = ch.all_logits ? ch.T : 1;
+    std::copy(x + size_t(first) * C, x + size_t(first + n) * C, xn + size_t(n_out) * C);
+    n_out += n;
   }
-  project(ws, {{logits, &weights_.output, nullptr}}, h, n_rows, C, nt);
-  if (c.final_softcap > 0.0f) softcap(logits, c.final_softcap, size_t(n_rows) * c.vocab_size);
+  if (n_out == 0) return;
+  if (weights_.output_norm.weight) apply_norm(c, weights_.output_norm, xn, xn, n_out);
+  const bool direct = n_chunks == 1;
+  if (!direct && ws.head.size() < size_t(n_out) * V) ws.head.resize(size_t(n_out) * V);
+  float* out = direct ? chunks[0].logits : ws.head.data();
+  project(ws, {{out, &weights_.output, nullptr}}, xn, n_out, C, nt);
+  if (c.final_softcap > 0.0f) softcap(out, c.final_softcap, size_t(n_out) * V);
+  if (direct) return;
+  for (int i = 0, row = 0; i < n_chunks; ++i) {
+    const ForwardChunk& ch = chunks[i];
+    if (!ch.logits) continue;
+    const int n = ch.all_logits ? ch.T : 1;
+    std::copy(out + size_t(row) * V, out + size_t(row + n) * V, ch.logits);
+    row += n;
+  }
+}
+
+void Transformer::rerotate_keys(KVCache& cache, int from, int to, int delta) const {
+  const ModelConfig& c = config_;
+  if (c.positions != Positions::Rope || delta == 0) return;
+  const int half = c.head_dim / 2;
+  std::vector<float> cos(half), sin(half);
+  for (int l = 0; l < c.n_layers; ++l) {
+    const int table = c.layers[l].rope_table;
+    for (int i = 0; i < half; ++i) {  // the angle of -delta: cos is even, sin odd
+      cos[i] = rope_cos_[table].get()[size_t(delta) * half + i];
+      sin[i] = -rope_sin_[table].get()[size_t(delta) * half + i];
+    }
+    for (int h = 0; h < c.n_kv_heads; ++h)
+      for (int p = from; p < to; ++p)
+        rope(cache.keys(l) + (size_t(h) * cache.capacity + p) * c.head_dim, cos.data(), sin.data(), 1, 1,
+             c.head_dim, c.rope_layout == RopeLayout::Half);
+  }
 }
 
 }  // namespace nextoken

@@ -13,6 +13,15 @@
 
 namespace nextoken {
 
+// One sequence's part of a forward pass.
+struct ForwardChunk {
+  KVCache* cache;
+  const int32_t* tokens;
+  int T;           // tokens, at positions cache->length .. cache->length + T - 1
+  float* logits;   // (T, vocab) when all_logits, else (vocab) for the last token; nullptr: none
+  bool all_logits;
+};
+
 class Transformer {
  public:
   // Checks the config and every weight's role, type and shape; throws nextoken::Error.
@@ -22,11 +31,21 @@ class Transformer {
   Transformer(const ModelConfig& config, const TensorMap& tensors, int max_positions, ComputeType compute,
               bool weights_file_mapped, int n_threads);
 
-  // tokens[0 .. T) at positions pos0 .. pos0 + T - 1 of the sequence in `cache` (positions before pos0
-  // must be in it); runs in chunks of ws.batch tokens. logits: (T, vocab) when all_logits, else (vocab)
-  // for the last token, or nullptr for none. Tokens and positions must already be checked (check_tokens).
+  // One forward pass over a ragged batch: each chunk's tokens follow the positions already in its cache,
+  // all rows of all chunks run through the weights together (each weight read once for the batch).
+  // Total tokens at most ws.batch, at most MAX_ATTENTION_SEQS chunks, caches distinct. Each row's result
+  // depends only on its own sequence, bit for bit (kernels.h). Tokens must already be checked.
+  void forward_batch(const ForwardChunk* chunks, int n_chunks, Workspace& ws, int n_threads) const;
+
+  // One sequence, any length: tokens[0 .. T) at positions pos0 .. pos0 + T - 1 of `cache` (positions
+  // before pos0 must be in it), in passes of ws.batch tokens. logits: (T, vocab) when all_logits, else
+  // (vocab) for the last token, or nullptr for none.
   void forward(KVCache& cache, Workspace& ws, const int32_t* tokens, int T, int pos0, float* logits,
                bool all_logits, int n_threads) const;
+
+  // The keys of positions [from, to) of every layer, rotated back by `delta` positions (context shift:
+  // keys move to earlier slots; RoPE's rotations compose, so R(p) then R(-delta) is R(p - delta)).
+  void rerotate_keys(KVCache& cache, int from, int to, int delta) const;
 
   // Throws nextoken::Error unless T > 0, every id is in the vocabulary and the positions fit `capacity`.
   void check_tokens(const int32_t* tokens, int T, int pos0, int capacity) const;
@@ -35,10 +54,6 @@ class Transformer {
   int max_positions() const { return max_positions_; }
 
  private:
-  // Up to ws.batch tokens: the transformer body, then the logits of the rows asked for.
-  void forward_chunk(KVCache& cache, Workspace& ws, const int32_t* tokens, int T, int pos0, float* logits,
-                     bool all_logits, int n_threads) const;
-
   ModelConfig config_;
   ModelWeights weights_;
   int max_positions_;

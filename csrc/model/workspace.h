@@ -5,6 +5,7 @@
 #include <vector>
 
 #include "buffers.h"
+#include "../kernels/kernels.h"
 #include "config.h"
 
 namespace nextoken {
@@ -21,10 +22,12 @@ struct Workspace {
         att(size_t(batch) * c.n_heads * c.head_dim),
         gate(size_t(batch) * c.hidden_dim),
         up(size_t(batch) * c.hidden_dim),
-        logits(size_t(c.vocab_size)),
         xq(size_t(batch) * max_in(c)),
         dx(size_t(batch) * max_in(c) / QK),
-        sx(size_t(batch) * max_in(c) / QK) {}
+        sx(size_t(batch) * max_in(c) / QK),
+        row_pos(batch),
+        row_chunk(batch),
+        attention_seqs(std::min(batch, MAX_ATTENTION_SEQS)) {}
 
   static int max_in(const ModelConfig& c) { return std::max({c.dim, c.hidden_dim, c.n_heads * c.head_dim}); }
 
@@ -36,11 +39,15 @@ struct Workspace {
   FloatBuffer att;    // (T, H, D) attention output
   FloatBuffer gate;   // (T, hidden)
   FloatBuffer up;     // (T, hidden)
-  FloatBuffer logits; // (vocab) last position's logits while generating
   // int8 compute: the quantized input of a matmul (T, K), its block scales and block sums (T, K/32)
   std::vector<int8_t> xq;
   std::vector<float> dx;
   std::vector<int32_t> sx;
+  // A ragged pass: each row's position and chunk, each chunk's attention view; the logits of a pass with
+  // several chunks (grown to the largest pass seen, then reused).
+  std::vector<int> row_pos, row_chunk;
+  std::vector<AttentionSeq> attention_seqs;
+  std::vector<float> head;
 };
 
 }  // namespace nextoken

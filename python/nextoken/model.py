@@ -6,7 +6,7 @@ import os
 import secrets
 import warnings
 from pathlib import Path
-from typing import Iterable, Iterator, Sequence, Union
+from typing import Iterable, Iterator, NamedTuple, Sequence, Union
 
 import numpy as np
 
@@ -178,62 +178,143 @@ class Model:
         return self._model.forward(ids, start_pos, True)
 
     # ---- generation ----------------------------------------------------------------------------------
-    def generate(self, prompt: Prompt, max_new_tokens: int = 128, **params):
-        """Continue `prompt`. A str prompt returns the new text; token ids return the new ids (list[int]).
-        Takes stream()'s parameters."""
-        pieces = self.stream(prompt, max_new_tokens, **params)
-        return "".join(pieces) if isinstance(prompt, str) else list(pieces)
+    def generate(self, prompt: Union[Prompt, Sequence[Prompt]], max_new_tokens: int | None = 128, **params):
+        """Continue `prompt`: a str returns the new text, token ids the new ids (list[int]). A list of prompts
+        (str or id lists) returns one result per prompt, run together in one batch: each result is the one
+        the prompt gets alone, bit for bit. Takes stream()'s parameters, and:
 
-    def stream(self, prompt: Prompt, max_new_tokens: int = 128, *, min_new_tokens: int = 0,
-               temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0, min_p: float = 0.0,
-               typical_p: float = 1.0, repetition_penalty: float = 1.0, presence_penalty: float = 0.0,
-               frequency_penalty: float = 0.0, no_repeat_ngram_size: int = 0, logit_bias: dict | None = None,
-               seed: int | None = None, stop: Sequence[str] | str | None = None,
+        logprobs=k (int >= 0): return (result, [TokenLogprob per generated token]): each token's log-probability
+          and the k most likely alternatives, under the raw logits (log softmax of the model's output, before
+          penalties, temperature and filters), as the OpenAI API reports them.
+        num_return_sequences=n (> 1): n continuations per prompt (a list), sampled with seeds seed, seed + 1, ...
+          or, with num_beams, the n best beams.
+        num_beams, length_penalty, early_stopping, return_scores: beam search (see beam_search()).
+        """
+        if params.get("num_beams", 1) != 1 or "length_penalty" in params or "early_stopping" in params or \
+                "return_scores" in params:
+            return self.beam_search(prompt, max_new_tokens, **params)
+        logprobs = params.pop("logprobs", None)
+        n_return = _check_int("num_return_sequences", params.pop("num_return_sequences", 1), 1)
+        if logprobs is not None:
+            logprobs = _check_int("logprobs", logprobs, 0, self.vocab_size)
+        batch = _is_batch(prompt)
+        prompts = list(prompt) if batch else [prompt]
+        if n_return > 1:
+            if not params.get("temperature"):
+                raise Error("num_return_sequences > 1 without num_beams needs sampling (temperature > 0): greedy "
+                            "decoding would return the same sequence n times")
+            seeds = self._seeds(params.pop("seed", None), len(prompts))
+            prompts = [p for p in prompts for _ in range(n_return)]
+            params["seed"] = [s + j for s in seeds for j in range(n_return)]
+        runs = self._start(prompts, max_new_tokens, logprobs=logprobs, **params)
+        results = [("" if run.decoder else []) for run in runs]
+        details = [[] for _ in runs]
+        for i, piece, entries in _round_robin(runs):
+            results[i] += piece if isinstance(piece, str) else [piece]
+            details[i] += entries
+        if logprobs is not None:
+            results = [(r, d) for r, d in zip(results, details)]
+        if n_return > 1:
+            results = [results[i:i + n_return] for i in range(0, len(results), n_return)]
+        return results if batch else results[0]
+
+    def stream(self, prompt: Union[Prompt, Sequence[Prompt]], max_new_tokens: int | None = 128, *,
+               min_new_tokens: int = 0, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
+               min_p: float = 0.0, typical_p: float = 1.0, repetition_penalty: float = 1.0,
+               presence_penalty: float = 0.0, frequency_penalty: float = 0.0, no_repeat_ngram_size: int = 0,
+               logit_bias: dict | None = None, bad_words_ids: Sequence[Sequence[int]] | None = None,
+               seed: int | Sequence[int] | None = None, stop: Sequence[str] | str | None = None,
+               stop_token_ids: Sequence[int] | None = None, context_shift: bool = False, n_keep: int = 4,
                parse_special: bool = True) -> Iterator:
         """As generate(), one piece at a time: str pieces for a str prompt (never a split UTF-8 character;
-        their concatenation is what generate() returns), single ids for an ids prompt.
+        their concatenation is what generate() returns), single ids for an ids prompt. A list of prompts
+        yields (index, piece) pairs as the batch advances.
 
         Greedy unless temperature > 0; then top_k (0: off), top_p (1.0: off), min_p (0: off) and typical_p
-        (1.0: off) filter the draw, seeded by `seed` (None: a random seed). logit_bias ({id: value}),
-        repetition_penalty (Hugging Face's), presence_penalty / frequency_penalty (OpenAI's) and
-        no_repeat_ngram_size change the logits first, in greedy decoding too; the order is Hugging Face
-        generate()'s (see nextoken.sampling_distribution). Stops at an EOS token (returned among the ids,
+        (1.0: off) filter the draw, seeded by `seed` (None: a random seed; for a list of prompts one seed for
+        all or one per prompt). A draw depends on (seed, step) only (Philox4x32-10), never on what else ran.
+        logit_bias ({id: value}), repetition_penalty (Hugging Face's), presence_penalty / frequency_penalty
+        (OpenAI's), no_repeat_ngram_size and bad_words_ids (id sequences never to complete) change the logits
+        first, in greedy decoding too; the order is Hugging Face generate()'s (see
+        nextoken.sampling_distribution). Stops at an EOS token or one of stop_token_ids (returned among the ids,
         not in the text), after max_new_tokens, or (text prompts) before the first `stop` string.
         min_new_tokens masks EOS until that many tokens exist. parse_special: as in tokenize(), for a str
         prompt. A character cut in the middle by max_new_tokens is dropped from the text.
+
+        context_shift: when the sequence fills n_ctx, keep its first n_keep tokens, drop the oldest half of
+        the rest and go on (llama.cpp's context shift; RoPE models). max_new_tokens=None then runs until EOS.
         """
-        text_prompt = isinstance(prompt, str)
-        ids = self._ids(self.tokenize(prompt, parse_special) if text_prompt else prompt)
-        if ids.size == 0:
-            raise Error("the prompt is empty")
-        max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 0)
-        min_new_tokens = _check_int("min_new_tokens", min_new_tokens, 0)
+        runs = self._start(prompt if _is_batch(prompt) else [prompt], max_new_tokens, min_new_tokens=min_new_tokens,
+                           temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
+                           repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
+                           frequency_penalty=frequency_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
+                           logit_bias=logit_bias, bad_words_ids=bad_words_ids, seed=seed, stop=stop,
+                           stop_token_ids=stop_token_ids, context_shift=context_shift, n_keep=n_keep,
+                           parse_special=parse_special)
+        if _is_batch(prompt):
+            return ((i, piece) for i, piece, _ in _round_robin(runs))
+        return (piece for _, piece, _ in _round_robin(runs))
+
+    def _seeds(self, seed, n: int) -> list[int]:
+        """One seed per prompt: seed given once applies to every prompt; None draws one at random."""
         if seed is None:
             seed = secrets.randbits(64)
-        seed = _check_int("seed", seed, 0, 2**64 - 1)
-        sampling = checked_params(self.vocab_size, greedy_ok=True, temperature=temperature, top_k=top_k,
-                                  top_p=top_p, min_p=min_p, typical_p=typical_p,
-                                  repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
-                                  frequency_penalty=frequency_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
-                                  logit_bias=logit_bias)
+        if isinstance(seed, (list, tuple, np.ndarray)):
+            if len(seed) != n:
+                raise Error(f"seed is a list of {len(seed)} seeds for {n} prompts: give one per prompt or a single int")
+            return [_check_int("seed", s, 0, 2**64 - 1) for s in seed]
+        return [_check_int("seed", seed, 0, 2**64 - 1)] * n
+
+    def _start(self, prompts: Sequence[Prompt], max_new_tokens, *, min_new_tokens=0, seed=None, stop=None,
+               stop_token_ids=None, logprobs=None, context_shift=False, n_keep=4, parse_special=True,
+               **sampling_params) -> list["_Run"]:
+        """Every prompt and parameter checked, then one sequence per prompt added to the session; nothing has
+        run yet. A bad prompt or parameter adds none."""
+        if len(prompts) == 0:
+            raise Error("no prompts given")
+        text = [isinstance(p, str) for p in prompts]
+        ids = [self._ids(self.tokenize(p, parse_special) if t else p) for p, t in zip(prompts, text)]
+        for i, arr in enumerate(ids):
+            if arr.size == 0:
+                raise Error("the prompt is empty" if len(ids) == 1 else f"prompt {i} is empty")
+        if max_new_tokens is None:
+            if not context_shift:
+                raise Error("max_new_tokens=None (no limit) needs context_shift=True")
+            max_new_tokens = -1
+        else:
+            max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 0)
+        min_new_tokens = _check_int("min_new_tokens", min_new_tokens, 0)
+        n_keep = _check_int("n_keep", n_keep, 0)
+        seeds = self._seeds(seed, len(prompts))
+        sampling = checked_params(self.vocab_size, greedy_ok=True, **{"temperature": 0.0, **sampling_params})
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if any(not isinstance(s, str) or not s for s in stops):
             raise Error("stop must be a non-empty string or a list of them")
-        if stops and not text_prompt:
+        if stops and not all(text):
             raise Error("stop strings need a text prompt")
-        if text_prompt and self.tokenizer.chat_template and not self._warned_raw_prompt and \
-                not self.tokenizer.has_special(ids.tolist()):
+        eos = list(self.tokenizer.eos_ids)
+        for token in stop_token_ids or []:
+            eos.append(_check_int("a stop_token_ids id", token, 0, self.vocab_size - 1))
+        if any(text) and self.tokenizer.chat_template and not self._warned_raw_prompt and \
+                not any(self.tokenizer.has_special(a.tolist()) for a, t in zip(ids, text) if t):
             self._warned_raw_prompt = True
             warnings.warn("this model has a chat template and was given plain text: instruct models often answer "
                           "that with an immediate end of text. Use model.chat([{'role': 'user', 'content': ...}]) "
-                          "to have the template applied.", stacklevel=3)
-        # The C++ side checks the rest (context room, logit_bias ids) before anything runs.
-        generation = self._model.start(ids, max_new_tokens, min_new_tokens, seed, self.tokenizer.eos_ids, sampling)
-        tokens = _tokens(generation)
-        if not text_prompt:
-            return tokens
-        return _text(tokens, StreamDecoder(self.tokenizer), stops)
-
+                          "to have the template applied.", stacklevel=4)
+        runs = []
+        try:
+            for arr, is_text, s in zip(ids, text, seeds):
+                # The core checks the rest (context room, positions, logit_bias ids) before anything runs.
+                sequence = _Sequence(self._model, self._model.add(
+                    arr, max_new_tokens, min_new_tokens, s, eos, sampling, -1 if logprobs is None else logprobs,
+                    context_shift, n_keep, True))
+                runs.append(_Run(sequence, StreamDecoder(self.tokenizer) if is_text else None, stops,
+                                 self.tokenizer if logprobs is not None else None))
+        except Error:
+            for run in runs:
+                run.sequence.free()
+            raise
+        return runs
 
     # ---- chat ----------------------------------------------------------------------------------------
     def chat(self, messages: Sequence[dict], **params) -> str:
@@ -251,17 +332,105 @@ class Model:
         stops = [stops] if isinstance(stops, str) else list(stops or [])
         if any(not isinstance(x, str) or not x for x in stops):
             raise Error("stop must be a non-empty string or a list of them")
-        tokens = self.stream(ids, **params)
-        return _text(tokens, StreamDecoder(self.tokenizer), stops)
+        run, = self._start([ids], **params)
+        run.decoder, run.stops = StreamDecoder(self.tokenizer), stops  # the reply as text
+        return (piece for _, piece, _ in _round_robin([run]))
 
     def chat_ids(self, messages: Sequence[dict]) -> list[int]:
         """The token ids of `messages` rendered with the chat template, ending with the assistant's turn."""
         return chat_template.render_ids(self.tokenizer, messages)
 
 
-def _tokens(generation) -> Iterator[int]:
-    while (token := generation.next()) >= 0:
-        yield token
+def _is_batch(prompt) -> bool:
+    """A list of prompts (str or id sequences), not one prompt (a str or a flat id sequence)."""
+    if isinstance(prompt, np.ndarray):
+        return prompt.ndim == 2
+    return isinstance(prompt, (list, tuple)) and len(prompt) > 0 and \
+        all(isinstance(p, (str, list, tuple, np.ndarray)) for p in prompt)
+
+
+class TokenLogprob(NamedTuple):
+    """One generated token with its log-probability and the most likely alternatives (id, log-probability),
+    under the raw logits. text: the token's own text (text prompts; "" otherwise)."""
+    token: int
+    logprob: float
+    top_logprobs: list
+    text: str = ""
+
+
+class _Sequence:
+    """A session's sequence driven by next(); freed when done or dropped (its cache then serves a prompt
+    that extends it)."""
+
+    def __init__(self, session, sequence_id: int):
+        self.session, self.id = session, sequence_id
+
+    def next(self):
+        return self.session.next(self.id)
+
+    def free(self):
+        if self.session is not None:
+            self.session.free(self.id)
+            self.session = None
+
+    def __del__(self):
+        self.free()
+
+
+class _Run:
+    """One prompt's generation: its sequence, and for text prompts the decoder and stop strings."""
+
+    def __init__(self, sequence: _Sequence, decoder: StreamDecoder | None, stops: list[str], tokenizer):
+        self.sequence, self.decoder, self.stops, self.tokenizer = sequence, decoder, stops, tokenizer
+
+    def pieces(self) -> Iterator[tuple]:
+        """(piece, [TokenLogprob of the tokens since the last piece]) until the sequence ends."""
+        entries = []
+
+        def tokens():
+            while (out := self.sequence.next()).token >= 0:
+                if self.tokenizer is not None:
+                    text = self.tokenizer.decode([out.token], skip_special_tokens=False) if self.decoder else ""
+                    entries.append(TokenLogprob(out.token, out.logprob, list(out.top), text))
+                yield out.token
+            self.sequence.free()
+
+        def taken():
+            taken_entries = entries[:]
+            entries.clear()
+            return taken_entries
+
+        try:
+            if self.decoder is None:
+                for token in tokens():
+                    yield token, taken()
+            else:
+                for piece in _text(tokens(), self.decoder, self.stops):
+                    yield piece, taken()
+                if entries:  # tokens whose text was held back or dropped (a stop string, a cut character)
+                    yield "", taken()
+        finally:
+            self.sequence.free()
+
+
+def _round_robin(runs: list[_Run]) -> Iterator[tuple]:
+    """(index, piece, logprob entries) from every run, one token of each in turn, so that the sequences
+    wait for a token together and the session steps them in one pass."""
+    live = [(i, run.pieces()) for i, run in enumerate(runs)]
+    try:
+        while live:
+            still = []
+            for i, pieces in live:
+                for piece, entries in pieces:
+                    if piece == "" and not entries:
+                        continue
+                    yield i, piece, entries
+                    still.append((i, pieces))
+                    break
+            live = still
+    finally:
+        for _, pieces in live:
+            pieces.close()
 
 
 def _text(tokens: Iterator[int], decoder: StreamDecoder, stops: list[str]) -> Iterator[str]:

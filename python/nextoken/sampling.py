@@ -29,7 +29,7 @@ def _count(name, value):
 
 def checked_params(vocab_size: int, *, greedy_ok: bool, temperature=1.0, top_k=0, top_p=1.0, min_p=0.0,
                    typical_p=1.0, repetition_penalty=1.0, presence_penalty=0.0, frequency_penalty=0.0,
-                   no_repeat_ngram_size=0, logit_bias=None) -> dict:
+                   no_repeat_ngram_size=0, logit_bias=None, bad_words_ids=None) -> dict:
     """The sampling parameters as the core takes them (a dict), each checked; a bad one is a nextoken.Error
     naming it. greedy_ok: temperature 0 (greedy decoding) is allowed."""
     if logit_bias is not None and not isinstance(logit_bias, Mapping):
@@ -40,6 +40,16 @@ def checked_params(vocab_size: int, *, greedy_ok: bool, temperature=1.0, top_k=0
         if token >= vocab_size:
             raise Error(f"logit_bias id {token} is outside the vocabulary [0, {vocab_size})")
         bias.append((token, _number(f"logit_bias[{token}]", value, -1e30, 1e30)))
+    bad_words = []
+    if bad_words_ids is not None and (isinstance(bad_words_ids, (str, bytes)) or not isinstance(bad_words_ids, Sequence)):
+        raise Error("bad_words_ids must be a list of token-id lists")
+    for word in bad_words_ids or []:
+        if isinstance(word, (str, bytes)) or not isinstance(word, (Sequence, np.ndarray)) or len(word) == 0:
+            raise Error(f"bad_words_ids must be a list of non-empty token-id lists, got {word!r} in it")
+        ids = [_count("a bad_words_ids id", t) for t in word]
+        if max(ids) >= vocab_size:
+            raise Error(f"bad_words_ids id {max(ids)} is outside the vocabulary [0, {vocab_size})")
+        bad_words.append(ids)
     return dict(
         temperature=_number("temperature", temperature, 0.0, 1e30, low_open=not greedy_ok),
         top_k=_count("top_k", top_k),
@@ -50,7 +60,8 @@ def checked_params(vocab_size: int, *, greedy_ok: bool, temperature=1.0, top_k=0
         presence_penalty=_number("presence_penalty", presence_penalty, -1e30, 1e30),
         frequency_penalty=_number("frequency_penalty", frequency_penalty, -1e30, 1e30),
         no_repeat_ngram_size=_count("no_repeat_ngram_size", no_repeat_ngram_size),
-        logit_bias=bias)
+        logit_bias=bias,
+        bad_words_ids=bad_words)
 
 
 def sampling_distribution(logits, previous_ids: Sequence[int] = (), **params) -> np.ndarray:
@@ -59,9 +70,10 @@ def sampling_distribution(logits, previous_ids: Sequence[int] = (), **params) ->
     logit_bias ({id: value}, added as SequenceBiasLogitsProcessor adds one-token sequences),
     repetition_penalty (HF: a seen id's logit divided by it if positive, multiplied if negative),
     presence_penalty and frequency_penalty (OpenAI's: minus presence if seen, minus frequency x count),
-    no_repeat_ngram_size, temperature (> 0), top_k (ties with the k-th kept), top_p, min_p, typical_p;
+    no_repeat_ngram_size, bad_words_ids (a list of id sequences: each one's last id is banned when the
+    ids end with the rest of it, always for one-id sequences), temperature (> 0), top_k (ties with the k-th kept), top_p, min_p, typical_p;
     then softmax. Defaults (temperature 1, top_k 0, top_p 1, min_p 0, typical_p 1, penalties 1 / 0 / 0,
-    no n-gram size, no bias) switch each off. Greedy decoding (temperature 0) has no distribution."""
+    no n-gram size, no bias, no bad words) switch each off. Greedy decoding (temperature 0) has no distribution."""
     arr = np.asarray(logits)
     if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.floating):
         raise Error("logits must be a non-empty 1-D float array")
