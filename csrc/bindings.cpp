@@ -15,6 +15,7 @@
 #include <string>
 
 #include "kernels/kernels.h"
+#include "model/beam_search.h"
 #include "model/session.h"
 
 namespace py = pybind11;
@@ -487,6 +488,37 @@ PYBIND11_MODULE(_core, m) {
            "[(role, ggml type, rows, cols, uint8 array)]. weights_file_mapped: the arrays view a read-only file\n"
            "mapping, so int8 compute may drop their pages after repacking. Never set it for arrays in RAM.");
 
+  m.def("beam_search", [](const PyTransformer& t, const IdArray& prompt, int n_ctx, int num_beams, int num_return_sequences,
+                          int max_new_tokens, int min_new_tokens, double length_penalty, const std::string& early_stopping,
+                          const std::vector<int32_t>& eos_ids, const py::dict& sampling, int n_threads) {
+    NT_CHECK(prompt.ndim() == 1, "the prompt must be a 1-D array of ids");
+    checked_threads(n_threads);
+    BeamOptions o;
+    o.num_beams = num_beams;
+    o.num_return_sequences = num_return_sequences;
+    o.max_new_tokens = max_new_tokens;
+    o.min_new_tokens = min_new_tokens;
+    o.length_penalty = length_penalty;
+    NT_CHECK(early_stopping == "false" || early_stopping == "true" || early_stopping == "never",
+             "early_stopping must be True, False or 'never'");
+    o.early_stopping = early_stopping == "true" ? EarlyStopping::Stop : early_stopping == "never" ? EarlyStopping::Never
+                                                                                                  : EarlyStopping::Heuristic;
+    o.eos_ids = eos_ids;
+    o.processors = sampling_params(sampling, 0).more;
+    std::vector<int32_t> ids(prompt.data(), prompt.data() + prompt.size());
+    std::vector<Hypothesis> beams;
+    {
+      py::gil_scoped_release release;  // reads the immutable transformer only: runs beside other calls
+      beams = beam_search(*t.model, n_ctx, ids, o, n_threads);
+    }
+    py::list out;
+    for (const Hypothesis& h : beams) out.append(py::make_tuple(h.tokens, h.score));
+    return out;
+  }, py::arg("transformer"), py::arg("prompt"), py::arg("n_ctx"), py::arg("num_beams"), py::arg("num_return_sequences"),
+     py::arg("max_new_tokens"), py::arg("min_new_tokens"), py::arg("length_penalty"), py::arg("early_stopping"),
+     py::arg("eos_ids"), py::arg("sampling"), py::arg("n_threads"),
+     "Hugging Face's beam search: [(generated ids, score)] best first; sampling: checked_params() (processors only).");
+
   py::class_<StepOutput>(m, "StepOutput", "One token of one sequence.")
       .def_readonly("id", &StepOutput::id)
       .def_readonly("token", &StepOutput::token, "-1 when the sequence had already finished")
@@ -514,6 +546,8 @@ PYBIND11_MODULE(_core, m) {
       .def("finished", [](PySession& s, uint64_t id) { return s.unlocked([&](Session& x) { return x.finished(id); }); },
            py::arg("id"))
       .def_property_readonly("n_ctx", [](const PySession& s) { return s.session->n_ctx(); })
+      .def_property_readonly("tokens_run", [](const PySession& s) { return s.session->tokens_run(); },
+                             "Tokens run through the model by step()/next() so far (reused prefixes are not).")
       .def_property("n_threads", [](const PySession& s) { return s.session->n_threads(); },
                     [](PySession& s, int n) { s.session->set_n_threads(n); });
 

@@ -143,6 +143,7 @@ void Session::run(const std::vector<Sequence*>& seqs, std::vector<StepOutput>& o
       }
     }
     model_->forward_batch(chunks.data(), int(chunks.size()), workspace_, nt);
+    tokens_run_ += uint64_t(workspace_.batch - room);
   }
   for (Sequence* sp : seqs) {
     Sequence& s = *sp;

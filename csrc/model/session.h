@@ -69,6 +69,8 @@ class Session {
   void forward(const int32_t* tokens, int T, int pos0, float* logits, bool all_logits);
 
   const Transformer& model() const { return *model_; }
+  // Tokens run through the model by step()/next() so far (a reused prefix is not run again).
+  uint64_t tokens_run() const { return tokens_run_.load(); }
   int n_ctx() const { return n_ctx_; }
   int n_threads() const { return n_threads_.load(); }
   void set_n_threads(int n);  // takes effect from the next call
@@ -84,6 +86,7 @@ class Session {
   int n_ctx_;
   Workspace workspace_;
   std::atomic<int> n_threads_{1};
+  std::atomic<uint64_t> tokens_run_{0};
   std::map<uint64_t, std::unique_ptr<Sequence>> sequences_;
   uint64_t last_id_ = 0;
   std::unique_ptr<KVCache> retained_;       // the last freed sequence's cache ...

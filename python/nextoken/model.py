@@ -195,8 +195,6 @@ class Model:
             return self.beam_search(prompt, max_new_tokens, **params)
         logprobs = params.pop("logprobs", None)
         n_return = _check_int("num_return_sequences", params.pop("num_return_sequences", 1), 1)
-        if logprobs is not None:
-            logprobs = _check_int("logprobs", logprobs, 0, self.vocab_size)
         batch = _is_batch(prompt)
         prompts = list(prompt) if batch else [prompt]
         if n_return > 1:
@@ -224,8 +222,8 @@ class Model:
                presence_penalty: float = 0.0, frequency_penalty: float = 0.0, no_repeat_ngram_size: int = 0,
                logit_bias: dict | None = None, bad_words_ids: Sequence[Sequence[int]] | None = None,
                seed: int | Sequence[int] | None = None, stop: Sequence[str] | str | None = None,
-               stop_token_ids: Sequence[int] | None = None, context_shift: bool = False, n_keep: int = 4,
-               parse_special: bool = True) -> Iterator:
+               stop_token_ids: Sequence[int] | None = None, eos_token_id: int | Sequence[int] | None = None,
+               context_shift: bool = False, n_keep: int = 4, parse_special: bool = True) -> Iterator:
         """As generate(), one piece at a time: str pieces for a str prompt (never a split UTF-8 character;
         their concatenation is what generate() returns), single ids for an ids prompt. A list of prompts
         yields (index, piece) pairs as the batch advances.
@@ -236,8 +234,8 @@ class Model:
         logit_bias ({id: value}), repetition_penalty (Hugging Face's), presence_penalty / frequency_penalty
         (OpenAI's), no_repeat_ngram_size and bad_words_ids (id sequences never to complete) change the logits
         first, in greedy decoding too; the order is Hugging Face generate()'s (see
-        nextoken.sampling_distribution). Stops at an EOS token or one of stop_token_ids (returned among the ids,
-        not in the text), after max_new_tokens, or (text prompts) before the first `stop` string.
+        nextoken.sampling_distribution). Stops at an EOS token (the model's, or eos_token_id's, which replace
+        them as in Hugging Face) or one of stop_token_ids (returned among the ids, not in the text), after max_new_tokens, or (text prompts) before the first `stop` string.
         min_new_tokens masks EOS until that many tokens exist. parse_special: as in tokenize(), for a str
         prompt. A character cut in the middle by max_new_tokens is dropped from the text.
 
@@ -249,11 +247,75 @@ class Model:
                            repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                            frequency_penalty=frequency_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
                            logit_bias=logit_bias, bad_words_ids=bad_words_ids, seed=seed, stop=stop,
-                           stop_token_ids=stop_token_ids, context_shift=context_shift, n_keep=n_keep,
+                           stop_token_ids=stop_token_ids, eos_token_id=eos_token_id, context_shift=context_shift,
+                           n_keep=n_keep,
                            parse_special=parse_special)
         if _is_batch(prompt):
             return ((i, piece) for i, piece, _ in _round_robin(runs))
         return (piece for _, piece, _ in _round_robin(runs))
+
+    def beam_search(self, prompt: Union[Prompt, Sequence[Prompt]], max_new_tokens: int = 128, *, num_beams: int = 4,
+                    num_return_sequences: int = 1, length_penalty: float = 1.0, early_stopping=False,
+                    return_scores: bool = False, min_new_tokens: int = 0, stop_token_ids: Sequence[int] | None = None,
+                    eos_token_id: int | Sequence[int] | None = None, parse_special: bool = True, **processors):
+        """Beam search as Hugging Face generate(num_beams=...) does it: each step keeps the num_beams best
+        partial continuations by the sum of their tokens' log-probabilities (log-softmax, then the logits
+        processors: repetition_penalty, no_repeat_ngram_size, bad_words_ids, logit_bias, ...); a beam ending
+        in EOS is a finished hypothesis scored sum / generated_length ** length_penalty (EOS counted).
+        early_stopping: True (stop once num_beams hypotheses are finished), False (stop when no running beam
+        can beat them, HF's heuristic) or "never". Returns the best continuation (str or ids, as generate());
+        num_return_sequences > 1: a list of the best, best first; return_scores: (result, score) pairs.
+        A list of prompts returns one such result per prompt. Sampling parameters are rejected."""
+        if "temperature" in processors and processors["temperature"] not in (0, 0.0, None) or \
+                any(k in processors for k in ("top_k", "top_p", "min_p", "typical_p", "seed", "do_sample")):
+            raise Error("beam search takes no sampling parameters (temperature, top_k, top_p, min_p, typical_p, seed)")
+        processors.pop("temperature", None)
+        for name in ("stop", "logprobs", "context_shift", "n_keep"):
+            if name in processors:
+                raise Error(f"beam search does not take {name}")
+        num_beams = _check_int("num_beams", num_beams, 2)
+        num_return_sequences = _check_int("num_return_sequences", num_return_sequences, 1)
+        if num_return_sequences > num_beams:
+            raise Error(f"num_return_sequences ({num_return_sequences}) must not exceed num_beams ({num_beams})")
+        max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 1)
+        min_new_tokens = _check_int("min_new_tokens", min_new_tokens, 0)
+        if isinstance(length_penalty, bool) or not isinstance(length_penalty, (int, float)) or \
+                not np.isfinite(length_penalty):
+            raise Error(f"length_penalty must be a finite number, got {length_penalty!r}")
+        if early_stopping not in (True, False, "never"):
+            raise Error(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+        sampling = checked_params(self.vocab_size, greedy_ok=True, temperature=0.0, **processors)
+        eos = self._eos_ids(eos_token_id, stop_token_ids)
+        batch = _is_batch(prompt)
+        prompts = list(prompt) if batch else [prompt]
+        ids = [self._ids(self.tokenize(p, parse_special) if isinstance(p, str) else p) for p in prompts]
+        for arr in ids:  # every prompt checked before any runs
+            if arr.size == 0:
+                raise Error("the prompt is empty")
+            if arr.size + max_new_tokens > self.n_ctx:
+                raise Error(f"context overflow: a prompt of {arr.size} tokens plus max_new_tokens = {max_new_tokens} "
+                            f"exceeds n_ctx = {self.n_ctx}")
+        results = []
+        for p, arr in zip(prompts, ids):
+            beams = _core.beam_search(self._transformer, arr, self.n_ctx, num_beams, num_return_sequences,
+                                      max_new_tokens, min_new_tokens, float(length_penalty),
+                                      str(early_stopping).lower(), eos, sampling, self.n_threads)
+            if isinstance(p, str):
+                beams = [(self.tokenizer.decode(tokens), score) for tokens, score in beams]
+            beams = [(tokens if isinstance(tokens, str) else list(tokens), score) for tokens, score in beams]
+            out = beams if return_scores else [tokens for tokens, _ in beams]
+            results.append(out if num_return_sequences > 1 or return_scores else out[0])
+        return results if batch else results[0]
+
+    def _eos_ids(self, eos_token_id, stop_token_ids) -> list[int]:
+        """The ids that end a sequence: eos_token_id (Hugging Face's: replaces the model's EOS ids) or the
+        model's, plus stop_token_ids."""
+        if eos_token_id is None:
+            eos = list(self.tokenizer.eos_ids)
+        else:
+            eos = [eos_token_id] if isinstance(eos_token_id, (int, np.integer)) else list(eos_token_id)
+            eos = [_check_int("an eos_token_id", t, 0, self.vocab_size - 1) for t in eos]
+        return eos + [_check_int("a stop_token_ids id", t, 0, self.vocab_size - 1) for t in stop_token_ids or []]
 
     def _seeds(self, seed, n: int) -> list[int]:
         """One seed per prompt: seed given once applies to every prompt; None draws one at random."""
@@ -265,11 +327,23 @@ class Model:
             return [_check_int("seed", s, 0, 2**64 - 1) for s in seed]
         return [_check_int("seed", seed, 0, 2**64 - 1)] * n
 
-    def _start(self, prompts: Sequence[Prompt], max_new_tokens, *, min_new_tokens=0, seed=None, stop=None,
-               stop_token_ids=None, logprobs=None, context_shift=False, n_keep=4, parse_special=True,
-               **sampling_params) -> list["_Run"]:
-        """Every prompt and parameter checked, then one sequence per prompt added to the session; nothing has
-        run yet. A bad prompt or parameter adds none."""
+    def _start(self, prompts: Sequence[Prompt], max_new_tokens, *, stop=None, logprobs=None, **params) -> list["_Run"]:
+        """One run per prompt, its sequence added to the session (driven by next()); nothing has run yet."""
+        stops = [stop] if isinstance(stop, str) else list(stop or [])
+        if any(not isinstance(s, str) or not s for s in stops):
+            raise Error("stop must be a non-empty string or a list of them")
+        if stops and not all(isinstance(p, str) for p in prompts):
+            raise Error("stop strings need a text prompt")
+        sequences = self._add(prompts, max_new_tokens, pulled=True, logprobs=logprobs, **params)
+        return [_Run(_Sequence(self._model, sequence_id), StreamDecoder(self.tokenizer) if isinstance(p, str) else None,
+                     stops, self.tokenizer if logprobs is not None else None)
+                for p, sequence_id in zip(prompts, sequences)]
+
+    def _add(self, prompts: Sequence[Prompt], max_new_tokens, *, pulled: bool, min_new_tokens=0, seed=None,
+             stop_token_ids=None, eos_token_id=None, logprobs=None, context_shift=False, n_keep=4,
+             parse_special=True, **sampling_params) -> list[int]:
+        """Every prompt and parameter checked, then one sequence per prompt added to the session (their ids);
+        nothing has run yet. A bad prompt or parameter adds none."""
         if len(prompts) == 0:
             raise Error("no prompts given")
         text = [isinstance(p, str) for p in prompts]
@@ -287,34 +361,53 @@ class Model:
         n_keep = _check_int("n_keep", n_keep, 0)
         seeds = self._seeds(seed, len(prompts))
         sampling = checked_params(self.vocab_size, greedy_ok=True, **{"temperature": 0.0, **sampling_params})
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if any(not isinstance(s, str) or not s for s in stops):
-            raise Error("stop must be a non-empty string or a list of them")
-        if stops and not all(text):
-            raise Error("stop strings need a text prompt")
-        eos = list(self.tokenizer.eos_ids)
-        for token in stop_token_ids or []:
-            eos.append(_check_int("a stop_token_ids id", token, 0, self.vocab_size - 1))
+        if logprobs is not None:
+            logprobs = _check_int("logprobs", logprobs, 0, self.vocab_size)
+        eos = self._eos_ids(eos_token_id, stop_token_ids)
         if any(text) and self.tokenizer.chat_template and not self._warned_raw_prompt and \
                 not any(self.tokenizer.has_special(a.tolist()) for a, t in zip(ids, text) if t):
             self._warned_raw_prompt = True
             warnings.warn("this model has a chat template and was given plain text: instruct models often answer "
                           "that with an immediate end of text. Use model.chat([{'role': 'user', 'content': ...}]) "
                           "to have the template applied.", stacklevel=4)
-        runs = []
+        added = []
         try:
-            for arr, is_text, s in zip(ids, text, seeds):
+            for arr, s in zip(ids, seeds):
                 # The core checks the rest (context room, positions, logit_bias ids) before anything runs.
-                sequence = _Sequence(self._model, self._model.add(
-                    arr, max_new_tokens, min_new_tokens, s, eos, sampling, -1 if logprobs is None else logprobs,
-                    context_shift, n_keep, True))
-                runs.append(_Run(sequence, StreamDecoder(self.tokenizer) if is_text else None, stops,
-                                 self.tokenizer if logprobs is not None else None))
+                added.append(self._model.add(arr, max_new_tokens, min_new_tokens, s, eos, sampling,
+                                             -1 if logprobs is None else logprobs, context_shift, n_keep, pulled))
         except Error:
-            for run in runs:
-                run.sequence.free()
+            for sequence_id in added:
+                self._model.free(sequence_id)
             raise
-        return runs
+        return added
+
+    # ---- the step API: for callers that schedule sequences themselves ------------------------------------
+    def add_sequence(self, prompt: Prompt, max_new_tokens: int | None = 128, **params) -> int:
+        """A new sequence continuing `prompt` (ids, or a str to tokenize), with stream()'s parameters (not stop
+        strings: text is the caller's) and logprobs=k; its id. Nothing runs until step()."""
+        if "stop" in params:
+            raise Error("stop strings belong to generate()/stream(); with the step API, detokenize and compare")
+        return self._add([prompt], max_new_tokens, pulled=False, **params)[0]
+
+    def step(self, ids: Sequence[int] | None = None) -> list:
+        """One token for each sequence of `ids` (default: every unfinished sequence added by add_sequence), all
+        in one forward pass; a list of StepOutput (id, token, finished, logprob, top). A sequence's tokens are
+        the same whatever else is stepped beside it."""
+        return self._model.step([] if ids is None else [_check_int("a sequence id", i, 0, 2**64 - 1) for i in ids])
+
+    def fork_sequence(self, sequence_id: int, seed: int | None = None) -> int:
+        """A copy of an unfinished sequence (its cache, tokens and parameters) that samples with `seed`
+        (None: a random one); its id."""
+        return self._model.fork(sequence_id, self._seeds(seed, 1)[0])
+
+    def free_sequence(self, sequence_id: int) -> None:
+        """Ends a sequence. Its cache is kept for a later prompt that extends its tokens."""
+        self._model.free(sequence_id)
+
+    def sequence_tokens(self, sequence_id: int) -> list[int]:
+        """The prompt and generated tokens of a sequence."""
+        return self._model.tokens(sequence_id)
 
     # ---- chat ----------------------------------------------------------------------------------------
     def chat(self, messages: Sequence[dict], **params) -> str:
