@@ -5,7 +5,9 @@
 Each engine runs in its own worker process (so load time and peak RSS are its own) and the driver
 asks the workers for one measurement at a time, round-robin, so that a noisy neighbour slows every
 engine alike. Figures: prefill tok/s for 128- and 512-token prompts, decode tok/s for 128 new tokens
-after a 128- and a 2048-token prompt (greedy, EOS ignored), load time, peak RSS, and the achieved decode
+after a 128- and a 2048-token prompt (greedy, EOS ignored), the aggregate decode tok/s of 8 sequences run
+as one batch (8 different 128-token prompts, 64 new tokens each; the time of 64 new tokens minus the time
+of 1, so prefill is not counted; engines that cannot batch show "-"), load time, peak RSS, and the achieved decode
 bandwidth (weight bytes read per token x tok/s, as gpt-fast reports it). Medians and min-max over the
 repeats after one warm-up; ratios are to llama-cpp-python (flash attention on) when it is installed.
 
@@ -30,7 +32,9 @@ FIGURES = [  # name, kind, prompt tokens, new tokens
     ("prefill_512", "prefill", 512, 0),
     ("decode_128", "decode", 128, 128),
     ("decode_2048", "decode", 2048, 128),
+    ("batch8_decode", "batch", 128, 64),  # 8 prompts of 128 tokens, 64 new each: aggregate decode tok/s
 ]
+BATCH = 8
 N_CTX = 2048 + 128 + 8
 TEXT = ("The history of the city begins in a small fishing village on the river. Over the centuries it grew into "
         "a trading port, then an industrial centre, and today it is known for its universities, its museums and "
@@ -55,6 +59,13 @@ class NextokenEngine:
         t = time.perf_counter()
         self.model.generate(ids, max_new_tokens=1)
         return time.perf_counter() - t
+
+    def batch(self, prompts, n_new):
+        def run(n):
+            t = time.perf_counter()
+            self.model.generate(prompts, max_new_tokens=n, min_new_tokens=n)
+            return time.perf_counter() - t
+        return run(n_new) - run(1)
 
     def decode(self, ids, n_new):
         stream = self.model.stream(ids, max_new_tokens=n_new + 1, min_new_tokens=n_new + 1)
@@ -130,6 +141,16 @@ class CTranslate2Engine:
         self.generator.generate_batch([toks], max_length=1, sampling_topk=1, include_prompt_in_result=False)
         return time.perf_counter() - t
 
+    def batch(self, prompts, n_new):
+        batch = [[self.tokens[i] for i in ids] for ids in prompts]
+
+        def run(n):
+            t = time.perf_counter()
+            self.generator.generate_batch(batch, max_length=n, min_length=n, sampling_topk=1,
+                                          include_prompt_in_result=False)
+            return time.perf_counter() - t
+        return run(n_new) - run(1)
+
     def decode(self, ids, n_new):
         # generate_tokens streams: the clock starts at the first token, after the prompt is processed.
         toks = [self.tokens[i] for i in ids]
@@ -199,6 +220,7 @@ def worker(engine: str, path: Path, threads: int):
     eng = ENGINES[engine][0](path, threads)
     load_s = time.perf_counter() - t
     prompts = {n: prompt_ids(path, n) for _, _, n, _ in FIGURES}
+    long_prompt = prompts[max(prompts)]
     out.write(json.dumps({"load_s": load_s, "peak_rss_mib": peak_rss_mib()}) + "\n")
     out.flush()
     for line in sys.stdin:
@@ -208,6 +230,9 @@ def worker(engine: str, path: Path, threads: int):
         ids = prompts[req["prompt"]]
         if req["op"] == "prefill":
             reply = {"tok_s": len(ids) / eng.prefill(ids)}
+        elif req["op"] == "batch":
+            batch = [long_prompt[k:k + req["prompt"]] for k in range(BATCH)]  # windows a token apart
+            reply = {"tok_s": BATCH * req["new"] / eng.batch(batch, req["new"]) if hasattr(eng, "batch") else None}
         else:
             reply = {"tok_s": req["new"] / eng.decode(ids, req["new"])}
         reply["peak_rss_mib"] = peak_rss_mib()
@@ -294,7 +319,7 @@ def main():
             for e in list(procs):
                 reply = ask(e, {"op": kind, "prompt": n_prompt, "new": n_new})
                 results[e]["peak_rss_mib"] = reply["peak_rss_mib"]
-                if rep:
+                if rep and reply["tok_s"] is not None:
                     results[e][name].append(reply["tok_s"])
         print(f"round {rep}/{args.repeats} done", file=sys.stderr)
     for e, p in procs.items():
@@ -311,9 +336,12 @@ def main():
     for e, r in results.items():
         row = [e]
         for name, *_ in figures:
+            if not r[name]:  # the engine cannot do it
+                row.append("-")
+                continue
             med = statistics.median(r[name])
             cell = f"{med:.1f} ({min(r[name]):.0f}-{max(r[name]):.0f})"
-            if base and e != base:
+            if base and e != base and results[base][name]:
                 cell += f" {med / statistics.median(results[base][name]):.2f}x"
             row.append(cell)
         row.append(f"{statistics.median(r['decode_128']) * weight_bytes / 1e9:.1f}" if "decode_128" in r else "-")

@@ -65,6 +65,15 @@ def test_a_batch_equals_its_prompts_run_one_by_one(model):
         model.generate(prompts[2], max_new_tokens=10, seed=5, **SAMPLED)
 
 
+def test_prompts_longer_than_a_pass_share_passes_with_others(tiny_model_path):
+    """A forward pass holds 512 tokens: these prompts (1200 tokens in all) are split over passes at
+    different places than when each runs alone, which must not change a bit."""
+    model = nextoken.load(tiny_model_path[0], n_ctx=1024, n_threads=2)
+    prompts = prompts_of(model.vocab_size, [700, 3, 490, 7], 6)
+    batch = model.generate(prompts, max_new_tokens=4, min_new_tokens=4, logprobs=2)
+    assert batch == [model.generate(p, max_new_tokens=4, min_new_tokens=4, logprobs=2) for p in prompts]
+
+
 def test_text_batches_and_tagged_streams(model):
     prompts = ["the", "a b c", "hello"]
     results = model.generate(prompts, max_new_tokens=6, min_new_tokens=6)

@@ -123,24 +123,19 @@ void Session::run(const std::vector<Sequence*>& seqs, std::vector<StepOutput>& o
   for (Sequence* s : seqs)
     if (s->cache->length + s->n_pending() > s->cache->capacity) shift_context(*s);  // add() checked it may
   // Passes of up to PASS_TOKENS tokens; a long prompt is split over passes and gets its logits in the last.
+  // A pass moves each cache's length on, so every pass starts from the tokens still pending.
   std::vector<ForwardChunk> chunks;
   size_t i = 0;
-  int offset = 0;  // of seqs[i]'s pending tokens already fed
   while (i < seqs.size()) {
     chunks.clear();
     int room = workspace_.batch;
     while (i < seqs.size() && room > 0 && int(chunks.size()) < MAX_ATTENTION_SEQS) {
       Sequence& s = *seqs[i];
-      const int pending = s.n_pending() - offset, n = std::min(room, pending);
+      const int pending = s.n_pending(), n = std::min(room, pending);
       const bool last = n == pending;
       chunks.push_back(ForwardChunk{s.cache.get(), s.tokens.data() + s.n_fed(), n, last ? s.logits.data() : nullptr, false});
       room -= n;
-      if (last) {
-        ++i;
-        offset = 0;
-      } else {
-        offset += n;
-      }
+      if (last) ++i;
     }
     model_->forward_batch(chunks.data(), int(chunks.size()), workspace_, nt);
     tokens_run_ += uint64_t(workspace_.batch - room);

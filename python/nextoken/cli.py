@@ -27,7 +27,8 @@ def _generate(args) -> int:
 
 def _chat(args) -> int:
     """A conversation in the terminal: each line of input is a user turn; the reply streams back. The
-    history is kept and sent again each turn (through the model's chat template)."""
+    history is kept and rendered again each turn (through the model's chat template); the model reuses the
+    cached keys of what it already ran, so a turn computes only its new tokens."""
     from .model import load
     model = load(args.model, n_ctx=args.n_ctx, n_threads=args.threads, compute_type=args.compute_type)
     messages = [{"role": "system", "content": args.system}] if args.system else []
