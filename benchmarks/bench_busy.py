@@ -40,8 +40,7 @@ def main():
     path = str(nextoken.hub.resolve(args.model))
     cores = len(os.sched_getaffinity(0))
     print(f"{args.model} | {args.compute_type} | {cores} cores | {nextoken.cpu_isa()} | median (min-max) of "
-          f"{args.repeats} | OMP_WAIT_POLICY={os.environ.get('OMP_WAIT_POLICY', '-')} "
-          f"GOMP_SPINCOUNT={os.environ.get('GOMP_SPINCOUNT', '-')}")
+          f"{args.repeats}")
     print("busy neighbours | threads | decode tok/s")
     for n in args.neighbours:
         spinners = [subprocess.Popen([sys.executable, "-c", "while True: pass"]) for _ in range(n)]

@@ -7,9 +7,6 @@
 #include <stdexcept>
 #include <string>
 
-#ifdef _OPENMP
-#include <omp.h>
-#endif
 
 namespace nextoken {
 
@@ -130,30 +127,17 @@ inline uint16_t f32_to_f16(float f) {
   return uint16_t(sign | h);
 }
 
-// Inside an OpenMP parallel region: the contiguous share [begin, end) of n items (in units of `grain`)
-// that belongs to the calling thread. Outside OpenMP the one thread gets everything.
-inline void thread_share(int n, int grain, int& begin, int& end) {
-  int tid = 0, nth = 1;
-#ifdef _OPENMP
-  tid = omp_get_thread_num();
-  nth = omp_get_num_threads();
-#endif
-  const int64_t units = (int64_t(n) + grain - 1) / grain;
-  begin = int(units * tid / nth * grain);
-  end = int(units * (tid + 1) / nth * grain);
-  if (begin > n) begin = n;
-  if (end > n) end = n;
-}
-
-// Inside an OpenMP parallel region: the units of several outputs laid end to end (output i has
-// units(i) of them: row tiles, row groups) and split evenly over the threads, so that products sharing
-// an input run in one region. Calls fn(i, a, b) for each range [a, b) of output i this thread owns.
-template <class Units, class Fn>
-inline void share_outputs(int n_outs, const Units& units, const Fn& fn) {
+// Work over several outputs laid end to end (output i has units(i) of them: row tiles, row groups), so
+// that products sharing an input are split over the threads in one parallel_for. Calls fn(i, a, b) for
+// each range [a, b) of output i that falls in [begin, end).
+template <class Units>
+inline int total_units(int n_outs, const Units& units) {
   int total = 0;
   for (int i = 0; i < n_outs; ++i) total += units(i);
-  int begin, end;
-  thread_share(total, 1, begin, end);
+  return total;
+}
+template <class Units, class Fn>
+inline void for_output_ranges(int n_outs, const Units& units, int begin, int end, const Fn& fn) {
   for (int i = 0, first = 0; i < n_outs && first < end; ++i) {
     const int n = units(i);
     const int a = (begin > first ? begin : first) - first, b = (end < first + n ? end : first + n) - first;

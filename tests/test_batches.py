@@ -223,3 +223,35 @@ def test_context_shift_needs_relative_positions():
     model = nextoken.load(HF / "gpt2", n_ctx=24, n_threads=2)
     with pytest.raises(nextoken.Error, match="learned"):
         model.generate([1, 2, 3], max_new_tokens=30, context_shift=True)
+
+
+def test_a_stop_id_ends_the_text_without_appearing_in_it(model):
+    ids = model.tokenize("the")
+    tokens = model.generate(ids, max_new_tokens=10, min_new_tokens=10)
+    stop = tokens[4]
+    cut = tokens.index(stop)
+    kw = dict(min_new_tokens=cut)  # EOS stays masked where it was in `tokens` (the stop id is not there yet)
+    assert model.generate("the", max_new_tokens=10, stop_token_ids=[stop], **kw) == \
+        model.generate("the", max_new_tokens=cut, **kw)
+    assert model.generate(ids, max_new_tokens=10, stop_token_ids=[stop], **kw) == tokens[:cut + 1]  # ids keep it
+
+
+def test_beam_only_parameters_need_beams(model):
+    with pytest.raises(nextoken.Error, match="beam search"):
+        model.generate([1, 2, 3], max_new_tokens=4, length_penalty=2.0)
+    assert model.generate([1, 2, 3], max_new_tokens=4, num_beams=1) == model.generate([1, 2, 3], max_new_tokens=4)
+
+
+def test_a_partly_matching_prompt_leaves_the_kept_cache_for_a_better_match(model):
+    """Reuse copies the common part when the new prompt diverges, so the next turn of the earlier
+    conversation (here while the other call is still open) still finds its whole history cached."""
+    session = model._model
+    history = [11, 12, 13, 14, 15, 16, 17, 18]
+    reply = model.generate(history, max_new_tokens=3, min_new_tokens=3)
+    other = model.stream([11, 40, 41], max_new_tokens=5)  # shares one token: copies it
+    next(other)
+    before = session.tokens_run
+    model.generate(history + reply + [20], max_new_tokens=1)
+    # the last reply token and the new one, plus the open stream's second token stepped beside them
+    assert session.tokens_run - before == 3
+    other.close()

@@ -33,6 +33,12 @@ def test_chat_answers_through_the_template(smollm2):
     assert "".join(smollm2.stream_chat(messages, max_new_tokens=16)) == reply
 
 
+def test_chat_needs_no_max_new_tokens(smollm2):
+    pieces = smollm2.stream_chat([{"role": "user", "content": "Hi"}])  # 128 by default, as generate()
+    assert isinstance(next(pieces), str)
+    pieces.close()
+
+
 def test_the_next_turn_reuses_the_cached_conversation(smollm2):
     """The second turn's prompt starts with the first turn's prompt and reply: only the rest is run."""
     messages = [{"role": "user", "content": "Name a colour."}]

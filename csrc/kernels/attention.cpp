@@ -7,6 +7,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../parallel.h"
 #include "isa_kernels.h"
 #include "simd.h"
 
@@ -99,25 +100,19 @@ void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs,
   first_row[0] = 0;
   for (int s = 0; s < n_seqs; ++s) first_row[s + 1] = first_row[s] + seqs[s].T;
   const int n_items = first_row[n_seqs] * H;  // one item per (query row, head)
-  // Decode only (one row per sequence): contiguous heads per thread, so the heads of a GQA group share
-  // their keys in one core's cache. With prefill rows, which get longer with t, items go round-robin to
-  // keep the threads' shares even. Either way each item is reduced by one thread in one fixed order.
-  const bool decode_only = first_row[n_seqs] == n_seqs;
-  auto run = [&](int item) {
-    const int row = item / H, h = item % H;
-    const int s = int(std::upper_bound(first_row, first_row + n_seqs + 1, row) - first_row) - 1;
-    const AttentionSeq& seq = seqs[s];
-    const int p = seq.pos0 + row - first_row[s], first = first_key(p, window);
-    const size_t kv = (size_t(h / group) * S + first) * D;
-    attend_row(out + size_t(item) * D, q + size_t(item) * D, seq.k + kv, seq.v + kv, p + 1 - first, scale);
-  };
-  if (decode_only) {
-#pragma omp parallel for schedule(static) num_threads(n_threads)
-    for (int item = 0; item < n_items; ++item) run(item);
-  } else {
-#pragma omp parallel for schedule(static, 1) num_threads(n_threads)
-    for (int item = 0; item < n_items; ++item) run(item);
-  }
+  // Items are claimed in chunks of consecutive (row, head) pairs: in decode a chunk holds neighbouring
+  // heads, which share their keys in a GQA group; in prefill, later rows cost more, and chunks claimed
+  // one at a time even the threads' loads out. Each item is reduced by one thread in one fixed order.
+  parallel_for(n_items, n_threads, 1, [&](int begin, int end) {
+    for (int item = begin; item < end; ++item) {
+      const int row = item / H, h = item % H;
+      const int s = int(std::upper_bound(first_row, first_row + n_seqs + 1, row) - first_row) - 1;
+      const AttentionSeq& seq = seqs[s];
+      const int p = seq.pos0 + row - first_row[s], first = first_key(p, window);
+      const size_t kv = (size_t(h / group) * S + first) * D;
+      attend_row(out + size_t(item) * D, q + size_t(item) * D, seq.k + kv, seq.v + kv, p + 1 - first, scale);
+    }
+  });
 }
 
 }  // namespace NT_ISA

@@ -8,6 +8,7 @@
 // and summed by hsum(): the same whatever the tile shape, T, or thread count.
 #include <algorithm>
 
+#include "../parallel.h"
 #include "blocks.h"
 #include "isa_kernels.h"
 #include "simd.h"
@@ -254,11 +255,14 @@ void rows_any(const MatmulOut& o, const float* x, int T, int K, int n0, int n1) 
 }  // namespace
 
 void matmul_multi(const MatmulOut* outs, int n_outs, const float* x, int T, int K, int n_threads) {
-  // One parallel region (one wake-up and one join) for Q, K and V together, or gate and up.
-#pragma omp parallel num_threads(n_threads)
-  share_outputs(
-      n_outs, [&](int i) { return (outs[i].N + TILE_N - 1) / TILE_N; },
-      [&](int i, int a, int b) { rows_any(outs[i], x, T, K, a * TILE_N, std::min(outs[i].N, b * TILE_N)); });
+  // One job (one wake-up and one join) for Q, K and V together, or gate and up; a chunk is a range of row
+  // tiles, each computed for every token by one thread.
+  auto tiles = [&](int i) { return (outs[i].N + TILE_N - 1) / TILE_N; };
+  parallel_for(total_units(n_outs, tiles), n_threads, 1, [&](int begin, int end) {
+    for_output_ranges(n_outs, tiles, begin, end, [&](int i, int a, int b) {
+      rows_any(outs[i], x, T, K, a * TILE_N, std::min(outs[i].N, b * TILE_N));
+    });
+  });
 }
 
 }  // namespace NT_ISA

@@ -10,6 +10,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../parallel.h"
 #include "isa_kernels.h"
 #include "simd.h"
 
@@ -175,13 +176,13 @@ void groups(const PackedOut& o, const int8_t* xq, const float* dx, const int32_t
 
 void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, const float* dx, const int32_t* sx,
                        int T, int K, int n_threads) {
-#pragma omp parallel num_threads(n_threads)
-  share_outputs(
-      n_outs, [&](int i) { return (outs[i].N + ROWS - 1) / ROWS; },
-      [&](int i, int a, int b) {
-        if (outs[i].bits == 4) groups<4>(outs[i], xq, dx, sx, T, K, a, b);
-        else groups<8>(outs[i], xq, dx, sx, T, K, a, b);
-      });
+  auto n_groups = [&](int i) { return (outs[i].N + ROWS - 1) / ROWS; };
+  parallel_for(total_units(n_outs, n_groups), n_threads, 1, [&](int begin, int end) {
+    for_output_ranges(n_outs, n_groups, begin, end, [&](int i, int a, int b) {
+      if (outs[i].bits == 4) groups<4>(outs[i], xq, dx, sx, T, K, a, b);
+      else groups<8>(outs[i], xq, dx, sx, T, K, a, b);
+    });
+  });
 }
 
 }  // namespace NT_ISA

@@ -2,6 +2,7 @@
 #include <algorithm>
 #include <cmath>
 
+#include "../parallel.h"
 #include "blocks.h"
 #include "kernels.h"
 
@@ -86,11 +87,11 @@ bool pack_fits(const void* w, DType type, int N, int K) {
   return true;
 }
 
-void pack_weight(uint8_t* out, const void* w, DType type, int N, int K, int n_threads) {
-  const int bits = packed_bits(type), n_blocks = K / QK, n_groups = (N + 15) / 16;
+// Group g (rows 16g .. 16g + 15) of pack_weight's output.
+static void pack_group(uint8_t* out, const void* w, DType type, int N, int K, int g) {
+  const int bits = packed_bits(type), n_blocks = K / QK;
   const size_t rb = row_bytes(type, K), chunk = packed_chunk_bytes(bits);
-#pragma omp parallel for schedule(static) num_threads(n_threads)
-  for (int g = 0; g < n_groups; ++g) {
+  {
     std::memset(out + size_t(g) * n_blocks * chunk, 0, size_t(n_blocks) * chunk);  // rows past N stay zero
     for (int n = g * 16; n < std::min(N, g * 16 + 16); ++n) {
       const uint8_t* row = static_cast<const uint8_t*>(w) + size_t(n) * rb;
@@ -142,11 +143,17 @@ void pack_weight(uint8_t* out, const void* w, DType type, int N, int K, int n_th
   }
 }
 
+void pack_weight(uint8_t* out, const void* w, DType type, int N, int K, int n_threads) {
+  parallel_for((N + 15) / 16, n_threads, 1, [&](int g0, int g1) {
+    for (int g = g0; g < g1; ++g) pack_group(out, w, type, N, K, g);
+  });
+}
+
 void quantize_activations(int8_t* xq, float* dx, int32_t* sx, const float* x, int T, int K, int n_threads) {
   const int n_blocks = K / QK;
   // Rows are independent: split them over the threads (prefill quantizes up to 512 rows at a time).
-#pragma omp parallel for schedule(static) num_threads(n_threads) if (T > 1)
-  for (int t = 0; t < T; ++t)
+  parallel_for(T, n_threads, 1, [&](int t0, int t1) {
+  for (int t = t0; t < t1; ++t)
     for (int b = 0; b < n_blocks; ++b) {
       const float* xb = x + size_t(t) * K + b * QK;
       int8_t* qb = xq + size_t(t) * K + b * QK;
@@ -163,6 +170,7 @@ void quantize_activations(int8_t* xq, float* dx, int32_t* sx, const float* x, in
       dx[size_t(t) * n_blocks + b] = scale;
       sx[size_t(t) * n_blocks + b] = sum;
     }
+  });
 }
 
 }  // namespace nextoken

@@ -10,6 +10,7 @@
 #include <cstdint>
 #include <cstring>
 
+#include "../parallel.h"
 #include "blocks.h"
 #include "kernels.h"
 
@@ -381,14 +382,15 @@ static void quantize_row_q4_k(const float* x, void* out, int64_t n) {
 
 void quantize_rows(void* out, const float* x, int64_t rows, int64_t cols, DType type, int n_threads) {
   const size_t rb = row_bytes(type, cols);
-#pragma omp parallel for schedule(static) num_threads(n_threads)
-  for (int64_t r = 0; r < rows; ++r) {
-    uint8_t* y = static_cast<uint8_t*>(out) + size_t(r) * rb;
-    const float* xr = x + size_t(r) * cols;
-    if (type == DType::Q8_0) quantize_row_q8_0(xr, y, cols);
-    else if (type == DType::Q4_0) quantize_row_q4_0(xr, y, cols);
-    else quantize_row_q4_k(xr, y, cols);
-  }
+  parallel_for(int(rows), n_threads, 1, [&](int r0, int r1) {  // rows < 2^31: checked by the callers
+    for (int64_t r = r0; r < r1; ++r) {
+      uint8_t* y = static_cast<uint8_t*>(out) + size_t(r) * rb;
+      const float* xr = x + size_t(r) * cols;
+      if (type == DType::Q8_0) quantize_row_q8_0(xr, y, cols);
+      else if (type == DType::Q4_0) quantize_row_q4_0(xr, y, cols);
+      else quantize_row_q4_k(xr, y, cols);
+    }
+  });
 }
 
 }  // namespace nextoken

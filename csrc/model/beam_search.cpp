@@ -34,7 +34,8 @@ void log_softmax(float* x, int V) {
 
 void check(const Transformer& model, int n_ctx, const std::vector<int32_t>& prompt, const BeamOptions& o) {
   const int V = model.config().vocab_size;
-  NT_CHECK(o.num_beams >= 2, "num_beams must be >= 2 for beam search, got " + std::to_string(o.num_beams));
+  NT_CHECK(o.num_beams >= 2 && o.num_beams <= PASS_TOKENS,
+           "num_beams must be in [2, " + std::to_string(PASS_TOKENS) + "] for beam search, got " + std::to_string(o.num_beams));
   NT_CHECK(o.num_return_sequences >= 1 && o.num_return_sequences <= o.num_beams,
            "num_return_sequences must be in [1, num_beams = " + std::to_string(o.num_beams) + "], got " +
                std::to_string(o.num_return_sequences));

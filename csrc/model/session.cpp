@@ -88,9 +88,12 @@ uint64_t Session::add(std::vector<int32_t> prompt, const SequenceOptions& o, boo
       m.check_tokens(&last, 1, n_prompt + o.max_new_tokens - 1, n_ctx_);
     }
   }
+  SequenceOptions options = o;  // each EOS id once: the EOS mask is undone id by id
+  std::sort(options.eos_ids.begin(), options.eos_ids.end());
+  options.eos_ids.erase(std::unique(options.eos_ids.begin(), options.eos_ids.end()), options.eos_ids.end());
   std::lock_guard<std::mutex> lock(busy_);
   const uint64_t id = ++last_id_;
-  auto s = std::make_unique<Sequence>(id, m, std::move(prompt), o, pulled);
+  auto s = std::make_unique<Sequence>(id, m, std::move(prompt), options, pulled);
   s->finished = o.max_new_tokens == 0;
   // Reuse the last freed cache for the prefix this prompt shares with it (at least one token must run,
   // for the logits).
@@ -98,10 +101,15 @@ uint64_t Session::add(std::vector<int32_t> prompt, const SequenceOptions& o, boo
     const size_t limit = std::min(retained_tokens_.size(), s->tokens.size() - 1);
     size_t common = 0;
     while (common < limit && retained_tokens_[common] == s->tokens[common]) ++common;
-    if (common > 0) {
+    if (common == retained_tokens_.size()) {  // the prompt extends it: take it over
       s->cache = std::move(retained_);
-      s->cache->length = int(common);
       retained_tokens_.clear();
+    } else if (common > 0) {  // a shorter common part: copy it, keep the cache for a better match
+      s->cache = std::make_unique<KVCache>(m.config(), n_ctx_);
+      const int held = retained_->length;
+      retained_->length = int(common);
+      s->cache->copy_prefix(*retained_);
+      retained_->length = held;
     }
   }
   if (!s->cache) s->cache = std::make_unique<KVCache>(m.config(), n_ctx_);
@@ -119,9 +127,21 @@ void Session::shift_context(Sequence& s) {
 }
 
 void Session::run(const std::vector<Sequence*>& seqs, std::vector<StepOutput>& outs) {
-  const int V = model_->config().vocab_size, nt = n_threads();
   for (Sequence* s : seqs)
     if (s->cache->length + s->n_pending() > s->cache->capacity) shift_context(*s);  // add() checked it may
+  // If a pass fails (out of memory), every cache goes back to where it was: nothing half-done.
+  std::vector<int> lengths;
+  for (Sequence* s : seqs) lengths.push_back(s->cache->length);
+  try {
+    forward_passes(seqs);
+  } catch (...) {
+    for (size_t i = 0; i < seqs.size(); ++i) seqs[i]->cache->length = lengths[i];
+    throw;
+  }
+  sample(seqs, outs);
+}
+
+void Session::forward_passes(const std::vector<Sequence*>& seqs) {
   // Passes of up to PASS_TOKENS tokens; a long prompt is split over passes and gets its logits in the last.
   // A pass moves each cache's length on, so every pass starts from the tokens still pending.
   std::vector<ForwardChunk> chunks;
@@ -137,9 +157,13 @@ void Session::run(const std::vector<Sequence*>& seqs, std::vector<StepOutput>& o
       room -= n;
       if (last) ++i;
     }
-    model_->forward_batch(chunks.data(), int(chunks.size()), workspace_, nt);
+    model_->forward_batch(chunks.data(), int(chunks.size()), workspace_, n_threads());
     tokens_run_ += uint64_t(workspace_.batch - room);
   }
+}
+
+void Session::sample(const std::vector<Sequence*>& seqs, std::vector<StepOutput>& outs) {
+  const int V = model_->config().vocab_size;
   for (Sequence* sp : seqs) {
     Sequence& s = *sp;
     float* logits = s.logits.data();

@@ -80,6 +80,8 @@ class Session {
   Sequence& find(uint64_t id);
   // One token for each sequence, in as many passes of the workspace as their new tokens need.
   void run(const std::vector<Sequence*>& seqs, std::vector<StepOutput>& outs);
+  void forward_passes(const std::vector<Sequence*>& seqs);  // until each has its logits
+  void sample(const std::vector<Sequence*>& seqs, std::vector<StepOutput>& outs);
   void shift_context(Sequence& s);
 
   std::shared_ptr<const Transformer> model_;

@@ -7,6 +7,7 @@
 #include <string>
 
 #include "../kernels/kernels.h"
+#include "../parallel.h"
 
 namespace nextoken {
 namespace {
@@ -45,12 +46,7 @@ void project(Workspace& ws, std::initializer_list<Product> outs, const float* x,
 template <class F>
 void by_tokens(int T, int n_threads, const F& fn) {
   if (T < 2 * n_threads) return fn(0, T);  // decode: not worth waking the threads
-#pragma omp parallel num_threads(n_threads)
-  {
-    int t0, t1;
-    thread_share(T, 1, t0, t1);
-    if (t0 < t1) fn(t0, t1);
-  }
+  parallel_for(T, n_threads, 1, fn);
 }
 
 void apply_norm(const ModelConfig& c, const Norm& n, float* out, const float* x, int T) {
@@ -118,7 +114,8 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
   int T = 0;
   for (int i = 0; i < n_chunks; ++i) {
     const ForwardChunk& ch = chunks[i];
-    NT_CHECK(T + ch.T <= ws.batch && n_chunks <= MAX_ATTENTION_SEQS && ch.cache->length + ch.T <= ch.cache->capacity,
+    NT_CHECK(ch.T > 0 && T + ch.T <= ws.batch && n_chunks <= int(ws.attention_seqs.size()) &&
+                 ch.cache->length + ch.T <= ch.cache->capacity,
              "internal: a forward pass larger than its workspace or cache");
     embedding(x + size_t(T) * C, ch.tokens, ch.T, weights_.token_embd.data, weights_.token_embd.type, C);
     for (int t = 0; t < ch.T; ++t) {
@@ -203,10 +200,9 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
       if (next_norm) apply_norm(c, *next_norm, ot, xt, t1 - t0);
     });
   }
-  for (int i = 0; i < n_chunks; ++i) chunks[i].cache->length += chunks[i].T;
-
   // Logits: the rows asked for (each chunk's last, or all of its rows) gathered into xn, normed, and
-  // projected by the head; straight into the caller's buffer when one chunk asks.
+  // projected by the head; straight into the caller's buffer when one chunk asks. The caches' lengths
+  // move on last, once nothing can throw.
   int n_out = 0;
   for (int i = 0, row = 0; i < n_chunks; row += chunks[i].T, ++i) {
     const ForwardChunk& ch = chunks[i];
@@ -215,10 +211,11 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
     std::copy(x + size_t(first) * C, x + size_t(first + n) * C, xn + size_t(n_out) * C);
     n_out += n;
   }
-  if (n_out == 0) return;
-  if (weights_.output_norm.weight) apply_norm(c, weights_.output_norm, xn, xn, n_out);
   const bool direct = n_chunks == 1;
   if (!direct && ws.head.size() < size_t(n_out) * V) ws.head.resize(size_t(n_out) * V);
+  for (int i = 0; i < n_chunks; ++i) chunks[i].cache->length += chunks[i].T;
+  if (n_out == 0) return;
+  if (weights_.output_norm.weight) apply_norm(c, weights_.output_norm, xn, xn, n_out);
   float* out = direct ? chunks[0].logits : ws.head.data();
   project(ws, {{out, &weights_.output, nullptr}}, xn, n_out, C, nt);
   if (c.final_softcap > 0.0f) softcap(out, c.final_softcap, size_t(n_out) * V);

@@ -18,6 +18,7 @@ from .sampling import checked_params
 from .tokenizer import StreamDecoder, Tokenizer
 
 Prompt = Union[str, Sequence[int], np.ndarray]
+MAX_LOGPROBS = 20  # alternatives per token, as the OpenAI API allows
 
 
 def default_threads() -> int:
@@ -190,9 +191,12 @@ class Model:
           or, with num_beams, the n best beams.
         num_beams, length_penalty, early_stopping, return_scores: beam search (see beam_search()).
         """
-        if params.get("num_beams", 1) != 1 or "length_penalty" in params or "early_stopping" in params or \
-                "return_scores" in params:
-            return self.beam_search(prompt, max_new_tokens, **params)
+        num_beams = params.pop("num_beams", 1)
+        if num_beams != 1:
+            return self.beam_search(prompt, max_new_tokens, num_beams=num_beams, **params)
+        beam_only = [k for k in ("length_penalty", "early_stopping", "return_scores") if k in params]
+        if beam_only:
+            raise Error(f"{', '.join(beam_only)} only apply to beam search (num_beams > 1)")
         logprobs = params.pop("logprobs", None)
         n_return = _check_int("num_return_sequences", params.pop("num_return_sequences", 1), 1)
         batch = _is_batch(prompt)
@@ -335,8 +339,9 @@ class Model:
         if stops and not all(isinstance(p, str) for p in prompts):
             raise Error("stop strings need a text prompt")
         sequences = self._add(prompts, max_new_tokens, pulled=True, logprobs=logprobs, **params)
+        end_ids = self._eos_ids(params.get("eos_token_id"), params.get("stop_token_ids"))
         return [_Run(_Sequence(self._model, sequence_id), StreamDecoder(self.tokenizer) if isinstance(p, str) else None,
-                     stops, self.tokenizer if logprobs is not None else None)
+                     stops, self.tokenizer if logprobs is not None else None, end_ids)
                 for p, sequence_id in zip(prompts, sequences)]
 
     def _add(self, prompts: Sequence[Prompt], max_new_tokens, *, pulled: bool, min_new_tokens=0, seed=None,
@@ -362,7 +367,7 @@ class Model:
         seeds = self._seeds(seed, len(prompts))
         sampling = checked_params(self.vocab_size, greedy_ok=True, **{"temperature": 0.0, **sampling_params})
         if logprobs is not None:
-            logprobs = _check_int("logprobs", logprobs, 0, self.vocab_size)
+            logprobs = _check_int("logprobs", logprobs, 0, min(MAX_LOGPROBS, self.vocab_size))
         eos = self._eos_ids(eos_token_id, stop_token_ids)
         if any(text) and self.tokenizer.chat_template and not self._warned_raw_prompt and \
                 not any(self.tokenizer.has_special(a.tolist()) for a, t in zip(ids, text) if t):
@@ -376,7 +381,7 @@ class Model:
                 # The core checks the rest (context room, positions, logit_bias ids) before anything runs.
                 added.append(self._model.add(arr, max_new_tokens, min_new_tokens, s, eos, sampling,
                                              -1 if logprobs is None else logprobs, context_shift, n_keep, pulled))
-        except Error:
+        except BaseException:  # a bad prompt, or an interrupt: none of the batch stays
             for sequence_id in added:
                 self._model.free(sequence_id)
             raise
@@ -425,7 +430,7 @@ class Model:
         stops = [stops] if isinstance(stops, str) else list(stops or [])
         if any(not isinstance(x, str) or not x for x in stops):
             raise Error("stop must be a non-empty string or a list of them")
-        run, = self._start([ids], **params)
+        run, = self._start([ids], params.pop("max_new_tokens", 128), **params)
         run.decoder, run.stops = StreamDecoder(self.tokenizer), stops  # the reply as text
         return (piece for _, piece, _ in _round_robin([run]))
 
@@ -473,8 +478,10 @@ class _Sequence:
 class _Run:
     """One prompt's generation: its sequence, and for text prompts the decoder and stop strings."""
 
-    def __init__(self, sequence: _Sequence, decoder: StreamDecoder | None, stops: list[str], tokenizer):
+    def __init__(self, sequence: _Sequence, decoder: StreamDecoder | None, stops: list[str], tokenizer,
+                 end_ids: Sequence[int]):
         self.sequence, self.decoder, self.stops, self.tokenizer = sequence, decoder, stops, tokenizer
+        self.end_ids = set(end_ids)  # an EOS / stop id that ends the sequence is left out of the text
 
     def pieces(self) -> Iterator[tuple]:
         """(piece, [TokenLogprob of the tokens since the last piece]) until the sequence ends."""
@@ -485,7 +492,8 @@ class _Run:
                 if self.tokenizer is not None:
                     text = self.tokenizer.decode([out.token], skip_special_tokens=False) if self.decoder else ""
                     entries.append(TokenLogprob(out.token, out.logprob, list(out.top), text))
-                yield out.token
+                if self.decoder is None or not (out.finished and out.token in self.end_ids):
+                    yield out.token
             self.sequence.free()
 
         def taken():
