@@ -534,39 +534,59 @@ def _round_robin(runs: list[_Run]) -> Iterator[tuple]:
             pieces.close()
 
 
-def _text(tokens: Iterator[int], decoder: StreamDecoder, stops: list[str]) -> Iterator[str]:
-    if not stops:
-        for token in tokens:
-            if piece := decoder.push(token):
-                yield piece
-        if piece := decoder.flush():
-            yield piece
-        return
-    # With stop strings, hold back any tail that could still grow into one.
-    text, sent = "", 0
-    longest = max(len(s) for s in stops)
-    for token in tokens:
-        text += decoder.push(token)
-        cut = _first_stop(text, stops, max(0, sent - longest))
+class TextStream:
+    """The text of a token stream, pushed one token at a time: pieces never split a UTF-8 character, and
+    with stop strings nothing from the first one on (a tail that could still grow into one is held back
+    until it cannot). `stopped` turns true when a stop string has appeared."""
+
+    def __init__(self, decoder: StreamDecoder, stops: Sequence[str] = ()):
+        self.decoder, self.stops = decoder, list(stops)
+        self.text, self.sent, self.stopped = "", 0, False
+        self.longest = max((len(s) for s in self.stops), default=0)
+
+    def push(self, token: int) -> str:
+        """The text that token makes final ("" if none yet)."""
+        if not self.stops:
+            return self.decoder.push(token)
+        self.text += self.decoder.push(token)
+        cut = _first_stop(self.text, self.stops, max(0, self.sent - self.longest))
         if cut >= 0:
-            if cut > sent:
-                yield text[sent:cut]
+            self.stopped = True
+            return self._send(cut)
+        safe = len(self.text)
+        for s in self.stops:
+            for k in range(min(len(s) - 1, len(self.text)), 0, -1):
+                if self.text.endswith(s[:k]):
+                    safe = min(safe, len(self.text) - k)
+                    break
+        return self._send(safe)
+
+    def flush(self) -> str:
+        """The rest, at the end of the tokens (an incomplete last character dropped)."""
+        if not self.stops:
+            return self.decoder.flush()
+        if self.stopped:
+            return ""
+        self.text += self.decoder.flush()
+        cut = _first_stop(self.text, self.stops, max(0, self.sent - self.longest))
+        return self._send(cut if cut >= 0 else len(self.text))
+
+    def _send(self, end: int) -> str:
+        piece = self.text[self.sent:end] if end > self.sent else ""
+        self.sent = max(self.sent, end)
+        return piece
+
+
+def _text(tokens: Iterator[int], decoder: StreamDecoder, stops: list[str]) -> Iterator[str]:
+    stream = TextStream(decoder, stops)
+    for token in tokens:
+        if piece := stream.push(token):
+            yield piece
+        if stream.stopped:
             tokens.close()
             return
-        safe = len(text)
-        for s in stops:
-            for k in range(min(len(s) - 1, len(text)), 0, -1):
-                if text.endswith(s[:k]):
-                    safe = min(safe, len(text) - k)
-                    break
-        if safe > sent:
-            yield text[sent:safe]
-            sent = safe
-    text += decoder.flush()
-    cut = _first_stop(text, stops, max(0, sent - longest))
-    end = cut if cut >= 0 else len(text)
-    if end > sent:
-        yield text[sent:end]
+    if piece := stream.flush():
+        yield piece
 
 
 def _first_stop(text: str, stops: list[str], start: int) -> int:
