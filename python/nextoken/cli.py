@@ -64,6 +64,19 @@ def _pull(args) -> int:
     return 0
 
 
+def _serve(args) -> int:
+    try:
+        from .server import serve
+    except ImportError:
+        print('nextoken: error: serving needs the `serve` extra: pip install "nextoken[serve]"', file=sys.stderr)
+        return 2
+    from .model import load
+    model = load(args.model, n_ctx=args.n_ctx, n_threads=args.threads, compute_type=args.compute_type)
+    serve(model, args.name or str(args.model), host=args.host, port=args.port, max_batch=args.max_batch,
+          max_queue=args.max_queue)
+    return 0
+
+
 def _version() -> str:
     from . import __version__
     return __version__
@@ -111,6 +124,22 @@ def main(argv=None) -> int:
     h.add_argument("--threads", type=int, default=None, help="none: all cores")
     h.add_argument("--compute-type", choices=["float32", "int8"], default="float32")
     h.set_defaults(run=_chat)
+
+    v = sub.add_parser("serve", formatter_class=formatter,
+                       help="an OpenAI-compatible HTTP server (needs the `serve` extra)",
+                       description="Serve MODEL over the OpenAI API (/v1/completions, /v1/chat/completions, "
+                                   "/v1/models, /health), concurrent requests stepped together in one batch.")
+    v.add_argument("model", nargs="?", default=hub.DEFAULT_MODEL,
+                   help=f"a known name ({', '.join(hub.MODELS)}), a .gguf file or a Hugging Face folder")
+    v.add_argument("--host", default="127.0.0.1", help="the address to listen on")
+    v.add_argument("--port", type=int, default=8000)
+    v.add_argument("--name", default=None, help="the model name clients use (none: MODEL as given)")
+    v.add_argument("--max-batch", type=int, default=16, help="requests (choices) stepped together at most")
+    v.add_argument("--max-queue", type=int, default=64, help="requests waiting at most; more get HTTP 429")
+    v.add_argument("--n-ctx", type=int, default=4096, help="the most tokens, prompt and new, one request may hold")
+    v.add_argument("--threads", type=int, default=None, help="none: all cores")
+    v.add_argument("--compute-type", choices=["float32", "int8"], default="float32")
+    v.set_defaults(run=_serve)
 
     c = sub.add_parser("convert", formatter_class=formatter,
                        help="write a Hugging Face folder as a GGUF file (needs the `convert` extra)")
