@@ -1,0 +1,1 @@
+"""Bridges to other systems (optional extras): nextoken.integrations.ray."""
