@@ -412,9 +412,9 @@ py::array_t<float> op_attention_prefill(const FloatArray& q, const FloatArray& k
   py::array_t<float> out({T, H, D});
   float* o = out.mutable_data();
   const float *qp = q.data(), *kp = k.data(), *vp = v.data();
-  const AttentionSeq seq{kp, vp, T, pos0};
+  const AttentionSeq seq{kp, vp, S, T, pos0, 0};
   py::gil_scoped_release release;
-  attention(o, qp, &seq, 1, H, H_kv, D, S, 1.0f / std::sqrt(float(D)), window, n_threads);
+  attention(o, qp, &seq, 1, H, H_kv, D, 1.0f / std::sqrt(float(D)), window, nullptr, 0, n_threads);
   return out;
 }
 
@@ -428,9 +428,9 @@ py::array_t<float> op_attention_decode(const FloatArray& q, const FloatArray& k,
   py::array_t<float> out({H, D});
   float* o = out.mutable_data();
   const float *qp = q.data(), *kp = k.data(), *vp = v.data();
-  const AttentionSeq seq{kp, vp, 1, n_keys - 1};
+  const AttentionSeq seq{kp, vp, S, 1, n_keys - 1, 0};
   py::gil_scoped_release release;
-  attention(o, qp, &seq, 1, H, H_kv, D, S, 1.0f / std::sqrt(float(D)), window, n_threads);
+  attention(o, qp, &seq, 1, H, H_kv, D, 1.0f / std::sqrt(float(D)), window, nullptr, 0, n_threads);
   return out;
 }
 

@@ -17,13 +17,13 @@ namespace {
 
 constexpr int KEY_BLOCK = 32;  // keys scored together before the running softmax is rescaled
 
-// out (D) = softmax(scale * k[0:n] q) v[0:n]; k, v: (n, D) rows. Online softmax (Milakov &
+// out (D) = softmax(scale * k[0:n] q + bias[0:n]) v[0:n]; k, v: (n, D) rows; bias may be null. Online softmax (Milakov &
 // Gimelshein): a running max m, running denominator l, and the output accumulator rescaled by
 // e^(m_old - m_new) whenever a block of keys raises the max. DV = D / VL vectors per head row is a
 // template parameter so that the row lives in registers; the output accumulates in two copies (even and
 // odd keys), so each key's FMAs need not wait for the previous key's.
 template <int DV>
-void attend_row(float* out, const float* q, const float* k, const float* v, int n, float scale) {
+void attend_row(float* out, const float* q, const float* k, const float* v, int n, float scale, const float* bias) {
   constexpr int D = VL * DV;
   vfloat qv[DV], acc[2][DV];
   for (int i = 0; i < DV; ++i) {
@@ -39,7 +39,7 @@ void attend_row(float* out, const float* q, const float* k, const float* v, int 
       const float* kj = k + size_t(j0 + j) * D;
       vfloat dot = qv[0] * loadv(kj);
       for (int i = 1; i < DV; ++i) dot += qv[i] * loadv(kj + VL * i);
-      s[j] = hsum(dot);
+      s[j] = bias ? hsum(dot) + bias[j0 + j] : hsum(dot);
       block_max = std::max(block_max, s[j]);
     }
     for (int j = nb; j < KEY_BLOCK; ++j) s[j] = -INFINITY;
@@ -73,7 +73,7 @@ void attend_row(float* out, const float* q, const float* k, const float* v, int 
   for (int i = 0; i < DV; ++i) storev(out + VL * i, (acc[0][i] + acc[1][i]) * inv_l);
 }
 
-using AttendRow = void (*)(float*, const float*, const float*, const float*, int, float);
+using AttendRow = void (*)(float*, const float*, const float*, const float*, int, float, const float*);
 
 // The instantiation for head dim D (a multiple of 16, at most 256).
 AttendRow attend_row_for(int D) {
@@ -91,8 +91,8 @@ inline int first_key(int p, int window) { return window > 0 && p >= window ? p -
 
 }  // namespace
 
-void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs, int H, int H_kv, int D, int S,
-               float scale, int window, int n_threads) {
+void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs, int H, int H_kv, int D, float scale,
+               int window, const float* rel_bias, int rel_span, int n_threads) {
   const int group = H / H_kv;
   const AttendRow attend_row = attend_row_for(D);
   // first_row[s]: the index of sequence s's first query row among all rows.
@@ -108,9 +108,12 @@ void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs,
       const int row = item / H, h = item % H;
       const int s = int(std::upper_bound(first_row, first_row + n_seqs + 1, row) - first_row) - 1;
       const AttentionSeq& seq = seqs[s];
-      const int p = seq.pos0 + row - first_row[s], first = first_key(p, window);
-      const size_t kv = (size_t(h / group) * S + first) * D;
-      attend_row(out + size_t(item) * D, q + size_t(item) * D, seq.k + kv, seq.v + kv, p + 1 - first, scale);
+      const int p = seq.pos0 + row - first_row[s];
+      const int first = seq.n_keys > 0 ? 0 : first_key(p, window), last = seq.n_keys > 0 ? seq.n_keys - 1 : p;
+      const size_t kv = (size_t(h / group) * seq.S + first) * D;
+      // T5's bias of key j for the query at p: rel_bias[h][(j - p) + rel_span - 1]
+      const float* bias = rel_bias ? rel_bias + size_t(h) * (2 * rel_span - 1) + (rel_span - 1) - p + first : nullptr;
+      attend_row(out + size_t(item) * D, q + size_t(item) * D, seq.k + kv, seq.v + kv, last + 1 - first, scale, bias);
     }
   });
 }

@@ -85,10 +85,10 @@ void softcap(float* x, float cap, int64_t n) { NT_DISPATCH(softcap, x, cap, n); 
 void embedding(float* out, const int32_t* ids, int T, const void* table, DType type, int C) {
   NT_DISPATCH(embedding, out, ids, T, table, type, C);
 }
-void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs, int H, int H_kv, int D, int S,
-               float scale, int window, int n_threads) {
+void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs, int H, int H_kv, int D, float scale,
+               int window, const float* rel_bias, int rel_span, int n_threads) {
   NT_CHECK(n_seqs <= MAX_ATTENTION_SEQS, "internal: too many sequences in one attention call");
-  NT_DISPATCH(attention, out, q, seqs, n_seqs, H, H_kv, D, S, scale, window, n_threads);
+  NT_DISPATCH(attention, out, q, seqs, n_seqs, H, H_kv, D, scale, window, rel_bias, rel_span, n_threads);
 }
 
 }  // namespace nextoken

@@ -100,21 +100,26 @@ void softcap(float* x, float cap, int64_t n);
 void embedding(float* out, const int32_t* ids, int T, const void* table, DType type, int C);
 
 // ---- attention.cpp -------------------------------------------------------------------------------
-// Causal attention, fused: softmax(q k^T * scale) v with an online softmax over blocks of keys, never
-// forming the (T, T) score matrix. Query head h reads key/value head h / (H / H_kv).
+// Attention, fused: softmax(q k^T * scale + bias) v with an online softmax over blocks of keys, never
+// forming the score matrix. Query head h reads key/value head h / (H / H_kv).
 // A call serves a ragged batch: sequence s has T query rows at positions pos0 .. pos0 + T - 1 over its
-// own cache k, v: (H_kv, S, D), positions 0 .. pos0 + T - 1 filled. q, out: (sum of T, H, D), the rows of
-// the sequences one after another. A query at position p sees keys 0 .. p, or with window W > 0 keys
-// p - W + 1 .. p. Each row's result depends on its own sequence only (not on the batch or threads).
+// own keys and values k, v: (H_kv, S, D). Causal (n_keys = 0): a query at position p sees keys 0 .. p,
+// or with window W > 0 keys p - W + 1 .. p. Otherwise (an encoder, cross-attention) every query sees keys
+// 0 .. n_keys - 1. q, out: (sum of T, H, D), the rows of the sequences one after another.
+// rel_bias (H, 2 rel_span - 1), or null: an additive bias by relative position (T5): key j, query p get
+// rel_bias[h][j - p + rel_span - 1]; |j - p| < rel_span must hold.
+// Each row's result depends on its own sequence only (not on the batch or threads).
 struct AttentionSeq {
   const float* k;
   const float* v;
+  int S;       // positions the k, v rows are laid out for (cache capacity)
   int T;
   int pos0;
+  int n_keys;  // 0: causal; > 0: every query sees keys 0 .. n_keys - 1
 };
 constexpr int MAX_ATTENTION_SEQS = 1024;  // sequences per call
-void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs, int H, int H_kv, int D, int S,
-               float scale, int window, int n_threads);
+void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs, int H, int H_kv, int D, float scale,
+               int window, const float* rel_bias, int rel_span, int n_threads);
 
 // ---- sampling.cpp --------------------------------------------------------------------------------
 // Index of the largest logit (the first one on ties).

@@ -60,8 +60,12 @@ void check(const Transformer& model, int n_ctx, const std::vector<int32_t>& prom
 }  // namespace
 
 std::vector<Hypothesis> beam_search(const Transformer& model, int n_ctx, const std::vector<int32_t>& prompt,
-                                    const BeamOptions& o, int n_threads) {
+                                    const BeamOptions& o, int n_threads, const float* encoder_states, int n_states) {
   check(model, n_ctx, prompt, o);
+  NT_CHECK(model.config().cross_attention == (encoder_states != nullptr),
+           model.config().cross_attention ? "this model decodes from encoder states" : "encoder states given to a decoder-only model");
+  // An encoder-decoder's beams all read the source's keys and values, computed once.
+  const std::unique_ptr<KVCache> cross = encoder_states ? model.cross_cache(encoder_states, n_states, n_threads) : nullptr;
   const ModelConfig& c = model.config();
   const int V = c.vocab_size, B = o.num_beams, N = o.max_new_tokens, P = int(prompt.size());
   const int K = int(std::max<size_t>(2, 1 + o.eos_ids.size())) * B;  // candidates kept per step
@@ -77,7 +81,7 @@ std::vector<Hypothesis> beam_search(const Transformer& model, int n_ctx, const s
   std::vector<std::unique_ptr<KVCache>> caches;
   for (int b = 0; b < B; ++b) caches.push_back(std::make_unique<KVCache>(c, n_ctx));
   std::vector<float> logits(size_t(B) * V);
-  model.forward(*caches[0], ws, prompt.data(), P, 0, logits.data(), false, n_threads);
+  model.forward(*caches[0], ws, prompt.data(), P, 0, logits.data(), false, n_threads, cross.get());
   for (int b = 1; b < B; ++b) {
     caches[b]->copy_prefix(*caches[0]);
     std::copy(logits.begin(), logits.begin() + V, logits.begin() + size_t(b) * V);
@@ -172,7 +176,7 @@ std::vector<Hypothesis> beam_search(const Transformer& model, int n_ctx, const s
     caches.swap(next_caches);
     std::vector<ForwardChunk> chunks(B);
     for (int b = 0; b < B; ++b)
-      chunks[b] = ForwardChunk{caches[b].get(), &run_seq[b].back(), 1, logits.data() + size_t(b) * V, false};
+      chunks[b] = ForwardChunk{caches[b].get(), &run_seq[b].back(), 1, logits.data() + size_t(b) * V, false, cross.get()};
     model.forward_batch(chunks.data(), B, ws, n_threads);
   }
   std::vector<Hypothesis> out;

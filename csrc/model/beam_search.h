@@ -34,7 +34,9 @@ struct Hypothesis {
 };
 
 // The num_return_sequences best hypotheses, best first. Checks every option and the prompt first.
+// encoder_states (n_states, C): an encoder-decoder's source (null for decoder-only models).
 std::vector<Hypothesis> beam_search(const Transformer& model, int n_ctx, const std::vector<int32_t>& prompt,
-                                    const BeamOptions& options, int n_threads);
+                                    const BeamOptions& options, int n_threads, const float* encoder_states = nullptr,
+                                    int n_states = 0);
 
 }  // namespace nextoken

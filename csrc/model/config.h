@@ -57,6 +57,15 @@ struct ModelConfig {
   float embed_scale = 1.0f;    // embeddings are multiplied by this (Gemma: sqrt(C))
   float final_softcap = 0.0f;  // > 0: logits = cap * tanh(logits / cap)
 
+  // Encoder-decoder models: the encoder is this stack with causal = false (every position sees every
+  // other); the decoder's layers add a cross-attention sublayer over the encoder's states, after
+  // self-attention (pre or post norm like the others).
+  bool causal = true;
+  bool cross_attention = false;
+  bool embed_norm = false;     // a norm of the embeddings (positions added) before layer 0 (BART)
+  int relative_span = 0;       // > 0: T5's self-attention bias table, role attn_rel_bias (H, 2 span - 1)
+  float head_scale = 1.0f;     // the last hidden state times this before the head (T5's tied head: C^-0.5)
+
   std::vector<LayerConfig> layers;  // n_layers entries
 };
 

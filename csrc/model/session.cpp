@@ -25,6 +25,7 @@ struct Session::Sequence {
 
   uint64_t id;
   std::unique_ptr<KVCache> cache;
+  std::shared_ptr<const KVCache> cross;  // encoder-decoder: the source's keys and values (forks share them)
   std::vector<int32_t> tokens;   // prompt, then the generated tokens
   int n_prompt;
   int n_generated = 0;
@@ -61,8 +62,14 @@ Session::Sequence& Session::find(uint64_t id) {
   return *it->second;
 }
 
-uint64_t Session::add(std::vector<int32_t> prompt, const SequenceOptions& o, bool pulled) {
+uint64_t Session::add(std::vector<int32_t> prompt, const SequenceOptions& o, bool pulled, const float* encoder_states,
+                      int n_states) {
   const Transformer& m = *model_;
+  NT_CHECK(m.config().cross_attention == (encoder_states != nullptr),
+           m.config().cross_attention ? "this model decodes from encoder states: give the source (or encoder_hidden_states)"
+                                      : "encoder_hidden_states given to a decoder-only model");
+  NT_CHECK(!encoder_states || n_states > 0, "the encoder states are empty");
+  if (encoder_states) NT_CHECK(!o.context_shift, "context_shift is for decoder-only models");
   const int n_prompt = int(prompt.size()), vocab = m.config().vocab_size;
   NT_CHECK(n_prompt > 0, "the prompt is empty");
   NT_CHECK(o.min_new_tokens >= 0, "min_new_tokens must be >= 0, got " + std::to_string(o.min_new_tokens));
@@ -95,9 +102,10 @@ uint64_t Session::add(std::vector<int32_t> prompt, const SequenceOptions& o, boo
   const uint64_t id = ++last_id_;
   auto s = std::make_unique<Sequence>(id, m, std::move(prompt), options, pulled);
   s->finished = o.max_new_tokens == 0;
+  if (encoder_states) s->cross = m.cross_cache(encoder_states, n_states, n_threads());
   // Reuse the last freed cache for the prefix this prompt shares with it (at least one token must run,
   // for the logits).
-  if (retained_) {
+  if (retained_ && !s->cross) {  // a cached prefix is only valid for the same source: decoder-only
     const size_t limit = std::min(retained_tokens_.size(), s->tokens.size() - 1);
     size_t common = 0;
     while (common < limit && retained_tokens_[common] == s->tokens[common]) ++common;
@@ -154,6 +162,7 @@ void Session::forward_passes(const std::vector<Sequence*>& seqs) {
       const int pending = s.n_pending(), n = std::min(room, pending);
       const bool last = n == pending;
       chunks.push_back(ForwardChunk{s.cache.get(), s.tokens.data() + s.n_fed(), n, last ? s.logits.data() : nullptr, false});
+      chunks.back().cross = s.cross.get();
       room -= n;
       if (last) ++i;
     }
@@ -242,6 +251,7 @@ uint64_t Session::fork(uint64_t id, uint64_t seed) {
   copy->n_shifted = s.n_shifted;
   copy->cache = std::make_unique<KVCache>(model_->config(), n_ctx_);
   copy->cache->copy_prefix(*s.cache);
+  copy->cross = s.cross;
   sequences_.emplace(new_id, std::move(copy));
   return new_id;
 }
@@ -251,7 +261,7 @@ void Session::free(uint64_t id) {
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return;  // freeing twice is harmless
   Sequence& s = *it->second;
-  if (s.n_shifted == 0 && s.cache->length > 0) {  // the cache holds exactly tokens[0 .. length)
+  if (s.n_shifted == 0 && s.cache->length > 0 && !s.cross) {  // the cache holds exactly tokens[0 .. length)
     retained_tokens_.assign(s.tokens.begin(), s.tokens.begin() + s.cache->length);
     retained_ = std::move(s.cache);
   }
@@ -268,16 +278,24 @@ bool Session::finished(uint64_t id) {
   return find(id).finished;
 }
 
-void Session::forward(const int32_t* tokens, int T, int pos0, float* logits, bool all_logits) {
+void Session::forward(const int32_t* tokens, int T, int pos0, float* logits, bool all_logits,
+                      const float* encoder_states, int n_states) {
   std::lock_guard<std::mutex> lock(busy_);
   model_->check_tokens(tokens, T, pos0, n_ctx_);
+  NT_CHECK(model_->config().cross_attention == (encoder_states != nullptr),
+           model_->config().cross_attention ? "this model decodes from encoder states: give encoder_hidden_states"
+                                            : "encoder_hidden_states given to a decoder-only model");
+  NT_CHECK(!encoder_states || (n_states > 0 && pos0 == 0),
+           "with encoder_hidden_states, forward() runs the whole decoder input from start_pos 0");
   if (pos0 > 0) {
     const int held = forward_cache_ ? forward_cache_->length : 0;
     NT_CHECK(pos0 <= held, "start_pos " + std::to_string(pos0) + " skips positions: earlier forward() calls left " +
                                std::to_string(held) + " tokens");
   }
   if (!forward_cache_) forward_cache_ = std::make_unique<KVCache>(model_->config(), n_ctx_);
-  model_->forward(*forward_cache_, workspace_, tokens, T, pos0, logits, all_logits, n_threads());
+  std::unique_ptr<KVCache> cross;
+  if (encoder_states) cross = model_->cross_cache(encoder_states, n_states, n_threads());
+  model_->forward(*forward_cache_, workspace_, tokens, T, pos0, logits, all_logits, n_threads(), cross.get());
 }
 
 }  // namespace nextoken

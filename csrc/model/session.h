@@ -50,7 +50,10 @@ class Session {
 
   // A new sequence continuing `prompt`; checks everything, computes nothing. pulled: driven by next()
   // (not by step()). If the cache of the last freed sequence starts like `prompt`, it is reused.
-  uint64_t add(std::vector<int32_t> prompt, const SequenceOptions& options, bool pulled);
+  // encoder_states (n_states, C): the source of an encoder-decoder model (its cross-attention keys and
+  // values are computed here, once); null for decoder-only models.
+  uint64_t add(std::vector<int32_t> prompt, const SequenceOptions& options, bool pulled,
+               const float* encoder_states = nullptr, int n_states = 0);
   // One token for each sequence of `ids` (every unfinished step()-driven one when empty), in one pass.
   std::vector<StepOutput> step(const std::vector<uint64_t>& ids);
   // The next token of a pulled sequence (token -1 once it has finished).
@@ -66,7 +69,8 @@ class Session {
   // Logits of tokens[0 .. T) at positions pos0 .. pos0 + T - 1 of a sequence kept for forward() calls
   // alone: pos0 > 0 continues the earlier calls (pos0 must not exceed what they left).
   // logits: (T, vocab) when all_logits, else (vocab) for the last token.
-  void forward(const int32_t* tokens, int T, int pos0, float* logits, bool all_logits);
+  void forward(const int32_t* tokens, int T, int pos0, float* logits, bool all_logits,
+               const float* encoder_states = nullptr, int n_states = 0);
 
   const Transformer& model() const { return *model_; }
   // Tokens run through the model by step()/next() so far (a reused prefix is not run again).

@@ -90,13 +90,14 @@ void Transformer::check_tokens(const int32_t* tokens, int T, int pos0, int capac
 }
 
 void Transformer::forward(KVCache& cache, Workspace& ws, const int32_t* tokens, int T, int pos0, float* logits,
-                          bool all_logits, int n_threads) const {
+                          bool all_logits, int n_threads, const KVCache* cross) const {
   cache.length = pos0;
   for (int t0 = 0; t0 < T; t0 += ws.batch) {
     const int n = std::min(ws.batch, T - t0);
     const bool last_pass = t0 + n == T;
     float* out = all_logits ? logits + size_t(t0) * config_.vocab_size : last_pass ? logits : nullptr;
-    const ForwardChunk chunk{&cache, tokens + t0, n, out, all_logits};
+    ForwardChunk chunk{&cache, tokens + t0, n, out, all_logits};
+    chunk.cross = cross;
     forward_batch(&chunk, 1, ws, n_threads);
   }
 }
@@ -115,14 +116,15 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
   for (int i = 0; i < n_chunks; ++i) {
     const ForwardChunk& ch = chunks[i];
     NT_CHECK(ch.T > 0 && T + ch.T <= ws.batch && n_chunks <= int(ws.attention_seqs.size()) &&
-                 ch.cache->length + ch.T <= ch.cache->capacity,
-             "internal: a forward pass larger than its workspace or cache");
-    embedding(x + size_t(T) * C, ch.tokens, ch.T, weights_.token_embd.data, weights_.token_embd.type, C);
+                 ch.cache->length + ch.T <= ch.cache->capacity && (ch.cross != nullptr) == c.cross_attention &&
+                 (ch.tokens != nullptr || ch.embeddings != nullptr),
+             "internal: a forward pass larger than its workspace or cache, or without its inputs");
+    if (ch.tokens) embedding(x + size_t(T) * C, ch.tokens, ch.T, weights_.token_embd.data, weights_.token_embd.type, C);
+    else std::copy(ch.embeddings, ch.embeddings + size_t(ch.T) * C, x + size_t(T) * C);
     for (int t = 0; t < ch.T; ++t) {
       ws.row_pos[T + t] = ch.cache->length + t;
       ws.row_chunk[T + t] = i;
     }
-    ws.attention_seqs[i] = AttentionSeq{nullptr, nullptr, ch.T, ch.cache->length};
     T += ch.T;
   }
   by_tokens(T, nt, [&](int t0, int t1) {
@@ -135,6 +137,7 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
         embedding(pe, &row, 1, weights_.pos_embd.data, weights_.pos_embd.type, C);
         add_inplace(x + size_t(t) * C, pe, C);
       }
+    if (c.embed_norm) apply_norm(c, weights_.embd_norm, rows, rows, t1 - t0);
     // xn holds the normed input of each pre-norm attention sublayer: here for layer 0, for the others
     // with the previous layer's last residual add.
     if (pre) apply_norm(c, weights_.layers[0].attn_norm, xn + size_t(t0) * C, rows, t1 - t0);
@@ -168,19 +171,37 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
       }
     });
     for (int i = 0; i < n_chunks; ++i) {
-      ws.attention_seqs[i].k = chunks[i].cache->keys(l);
-      ws.attention_seqs[i].v = chunks[i].cache->values(l);
+      const KVCache& cache = *chunks[i].cache;
+      const int n_keys = c.causal ? 0 : cache.length + chunks[i].T;  // an encoder: the whole input
+      ws.attention_seqs[i] = AttentionSeq{cache.keys(l), cache.values(l), cache.capacity, chunks[i].T, cache.length, n_keys};
     }
-    attention(att, q, ws.attention_seqs.data(), n_chunks, H, H_kv, D, chunks[0].cache->capacity, scale,
-              lc.sliding_window, nt);
+    attention(att, q, ws.attention_seqs.data(), n_chunks, H, H_kv, D, scale, lc.sliding_window, weights_.rel_bias,
+              c.relative_span, nt);
     project(ws, {{xn, &w.wo, w.bo}}, att, T, q_dim, nt);
+    const Norm& next_pre_norm = c.cross_attention ? w.cross_norm : w.ffn_norm;
     by_tokens(T, nt, [&](int t0, int t1) {
       float *xt = x + size_t(t0) * C, *ot = xn + size_t(t0) * C;
       if (sandwich) apply_norm(c, w.post_attention_norm, ot, ot, t1 - t0);
       add_inplace(xt, ot, size_t(t1 - t0) * C);
-      if (pre) apply_norm(c, w.ffn_norm, ot, xt, t1 - t0);
+      if (pre) apply_norm(c, next_pre_norm, ot, xt, t1 - t0);
       else apply_norm(c, w.attn_norm, xt, xt, t1 - t0);
     });
+    // Cross-attention sublayer: x += Wo attn(Wq h, K_enc, V_enc), over every encoder state
+    if (c.cross_attention) {
+      project(ws, {{q, &w.cq, w.bcq}}, pre ? xn : x, T, C, nt);
+      for (int i = 0; i < n_chunks; ++i) {
+        const KVCache& cross = *chunks[i].cross;
+        ws.attention_seqs[i] = AttentionSeq{cross.keys(l), cross.values(l), cross.capacity, chunks[i].T, 0, cross.length};
+      }
+      attention(att, q, ws.attention_seqs.data(), n_chunks, H, H_kv, D, scale, 0, nullptr, 0, nt);
+      project(ws, {{xn, &w.co, w.bco}}, att, T, q_dim, nt);
+      by_tokens(T, nt, [&](int t0, int t1) {
+        float *xt = x + size_t(t0) * C, *ot = xn + size_t(t0) * C;
+        add_inplace(xt, ot, size_t(t1 - t0) * C);
+        if (pre) apply_norm(c, w.ffn_norm, ot, xt, t1 - t0);
+        else apply_norm(c, w.cross_norm, xt, xt, t1 - t0);
+      });
+    }
     // Feed-forward sublayer: x += W_down act(W_gate h) * W_up h  (not gated: W_down act(W_up h))
     const float* h = pre ? xn : x;
     if (c.gated) project(ws, {{gate, &w.w_gate, w.b_gate}, {up, &w.w_up, w.b_up}}, h, T, C, nt);
@@ -203,6 +224,12 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
   // Logits: the rows asked for (each chunk's last, or all of its rows) gathered into xn, normed, and
   // projected by the head; straight into the caller's buffer when one chunk asks. The caches' lengths
   // move on last, once nothing can throw.
+  for (int i = 0, row = 0; i < n_chunks; row += chunks[i].T, ++i) {
+    const ForwardChunk& ch = chunks[i];
+    if (!ch.hidden) continue;
+    if (weights_.output_norm.weight) apply_norm(c, weights_.output_norm, ch.hidden, x + size_t(row) * C, ch.T);
+    else std::copy(x + size_t(row) * C, x + size_t(row + ch.T) * C, ch.hidden);
+  }
   int n_out = 0;
   for (int i = 0, row = 0; i < n_chunks; row += chunks[i].T, ++i) {
     const ForwardChunk& ch = chunks[i];
@@ -216,8 +243,9 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
   for (int i = 0; i < n_chunks; ++i) chunks[i].cache->length += chunks[i].T;
   if (n_out == 0) return;
   if (weights_.output_norm.weight) apply_norm(c, weights_.output_norm, xn, xn, n_out);
+  if (c.head_scale != 1.0f) scale_inplace(xn, c.head_scale, size_t(n_out) * C);
   float* out = direct ? chunks[0].logits : ws.head.data();
-  project(ws, {{out, &weights_.output, nullptr}}, xn, n_out, C, nt);
+  project(ws, {{out, &weights_.output, weights_.output_bias}}, xn, n_out, C, nt);
   if (c.final_softcap > 0.0f) softcap(out, c.final_softcap, size_t(n_out) * V);
   if (direct) return;
   for (int i = 0, row = 0; i < n_chunks; ++i) {
@@ -245,6 +273,39 @@ void Transformer::rerotate_keys(KVCache& cache, int from, int to, int delta) con
         rope(cache.keys(l) + (size_t(h) * cache.capacity + p) * c.head_dim, cos.data(), sin.data(), 1, 1,
              c.head_dim, c.rope_layout == RopeLayout::Half);
   }
+}
+
+void Transformer::encode(const int32_t* tokens, const float* embeddings, int T, float* hidden, int n_threads) const {
+  NT_CHECK(!config_.causal, "internal: encode() needs an encoder (causal = false)");
+  KVCache cache(config_, T);  // every position attends to every other: the whole input in one pass
+  Workspace ws(config_, T);
+  ForwardChunk chunk{&cache, tokens, T, nullptr, false};
+  chunk.embeddings = embeddings;
+  chunk.hidden = hidden;
+  forward_batch(&chunk, 1, ws, n_threads);
+}
+
+std::unique_ptr<KVCache> Transformer::cross_cache(const float* states, int S, int n_threads) const {
+  const ModelConfig& c = config_;
+  NT_CHECK(c.cross_attention, "internal: cross_cache() needs a cross-attention decoder");
+  const int D = c.head_dim, H_kv = c.n_kv_heads, kv_dim = H_kv * D;
+  auto cache = std::make_unique<KVCache>(c, S);
+  Workspace ws(c, std::min(S, 512));
+  for (int s0 = 0; s0 < S; s0 += ws.batch) {
+    const int n = std::min(ws.batch, S - s0);
+    for (int l = 0; l < c.n_layers; ++l) {
+      const LayerWeights& w = weights_.layers[l];
+      project(ws, {{ws.k.get(), &w.ck, w.bck}, {ws.v.get(), &w.cv, w.bcv}}, states + size_t(s0) * c.dim, n, c.dim, n_threads);
+      for (int t = 0; t < n; ++t)  // (n, H_kv, D) rows into the (H_kv, S, D) layout
+        for (int h = 0; h < H_kv; ++h) {
+          const size_t src = size_t(t) * kv_dim + size_t(h) * D, dst = (size_t(h) * S + s0 + t) * D;
+          std::copy(ws.k.get() + src, ws.k.get() + src + D, cache->keys(l) + dst);
+          std::copy(ws.v.get() + src, ws.v.get() + src + D, cache->values(l) + dst);
+        }
+    }
+  }
+  cache->length = S;
+  return cache;
 }
 
 }  // namespace nextoken

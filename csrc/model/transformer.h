@@ -5,6 +5,7 @@
 // activations (Workspace) are passed to forward(), so the same weights serve every sequence.
 #pragma once
 
+#include <memory>
 #include <vector>
 
 #include "kv_cache.h"
@@ -20,6 +21,9 @@ struct ForwardChunk {
   int T;           // tokens, at positions cache->length .. cache->length + T - 1
   float* logits;   // (T, vocab) when all_logits, else (vocab) for the last token; nullptr: none
   bool all_logits;
+  const KVCache* cross = nullptr;     // cross-attention models: the encoder states' keys and values
+  const float* embeddings = nullptr;  // (T, C) input vectors in place of tokens (tokens == nullptr)
+  float* hidden = nullptr;            // (T, C): the last hidden states (after output_norm), or nullptr
 };
 
 class Transformer {
@@ -39,13 +43,21 @@ class Transformer {
 
   // One sequence, any length: tokens[0 .. T) at positions pos0 .. pos0 + T - 1 of `cache` (positions
   // before pos0 must be in it), in passes of ws.batch tokens. logits: (T, vocab) when all_logits, else
-  // (vocab) for the last token, or nullptr for none.
+  // (vocab) for the last token, or nullptr for none. cross: a cross-attention decoder's encoder keys/values.
   void forward(KVCache& cache, Workspace& ws, const int32_t* tokens, int T, int pos0, float* logits,
-               bool all_logits, int n_threads) const;
+               bool all_logits, int n_threads, const KVCache* cross = nullptr) const;
 
   // The keys of positions [from, to) of every layer, rotated back by `delta` positions (context shift:
   // keys move to earlier slots; RoPE's rotations compose, so R(p) then R(-delta) is R(p - delta)).
   void rerotate_keys(KVCache& cache, int from, int to, int delta) const;
+
+  // An encoder (causal = false) over T tokens, or over T input vectors when tokens is null:
+  // hidden (T, C) = its last hidden states. Positions 0 .. T - 1 (all in one pass).
+  void encode(const int32_t* tokens, const float* embeddings, int T, float* hidden, int n_threads) const;
+
+  // A cross-attention decoder's keys and values of encoder states (S, C), every layer: computed once
+  // per request and read by every step (and beam) of its sequences.
+  std::unique_ptr<KVCache> cross_cache(const float* states, int S, int n_threads) const;
 
   // Throws nextoken::Error unless T > 0, every id is in the vocabulary and the positions fit `capacity`.
   void check_tokens(const int32_t* tokens, int T, int pos0, int capacity) const;

@@ -100,6 +100,10 @@ void check_config(const ModelConfig& c) {
   NT_CHECK(int(c.layers.size()) == c.n_layers, "the config describes " + std::to_string(c.layers.size()) +
                                                    " layers, expected n_layers = " + std::to_string(c.n_layers));
   NT_CHECK(c.position_offset >= 0, "position_offset must be >= 0");
+  NT_CHECK(c.relative_span >= 0, "relative_span must be >= 0");
+  NT_CHECK(std::isfinite(c.head_scale), "head_scale must be finite");
+  NT_CHECK(!c.cross_attention || (c.causal && c.norm_placement != NormPlacement::Sandwich),
+           "cross-attention needs a causal decoder with pre or post norms");
   if (c.positions == Positions::Rope) {
     NT_CHECK(!c.rope_inv_freq.empty(), "a RoPE model needs at least one table of inverse frequencies");
     for (const auto& table : c.rope_inv_freq) {
@@ -128,6 +132,9 @@ ModelWeights bind_weights(const ModelConfig& c, const TensorMap& tensors) {
   }
   w.output_norm = roles.norm(c, "output_norm", c.norm_placement != NormPlacement::Post);
   w.output.view = roles.matrix("output", c.vocab_size, c.dim, false);
+  w.output_bias = roles.vector("output.bias", c.vocab_size, false);
+  if (c.embed_norm) w.embd_norm = roles.norm(c, "embd_norm");
+  if (c.relative_span > 0) w.rel_bias = roles.vector("attn_rel_bias", int64_t(c.n_heads) * (2 * c.relative_span - 1));
   if (!w.output.present()) w.output.view = w.token_embd;
   for (int i = 0; i < c.n_layers; ++i) {
     const std::string p = "blk." + std::to_string(i) + ".";
@@ -158,6 +165,17 @@ ModelWeights bind_weights(const ModelConfig& c, const TensorMap& tensors) {
     l.w_down.view = roles.matrix(p + "ffn_down", c.dim, c.hidden_dim);
     l.b_up = roles.vector(p + "ffn_up.bias", c.hidden_dim, false);
     l.b_down = roles.vector(p + "ffn_down.bias", c.dim, false);
+    if (c.cross_attention) {
+      l.cross_norm = roles.norm(c, p + "cross_attn_norm");
+      l.cq.view = roles.matrix(p + "cross_attn_q", q_dim, c.dim);
+      l.ck.view = roles.matrix(p + "cross_attn_k", kv_dim, c.dim);
+      l.cv.view = roles.matrix(p + "cross_attn_v", kv_dim, c.dim);
+      l.co.view = roles.matrix(p + "cross_attn_output", c.dim, q_dim);
+      l.bcq = roles.vector(p + "cross_attn_q.bias", q_dim, false);
+      l.bck = roles.vector(p + "cross_attn_k.bias", kv_dim, false);
+      l.bcv = roles.vector(p + "cross_attn_v.bias", kv_dim, false);
+      l.bco = roles.vector(p + "cross_attn_output.bias", c.dim, false);
+    }
     w.layers.push_back(l);
   }
   roles.check_all_used();
@@ -167,7 +185,7 @@ ModelWeights bind_weights(const ModelConfig& c, const TensorMap& tensors) {
 void pack_matrices(ModelWeights& w, PackedBuffer& buffer, bool file_mapped, int n_threads) {
   std::vector<Matrix*> all{&w.output};
   for (LayerWeights& l : w.layers)
-    for (Matrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down})
+    for (Matrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down, &l.cq, &l.ck, &l.cv, &l.co})
       if (m->present()) all.push_back(m);
   std::vector<size_t> offsets;
   size_t total = 0;

@@ -6,7 +6,9 @@
 //   attn_norm, post_attention_norm, ffn_norm, post_ffw_norm (C) [+ .bias for LayerNorm],
 //   attn_q (H*D, C), attn_k, attn_v (H_kv*D, C), attn_output (C, H*D) [+ .bias each],
 //   attn_q_norm, attn_k_norm (D) [qk_norm], ffn_gate [gated], ffn_up (hidden, C), ffn_down (C, hidden)
-//   [+ .bias each].
+//   [+ .bias each]; with cross_attention: cross_attn_norm, cross_attn_q, cross_attn_k, cross_attn_v,
+//   cross_attn_output [+ .bias each]. Model-wide: embd_norm [embed_norm], output.bias (vocab) [optional:
+//   BART's final_logits_bias], attn_rel_bias (H, 2 relative_span - 1) [T5].
 // Which are required follows from the config (norm kind and placement, gating, positions, qk_norm);
 // bind_weights() checks presence, type and shape of each and rejects roles the config does not use.
 // Immutable once bound: one ModelWeights serves every thread and sequence.
@@ -51,6 +53,9 @@ struct LayerWeights {
   const float *q_norm = nullptr, *k_norm = nullptr;  // (D)
   Matrix w_gate, w_up, w_down;               // (hidden, C) x 2, (C, hidden); w_gate absent when not gated
   const float *b_gate = nullptr, *b_up = nullptr, *b_down = nullptr;
+  Norm cross_norm;                           // cross-attention: q, k, v, output as the self-attention's
+  Matrix cq, ck, cv, co;
+  const float *bcq = nullptr, *bck = nullptr, *bcv = nullptr, *bco = nullptr;
 };
 
 struct ModelWeights {
@@ -58,6 +63,9 @@ struct ModelWeights {
   TensorView pos_embd;    // (n_pos, C) learned positions, or empty
   Norm output_norm;       // absent for post-norm models
   Matrix output;          // (vocab, C); token_embd's view when the head is tied
+  const float* output_bias = nullptr;  // (vocab)
+  Norm embd_norm;
+  const float* rel_bias = nullptr;     // (H, 2 relative_span - 1)
   std::vector<LayerWeights> layers;
 };
 
