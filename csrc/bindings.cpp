@@ -142,6 +142,15 @@ ModelConfig model_config(const py::dict& d) {
   NT_CHECK(int(windows.size()) == c.n_layers && int(tables.size()) == c.n_layers,
            "model config: 'sliding_window' and 'rope_table' need one entry per layer");
   for (int i = 0; i < c.n_layers; ++i) c.layers.push_back(LayerConfig{windows[i], tables[i]});
+  // Encoder-decoder choices: absent for decoder-only models.
+  auto optional = [&](const char* key, auto fallback) {
+    return d.contains(key) ? config_value<decltype(fallback)>(d, key) : fallback;
+  };
+  c.causal = optional("causal", true);
+  c.cross_attention = optional("cross_attention", false);
+  c.embed_norm = optional("embed_norm", false);
+  c.relative_span = optional("relative_span", 0);
+  c.head_scale = optional("head_scale", 1.0f);
   return c;
 }
 
@@ -165,9 +174,53 @@ struct PyTransformer {
                                           weights_file_mapped, n_threads);
   }
 
+  // The encoder's last hidden states (T, C) of token ids, or of input vectors (T, C).
+  py::array_t<float> encode(const py::object& tokens, const py::object& embeddings, int n_threads) {
+    const ModelConfig& c = model->config();
+    NT_CHECK(!c.causal, "encode() needs an encoder");
+    checked_threads(n_threads);
+    std::vector<int32_t> ids;
+    std::vector<float> vectors;
+    int T = 0;
+    if (!tokens.is_none()) {
+      const IdArray arr = IdArray::ensure(tokens);
+      NT_CHECK(arr && arr.ndim() == 1 && arr.size() > 0, "the source must be a non-empty 1-D array of ids");
+      T = int(arr.size());
+      model->check_tokens(arr.data(), T, 0, model->max_positions());
+      ids.assign(arr.data(), arr.data() + T);
+    } else {
+      const FloatArray arr = FloatArray::ensure(embeddings);
+      NT_CHECK(arr && arr.ndim() == 2 && arr.shape(0) > 0 && arr.shape(1) == c.dim,
+               "input vectors must be (T, " + std::to_string(c.dim) + ")");
+      T = int(arr.shape(0));
+      const int32_t zero = 0;
+      model->check_tokens(&zero, 1, T - 1, model->max_positions());  // positions for T rows
+      vectors.assign(arr.data(), arr.data() + arr.size());
+    }
+    py::array_t<float> hidden({T, c.dim});
+    float* out = hidden.mutable_data();
+    py::gil_scoped_release release;
+    model->encode(ids.empty() ? nullptr : ids.data(), vectors.empty() ? nullptr : vectors.data(), T, out, n_threads);
+    return hidden;
+  }
+
   std::shared_ptr<const Transformer> model;
   py::list keep_alive;
 };
+
+// Encoder states (S, C) for a cross-attention decoder: a C-contiguous float32 copy, checked.
+std::vector<float> encoder_states(const Transformer& model, const py::object& states, int& n_states) {
+  n_states = 0;
+  if (states.is_none()) return {};
+  const FloatArray arr = FloatArray::ensure(states);
+  const int C = model.config().dim;
+  NT_CHECK(arr && arr.ndim() == 2 && arr.shape(0) > 0 && arr.shape(1) == C,
+           "encoder_hidden_states must be (S, " + std::to_string(C) + ") floats");
+  for (py::ssize_t i = 0; i < arr.size(); ++i)
+    NT_CHECK(std::isfinite(arr.data()[i]), "encoder_hidden_states holds NaN or infinity");
+  n_states = int(arr.shape(0));
+  return std::vector<float>(arr.data(), arr.data() + arr.size());
+}
 
 // A session plus a reference to the Python transformer object that owns its weights.
 struct PySession {
@@ -177,22 +230,24 @@ struct PySession {
     session = std::make_unique<Session>(model, n_ctx, n_threads);
   }
 
-  py::array_t<float> forward(const IdArray& tokens, int pos0, bool all_logits) {
+  py::array_t<float> forward(const IdArray& tokens, int pos0, bool all_logits, const py::object& states) {
     NT_CHECK(tokens.ndim() == 1, "tokens must be a 1-D array of ids");
     const int T = int(tokens.shape(0)), V = session->model().config().vocab_size;
+    int n_states;
+    const std::vector<float> enc = encoder_states(session->model(), states, n_states);
     py::array_t<float> logits = all_logits ? py::array_t<float>({T, V}) : py::array_t<float>({V});
     const int32_t* ids = tokens.data();
     float* out = logits.mutable_data();
     {
       py::gil_scoped_release release;
-      session->forward(ids, T, pos0, out, all_logits);
+      session->forward(ids, T, pos0, out, all_logits, enc.empty() ? nullptr : enc.data(), n_states);
     }
     return logits;
   }
 
   uint64_t add(const IdArray& prompt, int max_new_tokens, int min_new_tokens, uint64_t seed,
                const std::vector<int32_t>& eos_ids, const py::dict& sampling, int logprobs, bool context_shift,
-               int n_keep, bool pulled) {
+               int n_keep, bool pulled, const py::object& states) {
     NT_CHECK(prompt.ndim() == 1, "the prompt must be a 1-D array of ids");
     SequenceOptions o;
     o.max_new_tokens = max_new_tokens;
@@ -203,8 +258,10 @@ struct PySession {
     o.context_shift = context_shift;
     o.n_keep = n_keep;
     std::vector<int32_t> ids(prompt.data(), prompt.data() + prompt.size());
+    int n_states;
+    const std::vector<float> enc = encoder_states(session->model(), states, n_states);
     py::gil_scoped_release release;  // waits for the session's lock
-    return session->add(std::move(ids), o, pulled);
+    return session->add(std::move(ids), o, pulled, enc.empty() ? nullptr : enc.data(), n_states);
   }
 
   // The session's calls that wait for its lock or compute, without the GIL.
@@ -399,7 +456,7 @@ void check_attention(const FloatArray& q, const FloatArray& k, const FloatArray&
   const py::ssize_t H = q.shape(q_rank - 2), D = q.shape(q_rank - 1), H_kv = k.shape(0);
   NT_CHECK(k.shape(2) == D, "attention: q and k head dims differ");
   NT_CHECK(H_kv > 0 && H % H_kv == 0, "attention: query heads must be a multiple of key/value heads");
-  NT_CHECK(D > 0 && D % 16 == 0 && D <= 256, "attention: head dim must be a positive multiple of 16, at most 256");
+  NT_CHECK(D > 0 && D <= 256, "attention: head dim must be in [1, 256]");
 }
 
 py::array_t<float> op_attention_prefill(const FloatArray& q, const FloatArray& k, const FloatArray& v, int pos0,
@@ -486,11 +543,14 @@ PYBIND11_MODULE(_core, m) {
            py::arg("weights_file_mapped") = false, py::arg("n_threads") = 1,
            "The immutable part of a model: config (dict of the choices in csrc/model/config.h) and weights\n"
            "[(role, ggml type, rows, cols, uint8 array)]. weights_file_mapped: the arrays view a read-only file\n"
-           "mapping, so int8 compute may drop their pages after repacking. Never set it for arrays in RAM.");
+           "mapping, so int8 compute may drop their pages after repacking. Never set it for arrays in RAM.")
+      .def("encode", &PyTransformer::encode, py::arg("tokens") = py::none(), py::arg("embeddings") = py::none(),
+           py::arg("n_threads") = 1, "An encoder's last hidden states (T, C) of ids, or of input vectors (T, C).");
 
   m.def("beam_search", [](const PyTransformer& t, const IdArray& prompt, int n_ctx, int num_beams, int num_return_sequences,
                           int max_new_tokens, int min_new_tokens, double length_penalty, const std::string& early_stopping,
-                          const std::vector<int32_t>& eos_ids, const py::dict& sampling, int n_threads) {
+                          const std::vector<int32_t>& eos_ids, const py::dict& sampling, int n_threads,
+                          const py::object& states) {
     NT_CHECK(prompt.ndim() == 1, "the prompt must be a 1-D array of ids");
     checked_threads(n_threads);
     BeamOptions o;
@@ -506,17 +566,19 @@ PYBIND11_MODULE(_core, m) {
     o.eos_ids = eos_ids;
     o.processors = sampling_params(sampling, 0).more;
     std::vector<int32_t> ids(prompt.data(), prompt.data() + prompt.size());
+    int n_states;
+    const std::vector<float> enc = encoder_states(*t.model, states, n_states);
     std::vector<Hypothesis> beams;
     {
       py::gil_scoped_release release;  // reads the immutable transformer only: runs beside other calls
-      beams = beam_search(*t.model, n_ctx, ids, o, n_threads);
+      beams = beam_search(*t.model, n_ctx, ids, o, n_threads, enc.empty() ? nullptr : enc.data(), n_states);
     }
     py::list out;
     for (const Hypothesis& h : beams) out.append(py::make_tuple(h.tokens, h.score));
     return out;
   }, py::arg("transformer"), py::arg("prompt"), py::arg("n_ctx"), py::arg("num_beams"), py::arg("num_return_sequences"),
      py::arg("max_new_tokens"), py::arg("min_new_tokens"), py::arg("length_penalty"), py::arg("early_stopping"),
-     py::arg("eos_ids"), py::arg("sampling"), py::arg("n_threads"),
+     py::arg("eos_ids"), py::arg("sampling"), py::arg("n_threads"), py::arg("encoder_states") = py::none(),
      "Hugging Face's beam search: [(generated ids, score)] best first; sampling: checked_params() (processors only).");
 
   py::class_<StepOutput>(m, "StepOutput", "One token of one sequence.")
@@ -528,10 +590,12 @@ PYBIND11_MODULE(_core, m) {
 
   py::class_<PySession>(m, "Session")
       .def(py::init<py::object, int, int>(), py::arg("transformer"), py::arg("n_ctx"), py::arg("n_threads"))
-      .def("forward", &PySession::forward, py::arg("tokens"), py::arg("pos0") = 0, py::arg("all_logits") = true)
+      .def("forward", &PySession::forward, py::arg("tokens"), py::arg("pos0") = 0, py::arg("all_logits") = true,
+           py::arg("encoder_states") = py::none())
       .def("add", &PySession::add, py::arg("prompt"), py::arg("max_new_tokens"), py::arg("min_new_tokens"),
            py::arg("seed"), py::arg("eos_ids"), py::arg("sampling"), py::arg("logprobs") = -1,
            py::arg("context_shift") = false, py::arg("n_keep") = 0, py::arg("pulled") = false,
+           py::arg("encoder_states") = py::none(),
            "A new sequence (its id); sampling: the dict nextoken.sampling.checked_params() returns. pulled: driven\n"
            "by next() (generate/stream) instead of step(). Computes nothing.")
       .def("step", [](PySession& s, const std::vector<uint64_t>& ids) { return s.unlocked([&](Session& x) { return x.step(ids); }); },

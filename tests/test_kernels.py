@@ -170,6 +170,7 @@ def test_embedding(w_type):
 ATTENTION_CASES = [  # T, pos0, H, H_kv, D
     (1, 0, 1, 1, 16), (5, 0, 2, 1, 16), (33, 0, 9, 3, 64), (70, 0, 4, 4, 32),
     (13, 20, 4, 2, 64), (3, 61, 8, 2, 128), (100, 31, 2, 2, 80),
+    (9, 4, 4, 2, 8), (40, 0, 3, 3, 12), (6, 35, 2, 1, 24),  # head dims off the vector width: the scalar path
 ]
 
 
@@ -265,8 +266,8 @@ def test_ops_reject_bad_shapes():
     with pytest.raises(ValueError, match="unsupported weight type"):
         ops.matmul(x, np.zeros(64, dtype=np.uint8), 10, 1)  # Q2_K
     with pytest.raises(ValueError, match="head dim"):
-        ops.attention_prefill(np.zeros((2, 2, 24), np.float32), np.zeros((1, 2, 24), np.float32),
-                              np.zeros((1, 2, 24), np.float32))
+        ops.attention_prefill(np.zeros((2, 2, 264), np.float32), np.zeros((1, 2, 264), np.float32),
+                              np.zeros((1, 2, 264), np.float32))
     with pytest.raises(ValueError, match="multiple"):
         ops.attention_prefill(np.zeros((2, 3, 16), np.float32), np.zeros((2, 2, 16), np.float32),
                               np.zeros((2, 2, 16), np.float32))

@@ -1,6 +1,6 @@
 // attention.cpp: fused causal attention over the KV cache, CPU, compiled once per ISA.
 //
-// H = query heads, H_kv = key/value heads, D = head dim (a multiple of 16, at most 256), S = cache
+// H = query heads, H_kv = key/value heads, D = head dim (at most 256; fastest a multiple of 16), S = cache
 // capacity. Every query row is reduced alone by attend_row(), in the same order whatever the other rows
 // of the call: a token decoded through the cache gets exactly the output it gets inside a prefill or a
 // batch of other sequences.
@@ -23,7 +23,7 @@ constexpr int KEY_BLOCK = 32;  // keys scored together before the running softma
 // template parameter so that the row lives in registers; the output accumulates in two copies (even and
 // odd keys), so each key's FMAs need not wait for the previous key's.
 template <int DV>
-void attend_row(float* out, const float* q, const float* k, const float* v, int n, float scale, const float* bias) {
+void attend_row(float* out, const float* q, const float* k, const float* v, int n, float scale, const float* bias, int) {
   constexpr int D = VL * DV;
   vfloat qv[DV], acc[2][DV];
   for (int i = 0; i < DV; ++i) {
@@ -73,10 +73,38 @@ void attend_row(float* out, const float* q, const float* k, const float* v, int 
   for (int i = 0; i < DV; ++i) storev(out + VL * i, (acc[0][i] + acc[1][i]) * inv_l);
 }
 
-using AttendRow = void (*)(float*, const float*, const float*, const float*, int, float, const float*);
+// The same for head dims that are not a multiple of 16 (tiny models), a float at a time.
+void attend_row_any(float* out, const float* q, const float* k, const float* v, int n, float scale, const float* bias,
+                    int D) {
+  float acc[256] = {}, s[KEY_BLOCK];
+  float m = -INFINITY, l = 0.0f;
+  for (int j0 = 0; j0 < n; j0 += KEY_BLOCK) {
+    const int nb = std::min(KEY_BLOCK, n - j0);
+    float block_max = -INFINITY;
+    for (int j = 0; j < nb; ++j) {
+      const float* kj = k + size_t(j0 + j) * D;
+      float dot = 0.0f;
+      for (int i = 0; i < D; ++i) dot += q[i] * scale * kj[i];
+      s[j] = bias ? dot + bias[j0 + j] : dot;
+      block_max = std::max(block_max, s[j]);
+    }
+    const float m_new = std::max(m, block_max), correction = std::exp(m - m_new);
+    float block_sum = 0.0f;
+    for (int j = 0; j < nb; ++j) block_sum += s[j] = std::exp(s[j] - m_new);
+    l = l * correction + block_sum;
+    for (int i = 0; i < D; ++i) acc[i] *= correction;
+    for (int j = 0; j < nb; ++j)
+      for (int i = 0; i < D; ++i) acc[i] += s[j] * v[size_t(j0 + j) * D + i];
+    m = m_new;
+  }
+  for (int i = 0; i < D; ++i) out[i] = acc[i] / l;
+}
 
-// The instantiation for head dim D (a multiple of 16, at most 256).
+using AttendRow = void (*)(float*, const float*, const float*, const float*, int, float, const float*, int);
+
+// The instantiation for head dim D (at most 256): vectorised for multiples of 16.
 AttendRow attend_row_for(int D) {
+  if (D % 16 != 0) return attend_row_any;
   constexpr int U = 16 / VL;  // vectors per 16 floats
   static constexpr AttendRow table[16] = {
       attend_row<1 * U>,  attend_row<2 * U>,  attend_row<3 * U>,  attend_row<4 * U>,
@@ -113,7 +141,7 @@ void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs,
       const size_t kv = (size_t(h / group) * seq.S + first) * D;
       // T5's bias of key j for the query at p: rel_bias[h][(j - p) + rel_span - 1]
       const float* bias = rel_bias ? rel_bias + size_t(h) * (2 * rel_span - 1) + (rel_span - 1) - p + first : nullptr;
-      attend_row(out + size_t(item) * D, q + size_t(item) * D, seq.k + kv, seq.v + kv, last + 1 - first, scale, bias);
+      attend_row(out + size_t(item) * D, q + size_t(item) * D, seq.k + kv, seq.v + kv, last + 1 - first, scale, bias, D);
     }
   });
 }

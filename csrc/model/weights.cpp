@@ -91,8 +91,8 @@ void check_config(const ModelConfig& c) {
   NT_CHECK(c.n_heads > 0 && c.n_kv_heads > 0 && c.n_heads % c.n_kv_heads == 0,
            "n_heads (" + std::to_string(c.n_heads) + ") must be a multiple of n_kv_heads (" +
                std::to_string(c.n_kv_heads) + ")");
-  NT_CHECK(c.head_dim > 0 && c.head_dim % 16 == 0 && c.head_dim <= 256,
-           "head_dim must be a multiple of 16 and at most 256, got " + std::to_string(c.head_dim));
+  NT_CHECK(c.head_dim > 0 && c.head_dim % 2 == 0 && c.head_dim <= 256,
+           "head_dim must be even and at most 256, got " + std::to_string(c.head_dim));
   NT_CHECK(std::isfinite(c.norm_eps) && c.norm_eps > 0.0f, "norm_eps must be positive, got " + std::to_string(c.norm_eps));
   NT_CHECK(std::isfinite(c.attn_scale) && c.attn_scale >= 0.0f, "attn_scale must be finite and >= 0");
   NT_CHECK(std::isfinite(c.embed_scale), "embed_scale must be finite");

@@ -69,7 +69,7 @@ class Model:
             folder = safetensors.read(path)
             if lora is not None:
                 lora_adapters.merge(folder, lora)
-            spec = architectures.from_hf(folder)
+            spec = architectures.from_hf(folder, n_ctx)
             self.tokenizer = Tokenizer.from_folder(path, folder.config, folder.generation_config)
             file_mapped = False  # some weights are converted copies in RAM, never to be released
         else:
@@ -107,6 +107,14 @@ class Model:
         except Error as e:  # the core names the weight by its role; say which file it came from
             raise Error(f"{path.name}: {e}") from None
         self._model = _core.Session(self._transformer, n_ctx, n_threads)
+        # Encoder-decoder models: the encoder is a second transformer; the Session above is the decoder's.
+        self._encoder = None
+        self.generation = dict(spec.generation)
+        self.vision = dict(spec.vision)
+        if spec.encoder is not None:
+            self._encoder = _core.Transformer(spec.encoder.config, spec.encoder.tensors, n_ctx, compute_type,
+                                              file_mapped, n_threads)
+            self.n_parameters += sum(rows * cols for _, _, rows, cols, _ in spec.encoder.tensors)
 
     def __repr__(self) -> str:
         types = ", ".join(f"{name} x{count}" for name, count in self.weight_types.items())
@@ -164,25 +172,62 @@ class Model:
         return arr.astype(np.int32)
 
     # ---- the network ---------------------------------------------------------------------------------
-    def forward(self, ids: Sequence[int], start_pos: int = 0) -> np.ndarray:
+    def forward(self, ids: Sequence[int], start_pos: int = 0, encoder_hidden_states=None) -> np.ndarray:
         """Logits (len(ids), vocab) float32 of `ids` at positions start_pos, start_pos + 1, ...
 
         The KV cache keeps what forward() computed, so a sequence can be fed in pieces: positions below
         start_pos must come from earlier forward() calls on this model (start_pos = 0 starts afresh).
+        Encoder-decoder models: `ids` are decoder ids (starting with the decoder start token) attending to
+        encoder_hidden_states (S, d) (from encode(), or any array with __dlpack__ / __array__).
         """
         ids = self._ids(ids)
+        states = None if encoder_hidden_states is None else _float_array(encoder_hidden_states, "encoder_hidden_states")
         start_pos = _check_int("start_pos", start_pos, 0)
         if ids.size == 0:
             raise Error("forward() needs at least one token")
         if start_pos + ids.size > self.n_ctx:
             raise Error(f"context overflow: positions {start_pos} .. {start_pos + ids.size - 1} do not fit in n_ctx = {self.n_ctx}")
-        return self._model.forward(ids, start_pos, True)
+        return self._model.forward(ids, start_pos, True, states)
+
+    @property
+    def is_encoder_decoder(self) -> bool:
+        return self._encoder is not None
+
+    def encode(self, source: Prompt | None = None, *, pixel_values=None, image=None,
+               parse_special: bool = True) -> np.ndarray:
+        """The encoder's last hidden state (S, d) float32 of a source: text or ids (translation), or for an
+        image encoder `pixel_values` (3, H, W) / (1, 3, H, W) as its processor makes them, or `image` (a path
+        or a PIL image, preprocessed here as preprocessor_config.json says)."""
+        if self._encoder is None:
+            raise Error("encode() needs an encoder-decoder model; this one is decoder-only")
+        if self.vision:
+            if source is not None:
+                raise Error("this model encodes images: give pixel_values= or image=")
+            from . import vision
+            if (pixel_values is None) == (image is None):
+                raise Error("give one of pixel_values= or image=")
+            pixels = vision.preprocess(image, self.vision) if image is not None else \
+                vision.check_pixels(_float_array(pixel_values, "pixel_values", ndim=None), self.vision)
+            return self._encoder.encode(embeddings=vision.patch_embeddings(pixels, self.vision),
+                                        n_threads=self.n_threads)
+        if pixel_values is not None or image is not None:
+            raise Error("this model encodes text: pixel_values and image are for image-to-text models")
+        if source is None:
+            raise Error("encode() needs a source (text or ids)")
+        ids = self._ids(self.tokenize(source, parse_special) if isinstance(source, str) else source)
+        if ids.size == 0:
+            raise Error("the source is empty")
+        return self._encoder.encode(tokens=ids, n_threads=self.n_threads)
 
     # ---- generation ----------------------------------------------------------------------------------
-    def generate(self, prompt: Union[Prompt, Sequence[Prompt]], max_new_tokens: int | None = 128, **params):
+    def generate(self, prompt: Union[Prompt, Sequence[Prompt], None] = None, max_new_tokens: int | None = 128,
+                 **params):
         """Continue `prompt`: a str returns the new text, token ids the new ids (list[int]). A list of prompts
         (str or id lists) returns one result per prompt, run together in one batch: each result is the one
-        the prompt gets alone, bit for bit. Takes stream()'s parameters, and:
+        the prompt gets alone, bit for bit. Encoder-decoder models (translation, captioning): the prompt is
+        the source, and the result the decoder's new tokens (without its start token); or give
+        encoder_hidden_states= (features from another stack), or for image encoders pixel_values= / image=.
+        Takes stream()'s parameters, and:
 
         logprobs=k (int >= 0): return (result, [TokenLogprob per generated token]): each token's log-probability
           and the k most likely alternatives, under the raw logits (log softmax of the model's output, before
@@ -220,14 +265,15 @@ class Model:
             results = [results[i:i + n_return] for i in range(0, len(results), n_return)]
         return results if batch else results[0]
 
-    def stream(self, prompt: Union[Prompt, Sequence[Prompt]], max_new_tokens: int | None = 128, *,
+    def stream(self, prompt: Union[Prompt, Sequence[Prompt], None] = None, max_new_tokens: int | None = 128, *,
                min_new_tokens: int = 0, temperature: float = 0.0, top_k: int = 0, top_p: float = 1.0,
                min_p: float = 0.0, typical_p: float = 1.0, repetition_penalty: float = 1.0,
                presence_penalty: float = 0.0, frequency_penalty: float = 0.0, no_repeat_ngram_size: int = 0,
                logit_bias: dict | None = None, bad_words_ids: Sequence[Sequence[int]] | None = None,
                seed: int | Sequence[int] | None = None, stop: Sequence[str] | str | None = None,
                stop_token_ids: Sequence[int] | None = None, eos_token_id: int | Sequence[int] | None = None,
-               context_shift: bool = False, n_keep: int = 4, parse_special: bool = True) -> Iterator:
+               context_shift: bool = False, n_keep: int = 4, parse_special: bool = True,
+               encoder_hidden_states=None, pixel_values=None, image=None) -> Iterator:
         """As generate(), one piece at a time: str pieces for a str prompt (never a split UTF-8 character;
         their concatenation is what generate() returns), single ids for an ids prompt. A list of prompts
         yields (index, piece) pairs as the batch advances.
@@ -252,16 +298,18 @@ class Model:
                            frequency_penalty=frequency_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
                            logit_bias=logit_bias, bad_words_ids=bad_words_ids, seed=seed, stop=stop,
                            stop_token_ids=stop_token_ids, eos_token_id=eos_token_id, context_shift=context_shift,
-                           n_keep=n_keep,
-                           parse_special=parse_special)
+                           n_keep=n_keep, parse_special=parse_special,
+                           encoder_hidden_states=encoder_hidden_states, pixel_values=pixel_values, image=image)
         if _is_batch(prompt):
             return ((i, piece) for i, piece, _ in _round_robin(runs))
         return (piece for _, piece, _ in _round_robin(runs))
 
-    def beam_search(self, prompt: Union[Prompt, Sequence[Prompt]], max_new_tokens: int = 128, *, num_beams: int = 4,
-                    num_return_sequences: int = 1, length_penalty: float = 1.0, early_stopping=False,
-                    return_scores: bool = False, min_new_tokens: int = 0, stop_token_ids: Sequence[int] | None = None,
-                    eos_token_id: int | Sequence[int] | None = None, parse_special: bool = True, **processors):
+    def beam_search(self, prompt: Union[Prompt, Sequence[Prompt], None] = None, max_new_tokens: int = 128, *,
+                    num_beams: int = 4, num_return_sequences: int = 1, length_penalty: float = 1.0,
+                    early_stopping=False, return_scores: bool = False, min_new_tokens: int = 0,
+                    stop_token_ids: Sequence[int] | None = None, eos_token_id: int | Sequence[int] | None = None,
+                    parse_special: bool = True, encoder_hidden_states=None, pixel_values=None, image=None,
+                    **processors):
         """Beam search as Hugging Face generate(num_beams=...) does it: each step keeps the num_beams best
         partial continuations by the sum of their tokens' log-probabilities (log-softmax, then the logits
         processors: repetition_penalty, no_repeat_ngram_size, bad_words_ids, logit_bias, ...); a beam ending
@@ -288,23 +336,23 @@ class Model:
             raise Error(f"length_penalty must be a finite number, got {length_penalty!r}")
         if early_stopping not in (True, False, "never"):
             raise Error(f"early_stopping must be True, False or 'never', got {early_stopping!r}")
+        if self._encoder is not None and "bad_words_ids" not in processors and self.generation.get("bad_words_ids"):
+            processors["bad_words_ids"] = self.generation["bad_words_ids"]  # Marian bans its pad id
         sampling = checked_params(self.vocab_size, greedy_ok=True, temperature=0.0, **processors)
         eos = self._eos_ids(eos_token_id, stop_token_ids)
         batch = _is_batch(prompt)
         prompts = list(prompt) if batch else [prompt]
-        ids = [self._ids(self.tokenize(p, parse_special) if isinstance(p, str) else p) for p in prompts]
-        for arr in ids:  # every prompt checked before any runs
-            if arr.size == 0:
-                raise Error("the prompt is empty")
+        items = self._inputs(prompts, encoder_hidden_states, pixel_values, image, parse_special)
+        for arr, _, _ in items:  # every prompt checked before any runs
             if arr.size + max_new_tokens > self.n_ctx:
                 raise Error(f"context overflow: a prompt of {arr.size} tokens plus max_new_tokens = {max_new_tokens} "
                             f"exceeds n_ctx = {self.n_ctx}")
         results = []
-        for p, arr in zip(prompts, ids):
+        for arr, states, text in items:
             beams = _core.beam_search(self._transformer, arr, self.n_ctx, num_beams, num_return_sequences,
                                       max_new_tokens, min_new_tokens, float(length_penalty),
-                                      str(early_stopping).lower(), eos, sampling, self.n_threads)
-            if isinstance(p, str):
+                                      str(early_stopping).lower(), eos, sampling, self.n_threads, states)
+            if text:
                 beams = [(self.tokenizer.decode(tokens), score) for tokens, score in beams]
             beams = [(tokens if isinstance(tokens, str) else list(tokens), score) for tokens, score in beams]
             out = beams if return_scores else [tokens for tokens, _ in beams]
@@ -336,26 +384,59 @@ class Model:
         stops = [stop] if isinstance(stop, str) else list(stop or [])
         if any(not isinstance(s, str) or not s for s in stops):
             raise Error("stop must be a non-empty string or a list of them")
-        if stops and not all(isinstance(p, str) for p in prompts):
+        sequences, text = self._add(prompts, max_new_tokens, pulled=True, logprobs=logprobs, **params)
+        if stops and not all(text):
+            for sequence_id in sequences:
+                self._model.free(sequence_id)
             raise Error("stop strings need a text prompt")
-        sequences = self._add(prompts, max_new_tokens, pulled=True, logprobs=logprobs, **params)
         end_ids = self._eos_ids(params.get("eos_token_id"), params.get("stop_token_ids"))
-        return [_Run(_Sequence(self._model, sequence_id), StreamDecoder(self.tokenizer) if isinstance(p, str) else None,
+        return [_Run(_Sequence(self._model, sequence_id), StreamDecoder(self.tokenizer) if t else None,
                      stops, self.tokenizer if logprobs is not None else None, end_ids)
-                for p, sequence_id in zip(prompts, sequences)]
+                for t, sequence_id in zip(text, sequences)]
+
+    def _inputs(self, prompts, encoder_hidden_states, pixel_values, image, parse_special) -> list[tuple]:
+        """(decoder ids, encoder states or None, text output?) per prompt. Decoder-only: the prompt itself.
+        Encoder-decoder: the prompt is the source, encoded here (or encoder_hidden_states / an image is);
+        the decoder starts from the decoder start token (and a forced BOS token, mBART's language code)."""
+        if self._encoder is None:
+            if encoder_hidden_states is not None or pixel_values is not None or image is not None:
+                raise Error("encoder_hidden_states, pixel_values and image are for encoder-decoder models; this one "
+                            "is decoder-only")
+            items = [(self._ids(self.tokenize(p, parse_special) if isinstance(p, str) else p), None,
+                      isinstance(p, str)) for p in prompts]
+        else:
+            start = [self.generation["decoder_start_token_id"]]
+            if self.generation.get("forced_bos_token_id") is not None:
+                start.append(self.generation["forced_bos_token_id"])
+            start = np.array(start, np.int32)
+            given = encoder_hidden_states is not None or pixel_values is not None or image is not None
+            if given and any(p is not None for p in prompts):
+                raise Error("give a source, or encoder_hidden_states / pixel_values / image, not both")
+            if encoder_hidden_states is not None:
+                items = [(start, _float_array(encoder_hidden_states, "encoder_hidden_states"), True)]
+            elif given or self.vision:
+                items = [(start, self.encode(pixel_values=pixel_values, image=image), True)]
+            else:
+                items = [(start, self.encode(p, parse_special=parse_special), isinstance(p, str)) for p in prompts]
+        for i, (ids, _, _) in enumerate(items):
+            if ids.size == 0:
+                raise Error("the prompt is empty" if len(items) == 1 else f"prompt {i} is empty")
+        return items
 
     def _add(self, prompts: Sequence[Prompt], max_new_tokens, *, pulled: bool, min_new_tokens=0, seed=None,
              stop_token_ids=None, eos_token_id=None, logprobs=None, context_shift=False, n_keep=4,
-             parse_special=True, **sampling_params) -> list[int]:
-        """Every prompt and parameter checked, then one sequence per prompt added to the session (their ids);
-        nothing has run yet. A bad prompt or parameter adds none."""
+             parse_special=True, encoder_hidden_states=None, pixel_values=None, image=None,
+             **sampling_params) -> tuple[list[int], list[bool]]:
+        """Every prompt and parameter checked, then one sequence per prompt added to the session: (their ids,
+        whether each gives text); nothing has run yet. A bad prompt or parameter adds none."""
         if len(prompts) == 0:
             raise Error("no prompts given")
-        text = [isinstance(p, str) for p in prompts]
-        ids = [self._ids(self.tokenize(p, parse_special) if t else p) for p, t in zip(prompts, text)]
-        for i, arr in enumerate(ids):
-            if arr.size == 0:
-                raise Error("the prompt is empty" if len(ids) == 1 else f"prompt {i} is empty")
+        items = self._inputs(prompts, encoder_hidden_states, pixel_values, image, parse_special)
+        ids = [item[0] for item in items]
+        text = [item[2] for item in items]
+        if self._encoder is not None and "bad_words_ids" not in sampling_params and \
+                self.generation.get("bad_words_ids"):
+            sampling_params["bad_words_ids"] = self.generation["bad_words_ids"]  # Marian bans its pad id
         if max_new_tokens is None:
             if not context_shift:
                 raise Error("max_new_tokens=None (no limit) needs context_shift=True")
@@ -364,12 +445,12 @@ class Model:
             max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 0)
         min_new_tokens = _check_int("min_new_tokens", min_new_tokens, 0)
         n_keep = _check_int("n_keep", n_keep, 0)
-        seeds = self._seeds(seed, len(prompts))
+        seeds = self._seeds(seed, len(items))
         sampling = checked_params(self.vocab_size, greedy_ok=True, **{"temperature": 0.0, **sampling_params})
         if logprobs is not None:
             logprobs = _check_int("logprobs", logprobs, 0, min(MAX_LOGPROBS, self.vocab_size))
         eos = self._eos_ids(eos_token_id, stop_token_ids)
-        if any(text) and self.tokenizer.chat_template and not self._warned_raw_prompt and \
+        if self._encoder is None and any(text) and self.tokenizer.chat_template and not self._warned_raw_prompt and \
                 not any(self.tokenizer.has_special(a.tolist()) for a, t in zip(ids, text) if t):
             self._warned_raw_prompt = True
             warnings.warn("this model has a chat template and was given plain text: instruct models often answer "
@@ -377,15 +458,16 @@ class Model:
                           "to have the template applied.", stacklevel=4)
         added = []
         try:
-            for arr, s in zip(ids, seeds):
+            for (arr, states, _), s in zip(items, seeds):
                 # The core checks the rest (context room, positions, logit_bias ids) before anything runs.
                 added.append(self._model.add(arr, max_new_tokens, min_new_tokens, s, eos, sampling,
-                                             -1 if logprobs is None else logprobs, context_shift, n_keep, pulled))
+                                             -1 if logprobs is None else logprobs, context_shift, n_keep, pulled,
+                                             states))
         except BaseException:  # a bad prompt, or an interrupt: none of the batch stays
             for sequence_id in added:
                 self._model.free(sequence_id)
             raise
-        return added
+        return added, text
 
     # ---- the step API: for callers that schedule sequences themselves ------------------------------------
     def add_sequence(self, prompt: Prompt, max_new_tokens: int | None = 128, **params) -> int:
@@ -393,7 +475,7 @@ class Model:
         strings: text is the caller's) and logprobs=k; its id. Nothing runs until step()."""
         if "stop" in params:
             raise Error("stop strings belong to generate()/stream(); with the step API, detokenize and compare")
-        return self._add([prompt], max_new_tokens, pulled=False, **params)[0]
+        return self._add([prompt], max_new_tokens, pulled=False, **params)[0][0]
 
     def step(self, ids: Sequence[int] | None = None) -> list:
         """One token for each sequence of `ids` (default: every unfinished sequence added by add_sequence), all
@@ -437,6 +519,18 @@ class Model:
     def chat_ids(self, messages: Sequence[dict]) -> list[int]:
         """The token ids of `messages` rendered with the chat template, ending with the assistant's turn."""
         return chat_template.render_ids(self.tokenizer, messages)
+
+
+def _float_array(x, name: str, ndim: int | None = 2) -> np.ndarray:
+    """x (numpy, or any object with __dlpack__ / __array__) as a C-contiguous float32 array; a view when
+    it already is one."""
+    try:
+        arr = np.from_dlpack(x) if hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray) else np.asarray(x)
+    except (TypeError, RuntimeError, BufferError):
+        arr = np.asarray(x)
+    if not np.issubdtype(arr.dtype, np.number) or (ndim is not None and arr.ndim != ndim):
+        raise Error(f"{name} must be a {ndim}-D array of numbers, got shape {arr.shape} of {arr.dtype}")
+    return np.ascontiguousarray(arr, dtype=np.float32)
 
 
 def _is_batch(prompt) -> bool:

@@ -36,6 +36,17 @@ class Spec:
     context_length: int = 0                        # what the model was trained for (0: unknown)
     rope_parameters: list = field(default_factory=list)  # per RoPE table, the rope_theta / scaling it came
                                                           # from (folders; what a GGUF writer needs)
+    encoder: "Spec | None" = None                  # encoder-decoder models: the encoder (this spec: the decoder)
+    generation: dict = field(default_factory=dict)  # decoder_start_token_id, forced_bos_token_id, eos_token_ids,
+                                                    # bad_words_ids: what the folder's configs set
+    vision: dict = field(default_factory=dict)      # image encoders: patch embedding and preprocessing
+
+
+def split_roles(roles: list, prefix: str) -> tuple[list, list]:
+    """The roles under `prefix` (prefix removed), and the others: an encoder's and a decoder's weights
+    collected by one Weights (so that a tensor neither takes is reported)."""
+    inside = [(r[len(prefix):], *rest) for r, *rest in roles if r.startswith(prefix)]
+    return inside, [r for r in roles if not r[0].startswith(prefix)]
 
 
 def as_float32(t: Tensor) -> np.ndarray:
@@ -188,8 +199,8 @@ def scaled_rope_inv_freq(base: float, dim: int, scaling: dict | None, what: str)
 
 # ---- the registry ------------------------------------------------------------------------------------------
 def _modules():
-    from . import gemma3, gpt2, llama
-    return (llama, gpt2, gemma3)
+    from . import bart, gemma3, gpt2, llama, t5, vision_encoder_decoder
+    return (llama, gpt2, gemma3, t5, bart, vision_encoder_decoder)
 
 
 def supported_gguf() -> list:
@@ -217,12 +228,13 @@ def from_gguf(f) -> Spec:
     raise Error(f"unsupported architecture '{arch}' in {f.path.name} (supported: {', '.join(supported_gguf())})")
 
 
-def from_hf(folder) -> Spec:
-    """The Spec of a Hugging Face folder (loaders.safetensors.HFFolder), by config.json's model_type."""
+def from_hf(folder, n_ctx: int = 2048) -> Spec:
+    """The Spec of a Hugging Face folder (loaders.safetensors.HFFolder), by config.json's model_type. n_ctx:
+    the longest sequence, for the modules whose weights depend on it (T5's relative-bias table)."""
     model_type = folder.config.get("model_type")
     for m in _modules():
         if model_type in getattr(m, "HF_MODEL_TYPES", ()):
-            return m.from_hf(folder)
+            return m.from_hf(folder, n_ctx) if getattr(m, "TAKES_N_CTX", False) else m.from_hf(folder)
     raise Error(f"unsupported model_type '{model_type}' in {folder.config_source} "
                 f"(supported: {', '.join(supported_hf())})")
 

@@ -28,6 +28,7 @@ class HFFolder:
     config: dict
     tensors: dict = field(default_factory=dict)            # name -> Tensor (views of the mapped files)
     generation_config: dict = field(default_factory=dict)
+    preprocessor_config: dict = field(default_factory=dict)  # image models: preprocessor_config.json
 
     @property
     def source(self) -> str:
@@ -85,7 +86,8 @@ def read(folder) -> HFFolder:
         missing = sorted(set(weight_map) - set(tensors))
         if missing:
             raise Error(f"{index.name} lists '{missing[0]}', which no shard holds")
-    return HFFolder(folder, config, tensors, generation)
+    processor = folder / "preprocessor_config.json"
+    return HFFolder(folder, config, tensors, generation, read_json(processor) if processor.is_file() else {})
 
 
 def read_file(path: Path) -> dict:
