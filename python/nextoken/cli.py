@@ -64,6 +64,29 @@ def _pull(args) -> int:
     return 0
 
 
+def _translate(args) -> int:
+    """Encoder-decoder text-to-text: the source from the argument or stdin, the result on stdout."""
+    from .model import load
+    source = args.text if args.text not in (None, "-") else sys.stdin.read()
+    model = load(args.model, n_ctx=args.n_ctx, n_threads=args.threads, compute_type=args.compute_type)
+    if not model.is_encoder_decoder:
+        raise ValueError(f"{args.model} is not an encoder-decoder model (translate needs T5, Marian, BART ...)")
+    beams = {"num_beams": args.num_beams} if args.num_beams > 1 else {}
+    print(model.generate(source.strip(), max_new_tokens=args.max_new_tokens, **beams))
+    return 0
+
+
+def _caption(args) -> int:
+    """Image-to-text: the caption of an image file on stdout."""
+    from .model import load
+    model = load(args.model, n_ctx=args.n_ctx, n_threads=args.threads, compute_type=args.compute_type)
+    if not model.vision:
+        raise ValueError(f"{args.model} is not an image-to-text model (caption needs a vision-encoder-decoder folder)")
+    beams = {"num_beams": args.num_beams} if args.num_beams > 1 else {}
+    print(model.generate(image=args.image, max_new_tokens=args.max_new_tokens, **beams))
+    return 0
+
+
 def _serve(args) -> int:
     try:
         from .server import serve
@@ -140,6 +163,21 @@ def main(argv=None) -> int:
     v.add_argument("--threads", type=int, default=None, help="none: all cores")
     v.add_argument("--compute-type", choices=["float32", "int8"], default="float32")
     v.set_defaults(run=_serve)
+
+    for name, helptext, run in (("translate", "translate (or summarise...) a text with an encoder-decoder model", _translate),
+                                ("caption", "describe an image with a vision-encoder-decoder model", _caption)):
+        t = sub.add_parser(name, formatter_class=formatter, help=helptext)
+        if name == "translate":
+            t.add_argument("text", nargs="?", default=None, help="the source text; '-' or none reads stdin")
+        else:
+            t.add_argument("image", help="an image file (PNG, JPEG, ...)")
+        t.add_argument("--model", required=True, help="a Hugging Face folder")
+        t.add_argument("--max-new-tokens", type=int, default=128)
+        t.add_argument("--num-beams", type=int, default=1, help="beam search when > 1 (greedy otherwise)")
+        t.add_argument("--n-ctx", type=int, default=512, help="the longest source or output, in tokens")
+        t.add_argument("--threads", type=int, default=None, help="none: all cores")
+        t.add_argument("--compute-type", choices=["float32", "int8"], default="float32")
+        t.set_defaults(run=run)
 
     c = sub.add_parser("convert", formatter_class=formatter,
                        help="write a Hugging Face folder as a GGUF file (needs the `convert` extra)")

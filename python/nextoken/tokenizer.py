@@ -89,6 +89,8 @@ class Tokenizer:
     def from_folder(cls, folder, config: dict, generation_config: dict) -> "Tokenizer":
         """tokenizer.json of a Hugging Face folder; EOS ids from generation_config.json, else config.json."""
         path = folder / "tokenizer.json"
+        if not path.is_file() and (folder / "source.spm").is_file() and (folder / "vocab.json").is_file():
+            return MarianTokenizer(folder, config, generation_config)
         if not path.is_file():
             raise Error(f"{folder} has no tokenizer.json")
         try:
@@ -168,3 +170,64 @@ class StreamDecoder:
         text = self._tokenizer.decode(self._ids[self._prefix:]) if len(self._ids) > self._read else prefix_text
         self._prefix = self._read = len(self._ids)
         return text[len(prefix_text):].rstrip("\ufffd")
+
+
+class MarianTokenizer(Tokenizer):
+    """Marian folders (source.spm, target.spm, vocab.json): sources are split by the source SentencePiece model
+    and the pieces looked up in vocab.json (unknown pieces: <unk>), then EOS appended; a leading language code
+    like >>de<< is kept whole. Decoding maps ids back to pieces and joins them with the target model, as
+    transformers' MarianTokenizer does (its optional Moses punctuation normaliser is not applied)."""
+
+    def __init__(self, folder, config: dict, generation_config: dict):
+        try:
+            import sentencepiece
+        except ImportError:
+            raise Error('Marian tokenizers need sentencepiece: pip install "nextoken[translation]"') from None
+        try:
+            self._source = sentencepiece.SentencePieceProcessor(model_file=str(folder / "source.spm"))
+            self._target = sentencepiece.SentencePieceProcessor(model_file=str(folder / "target.spm"))
+            self._vocab = json.loads((folder / "vocab.json").read_text(encoding="utf-8"))
+            settings = json.loads((folder / "tokenizer_config.json").read_text(encoding="utf-8")) \
+                if (folder / "tokenizer_config.json").is_file() else {}
+        except (OSError, RuntimeError, ValueError) as e:
+            raise Error(f"{folder}: not a readable Marian tokenizer ({e})") from None
+        if not isinstance(self._vocab, dict):
+            raise Error(f"{folder / 'vocab.json'}: expected an object of piece -> id")
+        self._pieces = {i: p for p, i in self._vocab.items()}
+        names = [settings.get(k, d) for k, d in (("eos_token", "</s>"), ("unk_token", "<unk>"), ("pad_token", "<pad>"))]
+        self._special = {self._vocab[n] for n in names if n in self._vocab}
+        self._unk = self._vocab.get(names[1], 0)
+        self._eos = self._vocab.get(names[0], 0)
+        eos = generation_config.get("eos_token_id", config.get("eos_token_id", self._eos))
+        self.vocab_size = max(self._pieces) + 1
+        self.bos_id, self.add_bos = -1, False
+        self.eos_ids = sorted({i for i in _ids(eos) if 0 <= i < self.vocab_size})
+        self.chat_template = ""
+
+    def encode(self, text: str, parse_special: bool = True, add_bos: bool = True) -> list[int]:
+        try:
+            text.encode("utf-8")
+        except UnicodeEncodeError as e:
+            raise Error(f"the text is not valid Unicode: {e.reason} at index {e.start}") from None
+        code = []
+        if text.startswith(">>") and (end := text.find("<<")) != -1:
+            code, text = [text[:end + 2]], text[end + 2:]
+        pieces = code + self._source.encode(text, out_type=str)
+        return [self._vocab.get(p, self._unk) for p in pieces] + ([self._eos] if add_bos else [])
+
+    def has_special(self, ids) -> bool:
+        return any(i in self._special for i in ids)
+
+    def token_text(self, token_id: int) -> str:
+        return self._pieces.get(token_id, "")
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        out, run = "", []
+        for i in ids:
+            if i in self._special:
+                out += self._target.decode_pieces(run) + ("" if skip_special_tokens else self._pieces[i] + " ")
+                run = []
+            else:
+                run.append(self._pieces.get(i, self._pieces.get(self._unk, "")))
+        out += self._target.decode_pieces(run)
+        return out.replace("\u2581", " ").strip()

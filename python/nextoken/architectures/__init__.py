@@ -9,6 +9,7 @@ RoPE frequencies computed as Hugging Face computes them.
 """
 from __future__ import annotations
 
+import dataclasses
 import math
 from dataclasses import dataclass, field
 
@@ -241,7 +242,8 @@ def from_hf(folder, n_ctx: int = 2048) -> Spec:
 
 # ---- quantization at load -----------------------------------------------------------------------------------
 QUANTIZE_TO = {"q8_0": 8, "q4_0": 2, "q4_k": 12}
-_MATRIX_ROLES = ("token_embd", "output", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
+_MATRIX_ROLES = ("token_embd", "output", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down",
+                 "cross_attn_q", "cross_attn_k", "cross_attn_v", "cross_attn_output")
 
 
 def is_matrix_role(role: str) -> bool:
@@ -264,4 +266,5 @@ def quantize_roles(spec: Spec, weights: str, quantize, n_threads: int) -> Spec:
                 x = np.ascontiguousarray(as_float32(Tensor(type_id, rows, cols, data)))
                 data, type_id = quantize(x, to, n_threads), to
         roles.append((role, type_id, rows, cols, data))
-    return Spec(spec.architecture, spec.config, roles, spec.context_length, spec.rope_parameters)
+    encoder = quantize_roles(spec.encoder, weights, quantize, n_threads) if spec.encoder is not None else None
+    return dataclasses.replace(spec, tensors=roles, encoder=encoder)
