@@ -247,7 +247,7 @@ struct PySession {
 
   uint64_t add(const IdArray& prompt, int max_new_tokens, int min_new_tokens, uint64_t seed,
                const std::vector<int32_t>& eos_ids, const py::dict& sampling, int logprobs, bool context_shift,
-               int n_keep, bool pulled, const py::object& states) {
+               int n_keep, bool pulled, const py::object& states, int32_t forced_bos) {
     NT_CHECK(prompt.ndim() == 1, "the prompt must be a 1-D array of ids");
     SequenceOptions o;
     o.max_new_tokens = max_new_tokens;
@@ -257,6 +257,7 @@ struct PySession {
     o.logprobs = logprobs;
     o.context_shift = context_shift;
     o.n_keep = n_keep;
+    o.forced_bos = forced_bos;
     std::vector<int32_t> ids(prompt.data(), prompt.data() + prompt.size());
     int n_states;
     const std::vector<float> enc = encoder_states(session->model(), states, n_states);
@@ -550,7 +551,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("beam_search", [](const PyTransformer& t, const IdArray& prompt, int n_ctx, int num_beams, int num_return_sequences,
                           int max_new_tokens, int min_new_tokens, double length_penalty, const std::string& early_stopping,
                           const std::vector<int32_t>& eos_ids, const py::dict& sampling, int n_threads,
-                          const py::object& states) {
+                          const py::object& states, int32_t forced_bos, bool renormalize) {
     NT_CHECK(prompt.ndim() == 1, "the prompt must be a 1-D array of ids");
     checked_threads(n_threads);
     BeamOptions o;
@@ -565,6 +566,8 @@ PYBIND11_MODULE(_core, m) {
                                                                                                   : EarlyStopping::Heuristic;
     o.eos_ids = eos_ids;
     o.processors = sampling_params(sampling, 0).more;
+    o.forced_bos = forced_bos;
+    o.renormalize = renormalize;
     std::vector<int32_t> ids(prompt.data(), prompt.data() + prompt.size());
     int n_states;
     const std::vector<float> enc = encoder_states(*t.model, states, n_states);
@@ -579,6 +582,7 @@ PYBIND11_MODULE(_core, m) {
   }, py::arg("transformer"), py::arg("prompt"), py::arg("n_ctx"), py::arg("num_beams"), py::arg("num_return_sequences"),
      py::arg("max_new_tokens"), py::arg("min_new_tokens"), py::arg("length_penalty"), py::arg("early_stopping"),
      py::arg("eos_ids"), py::arg("sampling"), py::arg("n_threads"), py::arg("encoder_states") = py::none(),
+     py::arg("forced_bos") = -1, py::arg("renormalize") = false,
      "Hugging Face's beam search: [(generated ids, score)] best first; sampling: checked_params() (processors only).");
 
   py::class_<StepOutput>(m, "StepOutput", "One token of one sequence.")
@@ -595,7 +599,7 @@ PYBIND11_MODULE(_core, m) {
       .def("add", &PySession::add, py::arg("prompt"), py::arg("max_new_tokens"), py::arg("min_new_tokens"),
            py::arg("seed"), py::arg("eos_ids"), py::arg("sampling"), py::arg("logprobs") = -1,
            py::arg("context_shift") = false, py::arg("n_keep") = 0, py::arg("pulled") = false,
-           py::arg("encoder_states") = py::none(),
+           py::arg("encoder_states") = py::none(), py::arg("forced_bos") = -1,
            "A new sequence (its id); sampling: the dict nextoken.sampling.checked_params() returns. pulled: driven\n"
            "by next() (generate/stream) instead of step(). Computes nothing.")
       .def("step", [](PySession& s, const std::vector<uint64_t>& ids) { return s.unlocked([&](Session& x) { return x.step(ids); }); },

@@ -96,3 +96,63 @@ def test_bad_encoder_inputs_are_named(smollm2):
         model.generate([5, 1], encoder_hidden_states=np.zeros((3, 32), np.float32))
     with pytest.raises(nextoken.Error, match="n_ctx|positions"):
         model.encode(list(range(2, 100)))  # longer than n_ctx = 64
+
+
+def test_captioning_equals_transformers():
+    """ViT + GPT-2: the image preprocessed here from image.png equals HF's pixel_values (Pillow's bilinear
+    resize on the same uint8 image, then float32 rescale and normalise: exact up to float32 rounding, 1e-6);
+    encoder states, teacher-forced logits, greedy and beams as for the text models."""
+    model, ref, arrays = fixture("vit_gpt2")
+    from nextoken import vision
+    pixels = vision.preprocess(HERE / "vit_gpt2" / "image.png", model.vision)
+    np.testing.assert_allclose(pixels, arrays["src0_pixel_values"][0], rtol=0, atol=1e-6)
+    for i in range(len(ref["sources"])):
+        pv = arrays[f"src{i}_pixel_values"]
+        states = model.encode(pixel_values=pv)
+        close(states, arrays[f"src{i}_encoder_last_hidden_state"])
+        close(model.forward(ref["decoder_input_ids"], encoder_hidden_states=states), arrays[f"src{i}_logits"])
+    for case in ref["greedy"]:
+        n = len(case["new_tokens"])
+        out = model.generate(pixel_values=arrays[f"src{case['source']}_pixel_values"], max_new_tokens=n,
+                             min_new_tokens=n)
+        # generate() drops a character cut at the end (U+FFFD from an incomplete byte sequence)
+        assert out == model.detokenize(case["new_tokens"]).rstrip("\ufffd")
+    assert model.generate(image=HERE / "vit_gpt2" / "image.png", max_new_tokens=6, min_new_tokens=6) == \
+        model.generate(pixel_values=arrays["src0_pixel_values"], max_new_tokens=6, min_new_tokens=6)
+    for case in ref["beams"]:
+        p = case["params"]
+        beams = model.beam_search(pixel_values=arrays[f"src{case['source']}_pixel_values"], num_beams=p["num_beams"],
+                                  num_return_sequences=p["num_return_sequences"], max_new_tokens=p["max_new_tokens"],
+                                  early_stopping=p["early_stopping"], length_penalty=p["length_penalty"],
+                                  eos_token_id=case["eos_token_id"], return_scores=True)
+        assert [t for t, _ in beams] == [model.detokenize(s) for s in case["sequences"]]
+        np.testing.assert_allclose([s for _, s in beams], case["sequences_scores"], rtol=0, atol=1e-4)
+
+
+def test_bad_images_are_named():
+    model, _, _ = fixture("vit_gpt2")
+    with pytest.raises(nextoken.Error, match=r"pixel_values must be \(3, 32, 32\)"):
+        model.encode(pixel_values=np.zeros((3, 16, 16), np.float32))
+    with pytest.raises(nextoken.Error, match=r"pixel_values must be"):
+        model.encode(pixel_values=np.zeros((1, 4, 32, 32), np.float32))
+    with pytest.raises(nextoken.Error, match="cannot read the image"):
+        model.encode(image=HERE / "vit_gpt2" / "config.json")
+    with pytest.raises(nextoken.Error, match="encodes images"):
+        model.generate("a text source", max_new_tokens=2)
+
+
+def test_translate_and_caption_commands():
+    import subprocess
+    import sys
+    model, ref, _ = fixture("marian")
+    text = ref["sources"][0]["text"]
+    done = subprocess.run([sys.executable, "-m", "nextoken", "translate", "--model", str(HERE / "marian"), text,
+                           "--max-new-tokens", "8", "--threads", "1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == model.generate(text, max_new_tokens=8) + "\n"
+    captioner, _, _ = fixture("vit_gpt2")
+    image = HERE / "vit_gpt2" / "image.png"
+    done = subprocess.run([sys.executable, "-m", "nextoken", "caption", str(image), "--model", str(HERE / "vit_gpt2"),
+                           "--max-new-tokens", "6", "--threads", "1"], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout == captioner.generate(image=image, max_new_tokens=6) + "\n"

@@ -44,6 +44,7 @@ void check(const Transformer& model, int n_ctx, const std::vector<int32_t>& prom
   NT_CHECK(o.max_new_tokens >= 1, "max_new_tokens must be >= 1 for beam search, got " + std::to_string(o.max_new_tokens));
   NT_CHECK(o.min_new_tokens >= 0, "min_new_tokens must be >= 0, got " + std::to_string(o.min_new_tokens));
   NT_CHECK(std::isfinite(o.length_penalty), "length_penalty must be finite");
+  NT_CHECK(o.forced_bos < V, "forced_bos_token_id is outside the vocabulary");
   for (int32_t id : o.eos_ids) NT_CHECK(id >= 0 && id < V, "EOS id " + std::to_string(id) + " is outside the vocabulary");
   SamplingParams sampling;
   sampling.more = o.processors;
@@ -101,6 +102,11 @@ std::vector<Hypothesis> beam_search(const Transformer& model, int n_ctx, const s
       process_logits(lp, V, run_seq[b].data(), int(run_seq[b].size()), o.processors, scratch);
       if (t - 1 < o.min_new_tokens)
         for (int32_t id : o.eos_ids) lp[id] = -INFINITY;
+      if (t == 1 && o.forced_bos >= 0) {
+        std::fill(lp, lp + V, -INFINITY);
+        lp[o.forced_bos] = 0.0f;
+      }
+      if (o.renormalize) log_softmax(lp, V);
       for (int v = 0; v < V; ++v) acc[size_t(b) * V + v] = lp[v] + run_score[b];
     }
     const std::vector<int> cand = top_indices(acc, K);

@@ -26,6 +26,8 @@ struct BeamOptions {
   EarlyStopping early_stopping = EarlyStopping::Heuristic;
   std::vector<int32_t> eos_ids;
   LogitsParams processors;          // only the processors apply (no temperature or filters)
+  int32_t forced_bos = -1;          // >= 0: the first token, its score 0 (transformers' ForcedBOS processor)
+  bool renormalize = false;         // log-softmax again after the processors (HF's renormalize_logits)
 };
 
 struct Hypothesis {

@@ -76,6 +76,7 @@ uint64_t Session::add(std::vector<int32_t> prompt, const SequenceOptions& o, boo
   NT_CHECK(o.logprobs >= -1 && o.logprobs <= vocab, "logprobs must be in [0, vocab size], got " + std::to_string(o.logprobs));
   for (int32_t id : o.eos_ids)
     NT_CHECK(id >= 0 && id < vocab, "EOS id " + std::to_string(id) + " is outside the vocabulary");
+  NT_CHECK(o.forced_bos < vocab, "forced_bos_token_id is outside the vocabulary");
   check_sampling_params(o.sampling, vocab);
   m.check_tokens(prompt.data(), n_prompt, 0, n_ctx_);
   if (o.context_shift) {
@@ -186,7 +187,11 @@ void Session::sample(const std::vector<Sequence*>& seqs, std::vector<StepOutput>
         masked.emplace_back(id, logits[id]);
         logits[id] = -INFINITY;
       }
-    out.token = s.sampler.sample(logits, s.tokens.data(), int(s.tokens.size()), uint64_t(s.n_generated));
+    if (s.n_generated == 0 && o.forced_bos >= 0) {
+      out.token = o.forced_bos;  // transformers' ForcedBOSTokenLogitsProcessor leaves it the only choice
+    } else {
+      out.token = s.sampler.sample(logits, s.tokens.data(), int(s.tokens.size()), uint64_t(s.n_generated));
+    }
     for (const auto& [id, value] : masked) logits[id] = value;
     if (o.logprobs >= 0) out.logprob = log_probabilities(logits, V, out.token, o.logprobs, out.top);
     s.tokens.push_back(out.token);

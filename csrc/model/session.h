@@ -32,6 +32,7 @@ struct SequenceOptions {
   int logprobs = -1;             // >= 0: report each token's log-probability and this many alternatives
   bool context_shift = false;    // when the cache is full, drop the oldest half after n_keep and go on
   int n_keep = 0;                // positions a context shift keeps at the start (attention sinks)
+  int32_t forced_bos = -1;       // >= 0: the first new token (mBART's target language code), as HF forces it
 };
 
 // One token of one sequence.

@@ -351,13 +351,19 @@ class Model:
         for arr, states, text in items:
             beams = _core.beam_search(self._transformer, arr, self.n_ctx, num_beams, num_return_sequences,
                                       max_new_tokens, min_new_tokens, float(length_penalty),
-                                      str(early_stopping).lower(), eos, sampling, self.n_threads, states)
+                                      str(early_stopping).lower(), eos, sampling, self.n_threads, states,
+                                      self._forced_bos(), bool(self.generation.get("renormalize_logits")))
             if text:
                 beams = [(self.tokenizer.decode(tokens), score) for tokens, score in beams]
             beams = [(tokens if isinstance(tokens, str) else list(tokens), score) for tokens, score in beams]
             out = beams if return_scores else [tokens for tokens, _ in beams]
             results.append(out if num_return_sequences > 1 or return_scores else out[0])
         return results if batch else results[0]
+
+    def _forced_bos(self) -> int:
+        """mBART's target language code, forced as the first new token (-1: none)."""
+        bos = self.generation.get("forced_bos_token_id")
+        return -1 if bos is None else int(bos)
 
     def _eos_ids(self, eos_token_id, stop_token_ids) -> list[int]:
         """The ids that end a sequence: eos_token_id (Hugging Face's: replaces the model's EOS ids) or the
@@ -397,7 +403,7 @@ class Model:
     def _inputs(self, prompts, encoder_hidden_states, pixel_values, image, parse_special) -> list[tuple]:
         """(decoder ids, encoder states or None, text output?) per prompt. Decoder-only: the prompt itself.
         Encoder-decoder: the prompt is the source, encoded here (or encoder_hidden_states / an image is);
-        the decoder starts from the decoder start token (and a forced BOS token, mBART's language code)."""
+        the decoder starts from the decoder start token."""
         if self._encoder is None:
             if encoder_hidden_states is not None or pixel_values is not None or image is not None:
                 raise Error("encoder_hidden_states, pixel_values and image are for encoder-decoder models; this one "
@@ -405,13 +411,12 @@ class Model:
             items = [(self._ids(self.tokenize(p, parse_special) if isinstance(p, str) else p), None,
                       isinstance(p, str)) for p in prompts]
         else:
-            start = [self.generation["decoder_start_token_id"]]
-            if self.generation.get("forced_bos_token_id") is not None:
-                start.append(self.generation["forced_bos_token_id"])
-            start = np.array(start, np.int32)
+            start = np.array([self.generation["decoder_start_token_id"]], np.int32)
             given = encoder_hidden_states is not None or pixel_values is not None or image is not None
             if given and any(p is not None for p in prompts):
                 raise Error("give a source, or encoder_hidden_states / pixel_values / image, not both")
+            if self.vision and not given:
+                raise Error("this model encodes images: give pixel_values= or image=")
             if encoder_hidden_states is not None:
                 items = [(start, _float_array(encoder_hidden_states, "encoder_hidden_states"), True)]
             elif given or self.vision:
@@ -462,7 +467,7 @@ class Model:
                 # The core checks the rest (context room, positions, logit_bias ids) before anything runs.
                 added.append(self._model.add(arr, max_new_tokens, min_new_tokens, s, eos, sampling,
                                              -1 if logprobs is None else logprobs, context_shift, n_keep, pulled,
-                                             states))
+                                             states, self._forced_bos()))
         except BaseException:  # a bad prompt, or an interrupt: none of the batch stays
             for sequence_id in added:
                 self._model.free(sequence_id)

@@ -88,7 +88,8 @@ def from_hf(folder) -> Spec:
     g = folder.generation_config or {}
     generation = dict(decoder_start_token_id=g.get("decoder_start_token_id", c.get("decoder_start_token_id")),
                       forced_bos_token_id=g.get("forced_bos_token_id", c.get("forced_bos_token_id")),
-                      bad_words_ids=g.get("bad_words_ids", c.get("bad_words_ids")))
+                      bad_words_ids=g.get("bad_words_ids", c.get("bad_words_ids")),
+                      renormalize_logits=g.get("renormalize_logits", False))
     if generation["decoder_start_token_id"] is None:
         raise Error(f"{c.source} sets no decoder_start_token_id")
     return Spec(kind, decoder, dec_roles, n_pos, encoder=Spec(kind + "-encoder", encoder, enc_roles),
