@@ -146,7 +146,7 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
     const LayerWeights& w = weights_.layers[l];
     const LayerConfig& lc = c.layers[l];
     // Attention sublayer: x += Wo attn(rope(Wq h), rope(Wk h), Wv h), h the (normed) input
-    project(ws, {{q, &w.wq, w.bq}, {k, &w.wk, w.bk}, {v, &w.wv, w.bv}}, pre ? xn : x, T, C, nt);
+    project(ws, {{q, &w.attn.q, w.attn.bq}, {k, &w.attn.k, w.attn.bk}, {v, &w.attn.v, w.attn.bv}}, pre ? xn : x, T, C, nt);
     by_tokens(T, nt, [&](int t0, int t1) {
       if (c.qk_norm) {
         rmsnorm(q + size_t(t0) * q_dim, q + size_t(t0) * q_dim, w.q_norm, (t1 - t0) * H, D, c.norm_eps);
@@ -177,7 +177,7 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
     }
     attention(att, q, ws.attention_seqs.data(), n_chunks, H, H_kv, D, scale, lc.sliding_window, weights_.rel_bias,
               c.relative_span, nt);
-    project(ws, {{xn, &w.wo, w.bo}}, att, T, q_dim, nt);
+    project(ws, {{xn, &w.attn.o, w.attn.bo}}, att, T, q_dim, nt);
     const Norm& next_pre_norm = c.cross_attention ? w.cross_norm : w.ffn_norm;
     by_tokens(T, nt, [&](int t0, int t1) {
       float *xt = x + size_t(t0) * C, *ot = xn + size_t(t0) * C;
@@ -188,13 +188,13 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
     });
     // Cross-attention sublayer: x += Wo attn(Wq h, K_enc, V_enc), over every encoder state
     if (c.cross_attention) {
-      project(ws, {{q, &w.cq, w.bcq}}, pre ? xn : x, T, C, nt);
+      project(ws, {{q, &w.cross.q, w.cross.bq}}, pre ? xn : x, T, C, nt);
       for (int i = 0; i < n_chunks; ++i) {
         const KVCache& cross = *chunks[i].cross;
         ws.attention_seqs[i] = AttentionSeq{cross.keys(l), cross.values(l), cross.capacity, chunks[i].T, 0, cross.length};
       }
       attention(att, q, ws.attention_seqs.data(), n_chunks, H, H_kv, D, scale, 0, nullptr, 0, nt);
-      project(ws, {{xn, &w.co, w.bco}}, att, T, q_dim, nt);
+      project(ws, {{xn, &w.cross.o, w.cross.bo}}, att, T, q_dim, nt);
       by_tokens(T, nt, [&](int t0, int t1) {
         float *xt = x + size_t(t0) * C, *ot = xn + size_t(t0) * C;
         add_inplace(xt, ot, size_t(t1 - t0) * C);
@@ -295,7 +295,7 @@ std::unique_ptr<KVCache> Transformer::cross_cache(const float* states, int S, in
     const int n = std::min(ws.batch, S - s0);
     for (int l = 0; l < c.n_layers; ++l) {
       const LayerWeights& w = weights_.layers[l];
-      project(ws, {{ws.k.get(), &w.ck, w.bck}, {ws.v.get(), &w.cv, w.bcv}}, states + size_t(s0) * c.dim, n, c.dim, n_threads);
+      project(ws, {{ws.k.get(), &w.cross.k, w.cross.bk}, {ws.v.get(), &w.cross.v, w.cross.bv}}, states + size_t(s0) * c.dim, n, c.dim, n_threads);
       for (int t = 0; t < n; ++t)  // (n, H_kv, D) rows into the (H_kv, S, D) layout
         for (int h = 0; h < H_kv; ++h) {
           const size_t src = size_t(t) * kv_dim + size_t(h) * D, dst = (size_t(h) * S + s0 + t) * D;

@@ -60,6 +60,19 @@ class Roles {
     if (n.weight && c.norm == NormKind::Layer) n.bias = vector(role + ".bias", c.dim);
     return n;
   }
+  // prefix + q, k, v, output [+ .bias each] of one attention sublayer.
+  AttentionWeights attention(const std::string& prefix, int q_dim, int kv_dim, int dim) {
+    AttentionWeights a;
+    a.q.view = matrix(prefix + "q", q_dim, dim);
+    a.k.view = matrix(prefix + "k", kv_dim, dim);
+    a.v.view = matrix(prefix + "v", kv_dim, dim);
+    a.o.view = matrix(prefix + "output", dim, q_dim);
+    a.bq = vector(prefix + "q.bias", q_dim, false);
+    a.bk = vector(prefix + "k.bias", kv_dim, false);
+    a.bv = vector(prefix + "v.bias", kv_dim, false);
+    a.bo = vector(prefix + "output.bias", dim, false);
+    return a;
+  }
   void check_all_used() const {
     for (const auto& [role, view] : tensors_)
       NT_CHECK(used_.count(role), "weight '" + role + "' is not used by this model's configuration");
@@ -145,14 +158,7 @@ ModelWeights bind_weights(const ModelConfig& c, const TensorMap& tensors) {
       l.post_attention_norm = roles.norm(c, p + "post_attention_norm");
       l.post_ffw_norm = roles.norm(c, p + "post_ffw_norm");
     }
-    l.wq.view = roles.matrix(p + "attn_q", q_dim, c.dim);
-    l.wk.view = roles.matrix(p + "attn_k", kv_dim, c.dim);
-    l.wv.view = roles.matrix(p + "attn_v", kv_dim, c.dim);
-    l.wo.view = roles.matrix(p + "attn_output", c.dim, q_dim);
-    l.bq = roles.vector(p + "attn_q.bias", q_dim, false);
-    l.bk = roles.vector(p + "attn_k.bias", kv_dim, false);
-    l.bv = roles.vector(p + "attn_v.bias", kv_dim, false);
-    l.bo = roles.vector(p + "attn_output.bias", c.dim, false);
+    l.attn = roles.attention(p + "attn_", q_dim, kv_dim, c.dim);
     if (c.qk_norm) {
       l.q_norm = roles.vector(p + "attn_q_norm", c.head_dim);
       l.k_norm = roles.vector(p + "attn_k_norm", c.head_dim);
@@ -167,14 +173,7 @@ ModelWeights bind_weights(const ModelConfig& c, const TensorMap& tensors) {
     l.b_down = roles.vector(p + "ffn_down.bias", c.dim, false);
     if (c.cross_attention) {
       l.cross_norm = roles.norm(c, p + "cross_attn_norm");
-      l.cq.view = roles.matrix(p + "cross_attn_q", q_dim, c.dim);
-      l.ck.view = roles.matrix(p + "cross_attn_k", kv_dim, c.dim);
-      l.cv.view = roles.matrix(p + "cross_attn_v", kv_dim, c.dim);
-      l.co.view = roles.matrix(p + "cross_attn_output", c.dim, q_dim);
-      l.bcq = roles.vector(p + "cross_attn_q.bias", q_dim, false);
-      l.bck = roles.vector(p + "cross_attn_k.bias", kv_dim, false);
-      l.bcv = roles.vector(p + "cross_attn_v.bias", kv_dim, false);
-      l.bco = roles.vector(p + "cross_attn_output.bias", c.dim, false);
+      l.cross = roles.attention(p + "cross_attn_", q_dim, kv_dim, c.dim);
     }
     w.layers.push_back(l);
   }
@@ -185,7 +184,8 @@ ModelWeights bind_weights(const ModelConfig& c, const TensorMap& tensors) {
 void pack_matrices(ModelWeights& w, PackedBuffer& buffer, bool file_mapped, int n_threads) {
   std::vector<Matrix*> all{&w.output};
   for (LayerWeights& l : w.layers)
-    for (Matrix* m : {&l.wq, &l.wk, &l.wv, &l.wo, &l.w_gate, &l.w_up, &l.w_down, &l.cq, &l.ck, &l.cv, &l.co})
+    for (Matrix* m : {&l.attn.q, &l.attn.k, &l.attn.v, &l.attn.o, &l.w_gate, &l.w_up, &l.w_down, &l.cross.q, &l.cross.k,
+                      &l.cross.v, &l.cross.o})
       if (m->present()) all.push_back(m);
   std::vector<size_t> offsets;
   size_t total = 0;

@@ -46,16 +46,20 @@ struct Norm {
   const float* bias = nullptr;
 };
 
+// An attention sublayer's projections: q (H*D, C), k and v (H_kv*D, C), o (C, H*D), biases optional.
+struct AttentionWeights {
+  Matrix q, k, v, o;
+  const float *bq = nullptr, *bk = nullptr, *bv = nullptr, *bo = nullptr;
+};
+
 struct LayerWeights {
   Norm attn_norm, post_attention_norm, ffn_norm, post_ffw_norm;
-  Matrix wq, wk, wv, wo;                     // (H*D, C), (H_kv*D, C) x 2, (C, H*D)
-  const float *bq = nullptr, *bk = nullptr, *bv = nullptr, *bo = nullptr;
+  AttentionWeights attn;
   const float *q_norm = nullptr, *k_norm = nullptr;  // (D)
   Matrix w_gate, w_up, w_down;               // (hidden, C) x 2, (C, hidden); w_gate absent when not gated
   const float *b_gate = nullptr, *b_up = nullptr, *b_down = nullptr;
-  Norm cross_norm;                           // cross-attention: q, k, v, output as the self-attention's
-  Matrix cq, ck, cv, co;
-  const float *bcq = nullptr, *bck = nullptr, *bcv = nullptr, *bco = nullptr;
+  Norm cross_norm;                           // cross-attention (decoders of encoder-decoder models)
+  AttentionWeights cross;
 };
 
 struct ModelWeights {
