@@ -11,7 +11,7 @@ of 1, so prefill is not counted; engines that cannot batch show "-"), load time,
 bandwidth (weight bytes read per token x tok/s, as gpt-fast reports it). Medians and min-max over the
 repeats after one warm-up; ratios are to llama-cpp-python (flash attention on) when it is installed.
 
-Engines: nextoken (compute_type float32, the default) and nextoken-int8, llama.cpp (llama-cpp-python, flash attention on and default), ctranslate2 (int8,
+Engines: nextoken (compute_type float32, the default), nextoken-int8 and nextoken-int8-kvf16 (kv_cache="f16"), llama.cpp (llama-cpp-python, flash attention on and default), ctranslate2 (int8,
 converted from the GGUF through transformers on first use, cached), hf-fp32 / hf-bf16 (transformers with
 torch). Engines whose package is missing are skipped. See benchmarks/README.md.
 """
@@ -51,9 +51,9 @@ def prompt_ids(model_path: Path, n: int) -> list[int]:
 
 # ==== workers: one engine per process ======================================================================
 class NextokenEngine:
-    def __init__(self, path, threads, compute_type):
+    def __init__(self, path, threads, compute_type, kv_cache="f32"):
         import nextoken
-        self.model = nextoken.load(path, n_ctx=N_CTX, n_threads=threads, compute_type=compute_type)
+        self.model = nextoken.load(path, n_ctx=N_CTX, n_threads=threads, compute_type=compute_type, kv_cache=kv_cache)
 
     def prefill(self, ids):
         t = time.perf_counter()
@@ -192,6 +192,7 @@ def _ct2_model(path: Path) -> Path:
 ENGINES = {
     "nextoken": (lambda p, t: NextokenEngine(p, t, "float32"), "nextoken"),
     "nextoken-int8": (lambda p, t: NextokenEngine(p, t, "int8"), "nextoken"),
+    "nextoken-int8-kvf16": (lambda p, t: NextokenEngine(p, t, "int8", "f16"), "nextoken"),
     "llama.cpp-fa": (lambda p, t: LlamaCppEngine(p, t, True), "llama_cpp"),
     "llama.cpp": (lambda p, t: LlamaCppEngine(p, t, False), "llama_cpp"),
     "ctranslate2-int8": (lambda p, t: CTranslate2Engine(p, t), "ctranslate2"),

@@ -151,6 +151,9 @@ ModelConfig model_config(const py::dict& d) {
   c.embed_norm = optional("embed_norm", false);
   c.relative_span = optional("relative_span", 0);
   c.head_scale = optional("head_scale", 1.0f);
+  const std::string kv = optional("kv_cache", std::string("f32"));
+  NT_CHECK(kv == "f32" || kv == "f16" || kv == "bf16", "kv_cache must be 'f32', 'f16' or 'bf16', got '" + kv + "'");
+  c.kv_type = kv == "f16" ? DType::F16 : kv == "bf16" ? DType::BF16 : DType::F32;
   return c;
 }
 
@@ -472,7 +475,7 @@ py::array_t<float> op_attention_prefill(const FloatArray& q, const FloatArray& k
   const float *qp = q.data(), *kp = k.data(), *vp = v.data();
   const AttentionSeq seq{kp, vp, S, T, pos0, 0};
   py::gil_scoped_release release;
-  attention(o, qp, &seq, 1, H, H_kv, D, 1.0f / std::sqrt(float(D)), window, nullptr, 0, n_threads);
+  attention(o, qp, &seq, 1, H, H_kv, D, 1.0f / std::sqrt(float(D)), window, nullptr, 0, DType::F32, n_threads);
   return out;
 }
 
@@ -488,7 +491,7 @@ py::array_t<float> op_attention_decode(const FloatArray& q, const FloatArray& k,
   const float *qp = q.data(), *kp = k.data(), *vp = v.data();
   const AttentionSeq seq{kp, vp, S, 1, n_keys - 1, 0};
   py::gil_scoped_release release;
-  attention(o, qp, &seq, 1, H, H_kv, D, 1.0f / std::sqrt(float(D)), window, nullptr, 0, n_threads);
+  attention(o, qp, &seq, 1, H, H_kv, D, 1.0f / std::sqrt(float(D)), window, nullptr, 0, DType::F32, n_threads);
   return out;
 }
 

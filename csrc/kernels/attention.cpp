@@ -6,6 +6,7 @@
 // batch of other sequences.
 #include <algorithm>
 #include <cmath>
+#include <type_traits>
 
 #include "../parallel.h"
 #include "isa_kernels.h"
@@ -22,9 +23,28 @@ constexpr int KEY_BLOCK = 32;  // keys scored together before the running softma
 // e^(m_old - m_new) whenever a block of keys raises the max. DV = D / VL vectors per head row is a
 // template parameter so that the row lives in registers; the output accumulates in two copies (even and
 // odd keys), so each key's FMAs need not wait for the previous key's.
-template <int DV>
-void attend_row(float* out, const float* q, const float* k, const float* v, int n, float scale, const float* bias, int) {
+// A key or value row's elements as stored in the cache (kv_type), VL at a time or one at a time.
+template <DType KV>
+using KVElement = std::conditional_t<KV == DType::F32, float, uint16_t>;
+template <DType KV>
+inline vfloat load_kv(const KVElement<KV>* p) {
+  if constexpr (KV == DType::F32) return loadv(p);
+  else if constexpr (KV == DType::F16) return loadv_f16(p);
+  else return loadv_bf16(p);
+}
+template <DType KV>
+inline float kv_value(const KVElement<KV>* p) {
+  if constexpr (KV == DType::F32) return *p;
+  else if constexpr (KV == DType::F16) return half_to_float(*p);
+  else return bf16_to_f32(*p);
+}
+
+template <int DV, DType KV>
+void attend_row(float* out, const float* q, const void* k_rows, const void* v_rows, int n, float scale,
+                const float* bias, int) {
   constexpr int D = VL * DV;
+  const KVElement<KV>* k = static_cast<const KVElement<KV>*>(k_rows);
+  const KVElement<KV>* v = static_cast<const KVElement<KV>*>(v_rows);
   vfloat qv[DV], acc[2][DV];
   for (int i = 0; i < DV; ++i) {
     qv[i] = loadv(q + VL * i) * scale;
@@ -36,9 +56,9 @@ void attend_row(float* out, const float* q, const float* k, const float* v, int 
     const int nb = std::min(KEY_BLOCK, n - j0);
     float block_max = -INFINITY;
     for (int j = 0; j < nb; ++j) {
-      const float* kj = k + size_t(j0 + j) * D;
-      vfloat dot = qv[0] * loadv(kj);
-      for (int i = 1; i < DV; ++i) dot += qv[i] * loadv(kj + VL * i);
+      const KVElement<KV>* kj = k + size_t(j0 + j) * D;
+      vfloat dot = qv[0] * load_kv<KV>(kj);
+      for (int i = 1; i < DV; ++i) dot += qv[i] * load_kv<KV>(kj + VL * i);
       s[j] = bias ? hsum(dot) + bias[j0 + j] : hsum(dot);
       block_max = std::max(block_max, s[j]);
     }
@@ -55,17 +75,17 @@ void attend_row(float* out, const float* q, const float* k, const float* v, int 
     }
     int j = 0;
     for (; j + 2 <= nb; j += 2) {
-      const float* vj = v + size_t(j0 + j) * D;
+      const KVElement<KV>* vj = v + size_t(j0 + j) * D;
       const vfloat p0 = splat(s[j]), p1 = splat(s[j + 1]);
       for (int i = 0; i < DV; ++i) {
-        acc[0][i] += p0 * loadv(vj + VL * i);
-        acc[1][i] += p1 * loadv(vj + D + VL * i);
+        acc[0][i] += p0 * load_kv<KV>(vj + VL * i);
+        acc[1][i] += p1 * load_kv<KV>(vj + D + VL * i);
       }
     }
     if (j < nb) {
-      const float* vj = v + size_t(j0 + j) * D;
+      const KVElement<KV>* vj = v + size_t(j0 + j) * D;
       const vfloat p0 = splat(s[j]);
-      for (int i = 0; i < DV; ++i) acc[0][i] += p0 * loadv(vj + VL * i);
+      for (int i = 0; i < DV; ++i) acc[0][i] += p0 * load_kv<KV>(vj + VL * i);
     }
     m = m_new;
   }
@@ -74,17 +94,20 @@ void attend_row(float* out, const float* q, const float* k, const float* v, int 
 }
 
 // The same for head dims that are not a multiple of 16 (tiny models), a float at a time.
-void attend_row_any(float* out, const float* q, const float* k, const float* v, int n, float scale, const float* bias,
-                    int D) {
+template <DType KV>
+void attend_row_any(float* out, const float* q, const void* k_rows, const void* v_rows, int n, float scale,
+                    const float* bias, int D) {
+  const KVElement<KV>* k = static_cast<const KVElement<KV>*>(k_rows);
+  const KVElement<KV>* v = static_cast<const KVElement<KV>*>(v_rows);
   float acc[256] = {}, s[KEY_BLOCK];
   float m = -INFINITY, l = 0.0f;
   for (int j0 = 0; j0 < n; j0 += KEY_BLOCK) {
     const int nb = std::min(KEY_BLOCK, n - j0);
     float block_max = -INFINITY;
     for (int j = 0; j < nb; ++j) {
-      const float* kj = k + size_t(j0 + j) * D;
+      const KVElement<KV>* kj = k + size_t(j0 + j) * D;
       float dot = 0.0f;
-      for (int i = 0; i < D; ++i) dot += q[i] * scale * kj[i];
+      for (int i = 0; i < D; ++i) dot += q[i] * scale * kv_value<KV>(kj + i);
       s[j] = bias ? dot + bias[j0 + j] : dot;
       block_max = std::max(block_max, s[j]);
     }
@@ -94,23 +117,24 @@ void attend_row_any(float* out, const float* q, const float* k, const float* v, 
     l = l * correction + block_sum;
     for (int i = 0; i < D; ++i) acc[i] *= correction;
     for (int j = 0; j < nb; ++j)
-      for (int i = 0; i < D; ++i) acc[i] += s[j] * v[size_t(j0 + j) * D + i];
+      for (int i = 0; i < D; ++i) acc[i] += s[j] * kv_value<KV>(v + size_t(j0 + j) * D + i);
     m = m_new;
   }
   for (int i = 0; i < D; ++i) out[i] = acc[i] / l;
 }
 
-using AttendRow = void (*)(float*, const float*, const float*, const float*, int, float, const float*, int);
+using AttendRow = void (*)(float*, const float*, const void*, const void*, int, float, const float*, int);
 
-// The instantiation for head dim D (at most 256): vectorised for multiples of 16.
+// The instantiation for head dim D (at most 256; vectorised for multiples of 16) and cache type KV.
+template <DType KV>
 AttendRow attend_row_for(int D) {
-  if (D % 16 != 0) return attend_row_any;
+  if (D % 16 != 0) return attend_row_any<KV>;
   constexpr int U = 16 / VL;  // vectors per 16 floats
   static constexpr AttendRow table[16] = {
-      attend_row<1 * U>,  attend_row<2 * U>,  attend_row<3 * U>,  attend_row<4 * U>,
-      attend_row<5 * U>,  attend_row<6 * U>,  attend_row<7 * U>,  attend_row<8 * U>,
-      attend_row<9 * U>,  attend_row<10 * U>, attend_row<11 * U>, attend_row<12 * U>,
-      attend_row<13 * U>, attend_row<14 * U>, attend_row<15 * U>, attend_row<16 * U>};
+      attend_row<1 * U, KV>,  attend_row<2 * U, KV>,  attend_row<3 * U, KV>,  attend_row<4 * U, KV>,
+      attend_row<5 * U, KV>,  attend_row<6 * U, KV>,  attend_row<7 * U, KV>,  attend_row<8 * U, KV>,
+      attend_row<9 * U, KV>,  attend_row<10 * U, KV>, attend_row<11 * U, KV>, attend_row<12 * U, KV>,
+      attend_row<13 * U, KV>, attend_row<14 * U, KV>, attend_row<15 * U, KV>, attend_row<16 * U, KV>};
   return table[D / 16 - 1];
 }
 
@@ -120,9 +144,12 @@ inline int first_key(int p, int window) { return window > 0 && p >= window ? p -
 }  // namespace
 
 void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs, int H, int H_kv, int D, float scale,
-               int window, const float* rel_bias, int rel_span, int n_threads) {
+               int window, const float* rel_bias, int rel_span, DType kv_type, int n_threads) {
   const int group = H / H_kv;
-  const AttendRow attend_row = attend_row_for(D);
+  const AttendRow attend_row = kv_type == DType::F16    ? attend_row_for<DType::F16>(D)
+                               : kv_type == DType::BF16 ? attend_row_for<DType::BF16>(D)
+                                                        : attend_row_for<DType::F32>(D);
+  const size_t element = kv_bytes(kv_type);
   // first_row[s]: the index of sequence s's first query row among all rows.
   int first_row[MAX_ATTENTION_SEQS + 1];
   first_row[0] = 0;
@@ -138,10 +165,11 @@ void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs,
       const AttentionSeq& seq = seqs[s];
       const int p = seq.pos0 + row - first_row[s];
       const int first = seq.n_keys > 0 ? 0 : first_key(p, window), last = seq.n_keys > 0 ? seq.n_keys - 1 : p;
-      const size_t kv = (size_t(h / group) * seq.S + first) * D;
+      const size_t kv = (size_t(h / group) * seq.S + first) * D * element;  // bytes
       // T5's bias of key j for the query at p: rel_bias[h][(j - p) + rel_span - 1]
       const float* bias = rel_bias ? rel_bias + size_t(h) * (2 * rel_span - 1) + (rel_span - 1) - p + first : nullptr;
-      attend_row(out + size_t(item) * D, q + size_t(item) * D, seq.k + kv, seq.v + kv, last + 1 - first, scale, bias, D);
+      attend_row(out + size_t(item) * D, q + size_t(item) * D, static_cast<const uint8_t*>(seq.k) + kv,
+                 static_cast<const uint8_t*>(seq.v) + kv, last + 1 - first, scale, bias, D);
     }
   });
 }

@@ -86,9 +86,9 @@ void embedding(float* out, const int32_t* ids, int T, const void* table, DType t
   NT_DISPATCH(embedding, out, ids, T, table, type, C);
 }
 void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs, int H, int H_kv, int D, float scale,
-               int window, const float* rel_bias, int rel_span, int n_threads) {
+               int window, const float* rel_bias, int rel_span, DType kv_type, int n_threads) {
   NT_CHECK(n_seqs <= MAX_ATTENTION_SEQS, "internal: too many sequences in one attention call");
-  NT_DISPATCH(attention, out, q, seqs, n_seqs, H, H_kv, D, scale, window, rel_bias, rel_span, n_threads);
+  NT_DISPATCH(attention, out, q, seqs, n_seqs, H, H_kv, D, scale, window, rel_bias, rel_span, kv_type, n_threads);
 }
 
 }  // namespace nextoken

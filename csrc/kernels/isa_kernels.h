@@ -20,6 +20,6 @@ void scale_inplace(float* x, float s, int64_t n);
 void softcap(float* x, float cap, int64_t n);
 void embedding(float* out, const int32_t* ids, int T, const void* table, DType type, int C);
 void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs, int H, int H_kv, int D, float scale,
-               int window, const float* rel_bias, int rel_span, int n_threads);
+               int window, const float* rel_bias, int rel_span, DType kv_type, int n_threads);
 }  // namespace NT_ISA
 }  // namespace nextoken

@@ -110,8 +110,8 @@ void embedding(float* out, const int32_t* ids, int T, const void* table, DType t
 // rel_bias[h][j - p + rel_span - 1]; |j - p| < rel_span must hold.
 // Each row's result depends on its own sequence only (not on the batch or threads).
 struct AttentionSeq {
-  const float* k;
-  const float* v;
+  const void* k;  // elements of kv_type (F32, F16 or BF16)
+  const void* v;
   int S;       // positions the k, v rows are laid out for (cache capacity)
   int T;
   int pos0;
@@ -119,7 +119,7 @@ struct AttentionSeq {
 };
 constexpr int MAX_ATTENTION_SEQS = 1024;  // sequences per call
 void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs, int H, int H_kv, int D, float scale,
-               int window, const float* rel_bias, int rel_span, int n_threads);
+               int window, const float* rel_bias, int rel_span, DType kv_type, int n_threads);
 
 // ---- sampling.cpp --------------------------------------------------------------------------------
 // Index of the largest logit (the first one on ties).

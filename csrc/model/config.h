@@ -66,6 +66,8 @@ struct ModelConfig {
   int relative_span = 0;       // > 0: T5's self-attention bias table, role attn_rel_bias (H, 2 span - 1)
   float head_scale = 1.0f;     // the last hidden state times this before the head (T5's tied head: C^-0.5)
 
+  DType kv_type = DType::F32;  // how the KV cache stores keys and values: F32, F16 or BF16
+
   std::vector<LayerConfig> layers;  // n_layers entries
 };
 

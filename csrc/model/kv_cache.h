@@ -2,33 +2,38 @@
 // several sequences (each its own KVCache) over one set of weights.
 #pragma once
 
-#include <algorithm>
+#include <cstring>
 
 #include "buffers.h"
 #include "config.h"
 
 namespace nextoken {
 
-// Keys and values of every layer: (n_layers, H_kv, S, D) each, S = capacity in positions. calloc'd,
-// so a cache sized for the whole context costs memory only for the positions written.
+// Keys and values of every layer: (n_layers, H_kv, S, D) each, S = capacity in positions, stored as
+// config.kv_type (F32, or F16 / BF16: half the memory and half the bytes each decode step reads).
+// calloc'd, so a cache sized for the whole context costs memory only for the positions written.
 struct KVCache {
   KVCache(const ModelConfig& c, int capacity)
       : capacity(capacity),
         n_layers(c.n_layers),
         n_kv_heads(c.n_kv_heads),
         head_dim(c.head_dim),
-        layer_size(size_t(c.n_kv_heads) * capacity * c.head_dim),
-        k(layer_size * c.n_layers),
-        v(layer_size * c.n_layers) {}
-  float* keys(int layer) const { return k.get() + layer * layer_size; }
-  float* values(int layer) const { return v.get() + layer * layer_size; }
+        type(c.kv_type),
+        row_bytes(size_t(c.head_dim) * kv_bytes(c.kv_type)),
+        layer_bytes(size_t(c.n_kv_heads) * capacity * row_bytes),
+        k((layer_bytes * c.n_layers + 3) / 4),
+        v((layer_bytes * c.n_layers + 3) / 4) {}
+  uint8_t* keys(int layer) const { return bytes(k) + layer * layer_bytes; }
+  uint8_t* values(int layer) const { return bytes(v) + layer * layer_bytes; }
+  // The row of head h at position p in a layer's keys or values.
+  uint8_t* row(uint8_t* layer_base, int h, int p) const { return layer_base + (size_t(h) * capacity + p) * row_bytes; }
 
   // Positions [0, src.length) of src (same model and capacity) into this cache.
   void copy_prefix(const KVCache& src) {
     for_each_head([&](size_t offset) {
-      const size_t n = size_t(src.length) * head_dim;
-      std::copy(src.k.get() + offset, src.k.get() + offset + n, k.get() + offset);
-      std::copy(src.v.get() + offset, src.v.get() + offset + n, v.get() + offset);
+      const size_t n = size_t(src.length) * row_bytes;
+      std::memcpy(bytes(k) + offset, bytes(src.k) + offset, n);
+      std::memcpy(bytes(v) + offset, bytes(src.v) + offset, n);
     });
     length = src.length;
   }
@@ -36,25 +41,27 @@ struct KVCache {
   // Positions [from, length) moved down to [from - by, length - by) (keys as stored: callers re-rotate).
   void move_down(int from, int by) {
     for_each_head([&](size_t offset) {
-      const size_t a = offset + size_t(from) * head_dim, n = size_t(length - from) * head_dim;
-      const size_t to = a - size_t(by) * head_dim;
-      std::copy(k.get() + a, k.get() + a + n, k.get() + to);
-      std::copy(v.get() + a, v.get() + a + n, v.get() + to);
+      const size_t a = offset + size_t(from) * row_bytes, n = size_t(length - from) * row_bytes;
+      const size_t to = a - size_t(by) * row_bytes;
+      std::memmove(bytes(k) + to, bytes(k) + a, n);
+      std::memmove(bytes(v) + to, bytes(v) + a, n);
     });
     length -= by;
   }
 
   int capacity;
   int n_layers, n_kv_heads, head_dim;
-  size_t layer_size;
-  FloatBuffer k, v;
-  int length = 0;  // positions 0 .. length - 1 hold valid keys and values
+  DType type;
+  size_t row_bytes, layer_bytes;
+  FloatBuffer k, v;  // used as bytes
+  int length = 0;    // positions 0 .. length - 1 hold valid keys and values
 
  private:
+  static uint8_t* bytes(const FloatBuffer& b) { return reinterpret_cast<uint8_t*>(b.get()); }
   template <class F>
   void for_each_head(const F& fn) const {
     for (int l = 0; l < n_layers; ++l)
-      for (int h = 0; h < n_kv_heads; ++h) fn(size_t(l) * layer_size + size_t(h) * capacity * head_dim);
+      for (int h = 0; h < n_kv_heads; ++h) fn(size_t(l) * layer_bytes + size_t(h) * capacity * row_bytes);
   }
 };
 

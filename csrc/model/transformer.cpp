@@ -164,9 +164,8 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
         }
         const KVCache& cache = *chunks[ws.row_chunk[t]].cache;
         for (int h = 0; h < H_kv; ++h) {
-          const size_t dst = (size_t(h) * cache.capacity + pos) * D;
-          std::copy(kt + size_t(h) * D, kt + size_t(h + 1) * D, cache.keys(l) + dst);
-          std::copy(vt + size_t(h) * D, vt + size_t(h + 1) * D, cache.values(l) + dst);
+          store_kv(cache.row(cache.keys(l), h, pos), kt + size_t(h) * D, D, cache.type);
+          store_kv(cache.row(cache.values(l), h, pos), vt + size_t(h) * D, D, cache.type);
         }
       }
     });
@@ -176,7 +175,7 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
       ws.attention_seqs[i] = AttentionSeq{cache.keys(l), cache.values(l), cache.capacity, chunks[i].T, cache.length, n_keys};
     }
     attention(att, q, ws.attention_seqs.data(), n_chunks, H, H_kv, D, scale, lc.sliding_window, weights_.rel_bias,
-              c.relative_span, nt);
+              c.relative_span, c.kv_type, nt);
     project(ws, {{xn, &w.attn.o, w.attn.bo}}, att, T, q_dim, nt);
     const Norm& next_pre_norm = c.cross_attention ? w.cross_norm : w.ffn_norm;
     by_tokens(T, nt, [&](int t0, int t1) {
@@ -193,7 +192,7 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
         const KVCache& cross = *chunks[i].cross;
         ws.attention_seqs[i] = AttentionSeq{cross.keys(l), cross.values(l), cross.capacity, chunks[i].T, 0, cross.length};
       }
-      attention(att, q, ws.attention_seqs.data(), n_chunks, H, H_kv, D, scale, 0, nullptr, 0, nt);
+      attention(att, q, ws.attention_seqs.data(), n_chunks, H, H_kv, D, scale, 0, nullptr, 0, c.kv_type, nt);
       project(ws, {{xn, &w.cross.o, w.cross.bo}}, att, T, q_dim, nt);
       by_tokens(T, nt, [&](int t0, int t1) {
         float *xt = x + size_t(t0) * C, *ot = xn + size_t(t0) * C;
@@ -268,10 +267,14 @@ void Transformer::rerotate_keys(KVCache& cache, int from, int to, int delta) con
       cos[i] = rope_cos_[table].get()[size_t(delta) * half + i];
       sin[i] = -rope_sin_[table].get()[size_t(delta) * half + i];
     }
+    std::vector<float> key(c.head_dim);
     for (int h = 0; h < c.n_kv_heads; ++h)
-      for (int p = from; p < to; ++p)
-        rope(cache.keys(l) + (size_t(h) * cache.capacity + p) * c.head_dim, cos.data(), sin.data(), 1, 1,
-             c.head_dim, c.rope_layout == RopeLayout::Half);
+      for (int p = from; p < to; ++p) {
+        uint8_t* stored = cache.row(cache.keys(l), h, p);
+        load_kv(key.data(), stored, c.head_dim, cache.type);
+        rope(key.data(), cos.data(), sin.data(), 1, 1, c.head_dim, c.rope_layout == RopeLayout::Half);
+        store_kv(stored, key.data(), c.head_dim, cache.type);
+      }
   }
 }
 
@@ -298,9 +301,9 @@ std::unique_ptr<KVCache> Transformer::cross_cache(const float* states, int S, in
       project(ws, {{ws.k.get(), &w.cross.k, w.cross.bk}, {ws.v.get(), &w.cross.v, w.cross.bv}}, states + size_t(s0) * c.dim, n, c.dim, n_threads);
       for (int t = 0; t < n; ++t)  // (n, H_kv, D) rows into the (H_kv, S, D) layout
         for (int h = 0; h < H_kv; ++h) {
-          const size_t src = size_t(t) * kv_dim + size_t(h) * D, dst = (size_t(h) * S + s0 + t) * D;
-          std::copy(ws.k.get() + src, ws.k.get() + src + D, cache->keys(l) + dst);
-          std::copy(ws.v.get() + src, ws.v.get() + src + D, cache->values(l) + dst);
+          const size_t src = size_t(t) * kv_dim + size_t(h) * D;
+          store_kv(cache->row(cache->keys(l), h, s0 + t), ws.k.get() + src, D, cache->type);
+          store_kv(cache->row(cache->values(l), h, s0 + t), ws.v.get() + src, D, cache->type);
         }
     }
   }

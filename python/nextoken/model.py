@@ -30,7 +30,7 @@ def default_threads() -> int:
 
 def load(model: Union[str, os.PathLike] = hub.DEFAULT_MODEL, n_ctx: int = 2048, n_threads: int | None = None,
          compute_type: str = "float32", weights: str | None = None,
-         lora: Union[str, os.PathLike, None] = None) -> "Model":
+         lora: Union[str, os.PathLike, None] = None, kv_cache: str = "f32") -> "Model":
     """Load a model by name (see nextoken.hub.MODELS; fetched on first use), from a .gguf file or from a
     Hugging Face folder (config.json, *.safetensors, tokenizer.json).
 
@@ -45,9 +45,12 @@ def load(model: Union[str, os.PathLike] = hub.DEFAULT_MODEL, n_ctx: int = 2048, 
       blocks of 256 gets Q8_0), so that compute_type="int8" and less memory apply to float checkpoints.
     lora: a PEFT LoRA adapter folder (adapter_config.json, adapter_model.safetensors) merged into a Hugging
       Face folder's weights at load, before any quantization.
+    kv_cache: how keys and values are kept: "f32" (default, exact), "f16" (llama.cpp's default) or "bf16":
+      half the memory, and half the bytes each decode step reads from the cache; logits move slightly
+      (README: the measured error).
     """
     return Model(hub.resolve(model), n_ctx=n_ctx, n_threads=n_threads, compute_type=compute_type, weights=weights,
-                 lora=lora)
+                 lora=lora, kv_cache=kv_cache)
 
 
 def _check_int(name, value, low, high=2**31 - 1):
@@ -61,7 +64,7 @@ class Model:
     """A loaded model: its weights, tokenizer and one sequence's KV cache. Made by nextoken.load()."""
 
     def __init__(self, path, n_ctx: int = 2048, n_threads: int | None = None, compute_type: str = "float32",
-                 weights: str | None = None, lora=None):
+                 weights: str | None = None, lora=None, kv_cache: str = "f32"):
         n_ctx = _check_int("n_ctx", n_ctx, 1)
         n_threads = default_threads() if n_threads is None else _check_int("n_threads", n_threads, 1)
         path = Path(path)
@@ -82,8 +85,11 @@ class Model:
         if weights is not None:
             spec = architectures.quantize_roles(spec, weights, _core.ops.quantize, n_threads)
             file_mapped = False  # the quantized matrices are in RAM
+        if kv_cache not in ("f32", "f16", "bf16"):
+            raise Error(f"kv_cache must be 'f32', 'f16' or 'bf16', got {kv_cache!r}")
+        self.kv_cache = kv_cache
         self.architecture = spec.architecture
-        self.config = spec.config
+        self.config = dict(spec.config, kv_cache=kv_cache)
         if self.tokenizer.vocab_size > self.config["vocab_size"]:
             raise Error(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model only "
                         f"{self.config['vocab_size']}")
@@ -112,7 +118,7 @@ class Model:
         self.generation = dict(spec.generation)
         self.vision = dict(spec.vision)
         if spec.encoder is not None:
-            self._encoder = _core.Transformer(spec.encoder.config, spec.encoder.tensors, n_ctx, compute_type,
+            self._encoder = _core.Transformer(dict(spec.encoder.config, kv_cache=kv_cache), spec.encoder.tensors, n_ctx, compute_type,
                                               file_mapped, n_threads)
             self.n_parameters += sum(rows * cols for _, _, rows, cols, _ in spec.encoder.tensors)
 
