@@ -82,6 +82,8 @@ def test_decoding_from_a_callers_features():
     states = model.encode(ids)
     assert model.generate(encoder_hidden_states=states, max_new_tokens=6, min_new_tokens=6) == \
         model.detokenize(model.generate(ids, max_new_tokens=6, min_new_tokens=6))
+    two = model.generate(encoder_hidden_states=states, max_new_tokens=6, temperature=1.0, seed=7, num_return_sequences=2)
+    assert two == [model.generate(encoder_hidden_states=states, max_new_tokens=6, temperature=1.0, seed=s) for s in (7, 8)]
 
 
 def test_bad_encoder_inputs_are_named(smollm2):
@@ -92,6 +94,8 @@ def test_bad_encoder_inputs_are_named(smollm2):
         smollm2.generate("hi", max_new_tokens=2, encoder_hidden_states=np.zeros((3, 576), np.float32))
     with pytest.raises(nextoken.Error, match="decoder-only"):
         smollm2.encode("hi")
+    with pytest.raises(nextoken.Error, match="encoder_hidden_states"):
+        model.forward([0, 5], encoder_hidden_states=[[1.0, 2.0], [3.0]])  # ragged
     with pytest.raises(nextoken.Error, match="not both"):
         model.generate([5, 1], encoder_hidden_states=np.zeros((3, 32), np.float32))
     with pytest.raises(nextoken.Error, match="n_ctx|positions"):

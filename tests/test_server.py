@@ -132,6 +132,7 @@ def test_a_cancelled_stream_frees_its_sequence(server, client):
     (dict(prompt="x", logit_bias={"abc": 1}), "logit_bias"),
     (dict(prompt=["a", "b"]), "prompt"),
     (dict(prompt="x", n=100), "n must be"),
+    (dict(prompt="x", max_tokens=0), "max_tokens"),
 ])
 def test_bad_requests_get_400_naming_the_problem(client, kwargs, message):
     with pytest.raises(openai.BadRequestError, match=message):

@@ -53,6 +53,7 @@ void check(const Transformer& model, int n_ctx, const std::vector<int32_t>& prom
   NT_CHECK(int64_t(prompt.size()) + o.max_new_tokens <= n_ctx,
            "context overflow: a prompt of " + std::to_string(prompt.size()) + " tokens plus max_new_tokens = " +
                std::to_string(o.max_new_tokens) + " exceeds n_ctx = " + std::to_string(n_ctx));
+  NT_CHECK(n_ctx <= model.max_positions(), "n_ctx exceeds the positions the model was set up for");
   model.check_tokens(prompt.data(), int(prompt.size()), 0, n_ctx);
   const int32_t last = 0;
   model.check_tokens(&last, 1, int(prompt.size()) + o.max_new_tokens - 1, n_ctx);
@@ -102,7 +103,7 @@ std::vector<Hypothesis> beam_search(const Transformer& model, int n_ctx, const s
       process_logits(lp, V, run_seq[b].data(), int(run_seq[b].size()), o.processors, scratch);
       if (t - 1 < o.min_new_tokens)
         for (int32_t id : o.eos_ids) lp[id] = -INFINITY;
-      if (t == 1 && o.forced_bos >= 0) {
+      if (t == 1 && P == 1 && o.forced_bos >= 0) {  // HF: when the decoder holds its start token only
         std::fill(lp, lp + V, -INFINITY);
         lp[o.forced_bos] = 0.0f;
       }

@@ -187,7 +187,7 @@ void Session::sample(const std::vector<Sequence*>& seqs, std::vector<StepOutput>
         masked.emplace_back(id, logits[id]);
         logits[id] = -INFINITY;
       }
-    if (s.n_generated == 0 && o.forced_bos >= 0) {
+    if (s.n_generated == 0 && s.n_prompt == 1 && o.forced_bos >= 0) {  // HF: when the decoder holds its start only
       out.token = o.forced_bos;  // transformers' ForcedBOSTokenLogitsProcessor leaves it the only choice
     } else {
       out.token = s.sampler.sample(logits, s.tokens.data(), int(s.tokens.size()), uint64_t(s.n_generated));

@@ -61,6 +61,8 @@ Transformer::Transformer(const ModelConfig& config, const TensorMap& tensors, in
     : config_(config), weights_(bind_weights(config_, tensors)), max_positions_(max_positions) {
   NT_CHECK(max_positions > 0, "n_ctx must be positive, got " + std::to_string(max_positions));
   NT_CHECK(n_threads > 0, "n_threads must be positive, got " + std::to_string(n_threads));
+  NT_CHECK(config_.relative_span == 0 || max_positions <= config_.relative_span,
+           "the relative-position bias table spans fewer positions than n_ctx");
   if (config_.positions == Positions::Rope) {
     const int half = config_.head_dim / 2;
     for (const std::vector<float>& inv_freq : config_.rope_inv_freq) {

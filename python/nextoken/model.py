@@ -423,10 +423,11 @@ class Model:
                 raise Error("give a source, or encoder_hidden_states / pixel_values / image, not both")
             if self.vision and not given:
                 raise Error("this model encodes images: give pixel_values= or image=")
+            # one input for every entry of prompts (num_return_sequences repeats it), encoded once
             if encoder_hidden_states is not None:
-                items = [(start, _float_array(encoder_hidden_states, "encoder_hidden_states"), True)]
+                items = [(start, _float_array(encoder_hidden_states, "encoder_hidden_states"), True)] * len(prompts)
             elif given or self.vision:
-                items = [(start, self.encode(pixel_values=pixel_values, image=image), True)]
+                items = [(start, self.encode(pixel_values=pixel_values, image=image), True)] * len(prompts)
             else:
                 items = [(start, self.encode(p, parse_special=parse_special), isinstance(p, str)) for p in prompts]
         for i, (ids, _, _) in enumerate(items):
@@ -536,10 +537,14 @@ def _float_array(x, name: str, ndim: int | None = 2) -> np.ndarray:
     """x (numpy, or any object with __dlpack__ / __array__) as a C-contiguous float32 array; a view when
     it already is one."""
     try:
-        arr = np.from_dlpack(x) if hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray) else np.asarray(x)
-    except (TypeError, RuntimeError, BufferError):
-        arr = np.asarray(x)
-    if not np.issubdtype(arr.dtype, np.number) or (ndim is not None and arr.ndim != ndim):
+        try:
+            arr = np.from_dlpack(x) if hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray) else np.asarray(x)
+        except (TypeError, RuntimeError, BufferError):  # a device or read-only tensor: its __array__, if any
+            arr = np.asarray(x)
+    except (TypeError, ValueError, RuntimeError, BufferError) as e:
+        raise Error(f"{name}: not an array of numbers on the CPU ({e})") from None
+    is_real = np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
+    if not is_real or (ndim is not None and arr.ndim != ndim):
         raise Error(f"{name} must be a {ndim}-D array of numbers, got shape {arr.shape} of {arr.dtype}")
     return np.ascontiguousarray(arr, dtype=np.float32)
 

@@ -51,7 +51,10 @@ class Job:
         self.n_tokens = 0
 
     def send(self, event: dict):
-        self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        try:
+            self.loop.call_soon_threadsafe(self.events.put_nowait, event)
+        except RuntimeError:  # the request's event loop has closed: nobody is listening
+            pass
 
     def on_token(self, out) -> bool:
         """Handles one StepOutput on the engine thread; True when the job is over."""
@@ -82,20 +85,27 @@ class Engine:
         self.model, self.max_batch, self.max_queue = model, max_batch, max_queue
         self._waiting: collections.deque[Job] = collections.deque()
         self._active: dict[int, Job] = {}
+        self._reserved = 0  # room promised to requests still adding their sequences
         self._wake = threading.Condition()
         self._thread = threading.Thread(target=self._run, name="nextoken-engine", daemon=True)
         self._thread.start()
 
     def reserve(self, n: int):
-        """Room for n more jobs (running or waiting), or RequestError 429."""
+        """Room for n more jobs (running or waiting), held until submit() or release(); else RequestError 429."""
         with self._wake:
-            if len(self._active) + len(self._waiting) + n > self.max_batch + self.max_queue:
+            if len(self._active) + len(self._waiting) + self._reserved + n > self.max_batch + self.max_queue:
                 raise RequestError(429, f"the server is busy: {len(self._active)} requests run and "
-                                        f"{len(self._waiting)} wait (max_batch = {self.max_batch}, max_queue = "
-                                        f"{self.max_queue}); retry later")
+                                        f"{len(self._waiting) + self._reserved} wait (max_batch = {self.max_batch}, "
+                                        f"max_queue = {self.max_queue}); retry later")
+            self._reserved += n
 
-    def submit(self, jobs: list[Job]):
+    def release(self, n: int):
         with self._wake:
+            self._reserved -= n
+
+    def submit(self, jobs: list[Job], reserved: int):
+        with self._wake:
+            self._reserved -= reserved
             self._waiting.extend(jobs)
             self._wake.notify()
 
@@ -106,44 +116,50 @@ class Engine:
             self._wake.notify()
 
     def _run(self):
+        # The lock guards the queues only; the session's own calls (step, free) run outside it, so the event
+        # loop never waits for a step to take or give back a request.
         while True:
             with self._wake:
                 while not self._active and not self._waiting:
                     self._wake.wait()
-                for sid, job in list(self._active.items()):  # clients that went away
-                    if job.cancelled:
-                        del self._active[sid]
-                        self.model.free_sequence(sid)
+                done = [sid for sid, job in self._active.items() if job.cancelled]  # clients that went away
+                for sid in done:
+                    del self._active[sid]
+                done += [job.sequence_id for job in self._waiting if job.cancelled]
+                self._waiting = collections.deque(job for job in self._waiting if not job.cancelled)
                 while self._waiting and len(self._active) < self.max_batch:
                     job = self._waiting.popleft()
-                    if job.cancelled:
-                        self.model.free_sequence(job.sequence_id)
-                    else:
-                        self._active[job.sequence_id] = job
+                    self._active[job.sequence_id] = job
                 ids = list(self._active)
+            for sid in done:
+                self.model.free_sequence(sid)
             if not ids:
                 continue
             try:
                 outs = self.model.step(ids)  # the GIL is released while the step runs
             except Exception as e:  # noqa: BLE001 - a failed step ends its jobs with the error, not the thread
                 with self._wake:
-                    for sid in ids:
-                        self._active.pop(sid).send({"error": str(e)})
-                        self.model.free_sequence(sid)
+                    failed = [self._active.pop(sid) for sid in ids]
+                for job in failed:
+                    job.send({"error": str(e)})
+                    self.model.free_sequence(job.sequence_id)
                 continue
+            over = []
             with self._wake:
                 for out in outs:
                     job = self._active.get(out.id)
                     if job is None:
                         continue
                     try:
-                        over = job.on_token(out)
+                        ended = job.on_token(out)
                     except Exception as e:  # noqa: BLE001 - e.g. a tokenizer failure: this job ends, the others go on
                         job.send({"error": str(e)})
-                        over = True
-                    if over:
+                        ended = True
+                    if ended:
                         del self._active[out.id]
-                        self.model.free_sequence(out.id)
+                        over.append(out.id)
+            for sid in over:
+                self.model.free_sequence(sid)
 
 
 def _reject_unknown(body: dict, allowed: set[str]):
@@ -157,6 +173,8 @@ def _params(body: dict, n_ctx: int, n_prompt: int, default_max: int | None) -> d
     max_tokens = body.get("max_completion_tokens", body.get("max_tokens", default_max))
     if max_tokens is None:
         max_tokens = max(1, n_ctx - n_prompt)
+    if isinstance(max_tokens, bool) or not isinstance(max_tokens, int) or max_tokens < 1:
+        raise RequestError(400, f"max_tokens must be a positive integer, got {max_tokens!r}")
     stop = body.get("stop")
     stops = [stop] if isinstance(stop, str) else list(stop or [])
     bias = body.get("logit_bias") or {}
@@ -224,14 +242,22 @@ class Server:
         jobs = []
         try:
             for i in range(n):  # choice i samples with seed + i
-                sid = await loop.run_in_executor(None, lambda i=i: model.add_sequence(
-                    ids, seed=seed + i, logprobs=logprobs, **params))
+                add = loop.run_in_executor(None, lambda i=i: model.add_sequence(ids, seed=seed + i, logprobs=logprobs,
+                                                                                 **params))
+                try:
+                    sid = await asyncio.shield(add)
+                except asyncio.CancelledError:  # the request went away: free what the add makes
+                    add.add_done_callback(lambda f: f.exception() is None and model.free_sequence(f.result()))
+                    raise
                 jobs.append(Job(self.engine, sid, stops, logprobs, end_ids, loop))
-        except Error as e:
+        except BaseException as e:  # nothing of a refused or interrupted request stays
+            self.engine.release(n)
             for job in jobs:
                 model.free_sequence(job.sequence_id)
-            raise RequestError(400, str(e)) from None
-        self.engine.submit(jobs)
+            if isinstance(e, Error):
+                raise RequestError(400, str(e)) from None
+            raise
+        self.engine.submit(jobs, n)
         return jobs, len(ids), bool(body.get("stream"))
 
 

@@ -33,6 +33,9 @@ def from_hf(folder) -> Spec:
     c = HFConfig(folder.config, folder.config_source)
     kind = c.require("model_type")
     dim, vocab = c.int("d_model"), c.int("vocab_size")
+    if c.get("decoder_vocab_size", vocab) != vocab or c.get("share_encoder_decoder_embeddings", True) is False:
+        raise Error(f"{c.source}: separate source and target vocabularies (decoder_vocab_size, "
+                    "share_encoder_decoder_embeddings false) are not supported")
     n_pos = c.int("max_position_embeddings")
     pre = kind == "mbart"
     sizes = dict(dim=dim, vocab_size=vocab, norm="layer", norm_placement="pre" if pre else "post", norm_eps=1e-5,
