@@ -593,7 +593,11 @@ PYBIND11_MODULE(_core, m) {
       .def_readonly("token", &StepOutput::token, "-1 when the sequence had already finished")
       .def_readonly("finished", &StepOutput::finished, "this token ended the sequence")
       .def_readonly("logprob", &StepOutput::logprob, "log softmax of the raw logits at token (logprobs >= 0)")
-      .def_readonly("top", &StepOutput::top, "[(id, log-probability)] of the `logprobs` most likely ids");
+      .def_readonly("top", &StepOutput::top, "[(id, log-probability)] of the `logprobs` most likely ids")
+      .def("__repr__", [](const StepOutput& o) {
+        return "StepOutput(id=" + std::to_string(o.id) + ", token=" + std::to_string(o.token) +
+               ", finished=" + (o.finished ? "True" : "False") + ", logprob=" + std::to_string(o.logprob) + ")";
+      });
 
   py::class_<PySession>(m, "Session")
       .def(py::init<py::object, int, int>(), py::arg("transformer"), py::arg("n_ctx"), py::arg("n_threads"))
