@@ -11,7 +11,7 @@ of 1, so prefill is not counted; engines that cannot batch show "-"), load time,
 bandwidth (weight bytes read per token x tok/s, as gpt-fast reports it). Medians and min-max over the
 repeats after one warm-up; ratios are to llama-cpp-python (flash attention on) when it is installed.
 
-Engines: nextoken (compute_type float32, the default), nextoken-int8 and nextoken-int8-kvf16 (kv_cache="f16"), llama.cpp (llama-cpp-python, flash attention on and default), ctranslate2 (int8,
+Engines: nextoken (compute_type float32, the default), nextoken-int8, nextoken-int8-kvf16 / -kvq8 (kv_cache "f16" / "q8_0"), llama.cpp (llama-cpp-python, flash attention on and default), ctranslate2 (int8,
 converted from the GGUF through transformers on first use, cached), hf-fp32 / hf-bf16 (transformers with
 torch). Engines whose package is missing are skipped. See benchmarks/README.md.
 """
@@ -193,6 +193,7 @@ ENGINES = {
     "nextoken": (lambda p, t: NextokenEngine(p, t, "float32"), "nextoken"),
     "nextoken-int8": (lambda p, t: NextokenEngine(p, t, "int8"), "nextoken"),
     "nextoken-int8-kvf16": (lambda p, t: NextokenEngine(p, t, "int8", "f16"), "nextoken"),
+    "nextoken-int8-kvq8": (lambda p, t: NextokenEngine(p, t, "int8", "q8_0"), "nextoken"),
     "llama.cpp-fa": (lambda p, t: LlamaCppEngine(p, t, True), "llama_cpp"),
     "llama.cpp": (lambda p, t: LlamaCppEngine(p, t, False), "llama_cpp"),
     "ctranslate2-int8": (lambda p, t: CTranslate2Engine(p, t), "ctranslate2"),

@@ -152,8 +152,9 @@ ModelConfig model_config(const py::dict& d) {
   c.relative_span = optional("relative_span", 0);
   c.head_scale = optional("head_scale", 1.0f);
   const std::string kv = optional("kv_cache", std::string("f32"));
-  NT_CHECK(kv == "f32" || kv == "f16" || kv == "bf16", "kv_cache must be 'f32', 'f16' or 'bf16', got '" + kv + "'");
-  c.kv_type = kv == "f16" ? DType::F16 : kv == "bf16" ? DType::BF16 : DType::F32;
+  NT_CHECK(kv == "f32" || kv == "f16" || kv == "bf16" || kv == "q8_0",
+           "kv_cache must be 'f32', 'f16', 'bf16' or 'q8_0', got '" + kv + "'");
+  c.kv_type = kv == "f16" ? DType::F16 : kv == "bf16" ? DType::BF16 : kv == "q8_0" ? DType::Q8_0 : DType::F32;
   return c;
 }
 

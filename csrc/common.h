@@ -154,23 +154,4 @@ inline void for_output_ranges(int n_outs, const Units& units, int begin, int end
   }
 }
 
-// KV cache rows: n floats stored as `type` (F32, F16 or BF16), and back.
-inline size_t kv_bytes(DType type) { return type == DType::F32 ? 4 : 2; }
-inline void store_kv(void* dst, const float* src, int n, DType type) {
-  if (type == DType::F32) {
-    std::memcpy(dst, src, size_t(n) * 4);
-    return;
-  }
-  uint16_t* d = static_cast<uint16_t*>(dst);
-  for (int i = 0; i < n; ++i) d[i] = type == DType::F16 ? f32_to_f16(src[i]) : f32_to_bf16(src[i]);
-}
-inline void load_kv(float* dst, const void* src, int n, DType type) {
-  if (type == DType::F32) {
-    std::memcpy(dst, src, size_t(n) * 4);
-    return;
-  }
-  const uint16_t* s = static_cast<const uint16_t*>(src);
-  for (int i = 0; i < n; ++i) dst[i] = type == DType::F16 ? f16_to_f32(s[i]) : bf16_to_f32(s[i]);
-}
-
 }  // namespace nextoken

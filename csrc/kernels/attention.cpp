@@ -6,7 +6,6 @@
 // batch of other sequences.
 #include <algorithm>
 #include <cmath>
-#include <type_traits>
 
 #include "../parallel.h"
 #include "isa_kernels.h"
@@ -23,28 +22,45 @@ constexpr int KEY_BLOCK = 32;  // keys scored together before the running softma
 // e^(m_old - m_new) whenever a block of keys raises the max. DV = D / VL vectors per head row is a
 // template parameter so that the row lives in registers; the output accumulates in two copies (even and
 // odd keys), so each key's FMAs need not wait for the previous key's.
-// A key or value row's elements as stored in the cache (kv_type), VL at a time or one at a time.
+// Vector i (elements VL i .. VL i + VL - 1) and element i of a key or value row as stored in the cache.
 template <DType KV>
-using KVElement = std::conditional_t<KV == DType::F32, float, uint16_t>;
-template <DType KV>
-inline vfloat load_kv(const KVElement<KV>* p) {
-  if constexpr (KV == DType::F32) return loadv(p);
-  else if constexpr (KV == DType::F16) return loadv_f16(p);
-  else return loadv_bf16(p);
+inline vfloat row_vector(const uint8_t* row, int i) {
+  if constexpr (KV == DType::F32) {
+    return loadv(reinterpret_cast<const float*>(row) + VL * i);
+  } else if constexpr (KV == DType::F16) {
+    return loadv_f16(reinterpret_cast<const uint16_t*>(row) + VL * i);
+  } else if constexpr (KV == DType::BF16) {
+    return loadv_bf16(reinterpret_cast<const uint16_t*>(row) + VL * i);
+  } else {  // Q8_0: blocks of an f16 scale and 32 int8; a vector lies within one block (VL divides 32)
+    const uint8_t* block = row + size_t(VL * i / QK) * 34;
+    uint16_t d;
+    std::memcpy(&d, block, 2);
+    return loadv_i8(reinterpret_cast<const int8_t*>(block + 2) + (VL * i) % QK) * half_to_float(d);
+  }
 }
 template <DType KV>
-inline float kv_value(const KVElement<KV>* p) {
-  if constexpr (KV == DType::F32) return *p;
-  else if constexpr (KV == DType::F16) return half_to_float(*p);
-  else return bf16_to_f32(*p);
+inline float row_value(const uint8_t* row, int i) {
+  if constexpr (KV == DType::F32) {
+    return reinterpret_cast<const float*>(row)[i];
+  } else if constexpr (KV == DType::F16) {
+    return half_to_float(reinterpret_cast<const uint16_t*>(row)[i]);
+  } else if constexpr (KV == DType::BF16) {
+    return bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[i]);
+  } else {
+    const uint8_t* block = row + size_t(i / QK) * 34;
+    uint16_t d;
+    std::memcpy(&d, block, 2);
+    return float(reinterpret_cast<const int8_t*>(block + 2)[i % QK]) * half_to_float(d);
+  }
 }
 
 template <int DV, DType KV>
 void attend_row(float* out, const float* q, const void* k_rows, const void* v_rows, int n, float scale,
                 const float* bias, int) {
   constexpr int D = VL * DV;
-  const KVElement<KV>* k = static_cast<const KVElement<KV>*>(k_rows);
-  const KVElement<KV>* v = static_cast<const KVElement<KV>*>(v_rows);
+  const size_t rb = kv_row_bytes(KV, D);
+  const uint8_t* k = static_cast<const uint8_t*>(k_rows);
+  const uint8_t* v = static_cast<const uint8_t*>(v_rows);
   vfloat qv[DV], acc[2][DV];
   for (int i = 0; i < DV; ++i) {
     qv[i] = loadv(q + VL * i) * scale;
@@ -56,9 +72,9 @@ void attend_row(float* out, const float* q, const void* k_rows, const void* v_ro
     const int nb = std::min(KEY_BLOCK, n - j0);
     float block_max = -INFINITY;
     for (int j = 0; j < nb; ++j) {
-      const KVElement<KV>* kj = k + size_t(j0 + j) * D;
-      vfloat dot = qv[0] * load_kv<KV>(kj);
-      for (int i = 1; i < DV; ++i) dot += qv[i] * load_kv<KV>(kj + VL * i);
+      const uint8_t* kj = k + size_t(j0 + j) * rb;
+      vfloat dot = qv[0] * row_vector<KV>(kj, 0);
+      for (int i = 1; i < DV; ++i) dot += qv[i] * row_vector<KV>(kj, i);
       s[j] = bias ? hsum(dot) + bias[j0 + j] : hsum(dot);
       block_max = std::max(block_max, s[j]);
     }
@@ -75,17 +91,17 @@ void attend_row(float* out, const float* q, const void* k_rows, const void* v_ro
     }
     int j = 0;
     for (; j + 2 <= nb; j += 2) {
-      const KVElement<KV>* vj = v + size_t(j0 + j) * D;
+      const uint8_t* vj = v + size_t(j0 + j) * rb;
       const vfloat p0 = splat(s[j]), p1 = splat(s[j + 1]);
       for (int i = 0; i < DV; ++i) {
-        acc[0][i] += p0 * load_kv<KV>(vj + VL * i);
-        acc[1][i] += p1 * load_kv<KV>(vj + D + VL * i);
+        acc[0][i] += p0 * row_vector<KV>(vj, i);
+        acc[1][i] += p1 * row_vector<KV>(vj + rb, i);
       }
     }
     if (j < nb) {
-      const KVElement<KV>* vj = v + size_t(j0 + j) * D;
+      const uint8_t* vj = v + size_t(j0 + j) * rb;
       const vfloat p0 = splat(s[j]);
-      for (int i = 0; i < DV; ++i) acc[0][i] += p0 * load_kv<KV>(vj + VL * i);
+      for (int i = 0; i < DV; ++i) acc[0][i] += p0 * row_vector<KV>(vj, i);
     }
     m = m_new;
   }
@@ -97,17 +113,18 @@ void attend_row(float* out, const float* q, const void* k_rows, const void* v_ro
 template <DType KV>
 void attend_row_any(float* out, const float* q, const void* k_rows, const void* v_rows, int n, float scale,
                     const float* bias, int D) {
-  const KVElement<KV>* k = static_cast<const KVElement<KV>*>(k_rows);
-  const KVElement<KV>* v = static_cast<const KVElement<KV>*>(v_rows);
+  const size_t rb = kv_row_bytes(KV, D);
+  const uint8_t* k = static_cast<const uint8_t*>(k_rows);
+  const uint8_t* v = static_cast<const uint8_t*>(v_rows);
   float acc[256] = {}, s[KEY_BLOCK];
   float m = -INFINITY, l = 0.0f;
   for (int j0 = 0; j0 < n; j0 += KEY_BLOCK) {
     const int nb = std::min(KEY_BLOCK, n - j0);
     float block_max = -INFINITY;
     for (int j = 0; j < nb; ++j) {
-      const KVElement<KV>* kj = k + size_t(j0 + j) * D;
+      const uint8_t* kj = k + size_t(j0 + j) * rb;
       float dot = 0.0f;
-      for (int i = 0; i < D; ++i) dot += q[i] * scale * kv_value<KV>(kj + i);
+      for (int i = 0; i < D; ++i) dot += q[i] * scale * row_value<KV>(kj, i);
       s[j] = bias ? dot + bias[j0 + j] : dot;
       block_max = std::max(block_max, s[j]);
     }
@@ -117,7 +134,7 @@ void attend_row_any(float* out, const float* q, const void* k_rows, const void* 
     l = l * correction + block_sum;
     for (int i = 0; i < D; ++i) acc[i] *= correction;
     for (int j = 0; j < nb; ++j)
-      for (int i = 0; i < D; ++i) acc[i] += s[j] * kv_value<KV>(v + size_t(j0 + j) * D + i);
+      for (int i = 0; i < D; ++i) acc[i] += s[j] * row_value<KV>(v + size_t(j0 + j) * rb, i);
     m = m_new;
   }
   for (int i = 0; i < D; ++i) out[i] = acc[i] / l;
@@ -148,8 +165,9 @@ void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs,
   const int group = H / H_kv;
   const AttendRow attend_row = kv_type == DType::F16    ? attend_row_for<DType::F16>(D)
                                : kv_type == DType::BF16 ? attend_row_for<DType::BF16>(D)
+                               : kv_type == DType::Q8_0 ? attend_row_for<DType::Q8_0>(D)
                                                         : attend_row_for<DType::F32>(D);
-  const size_t element = kv_bytes(kv_type);
+  const size_t row_bytes = kv_row_bytes(kv_type, D);
   // first_row[s]: the index of sequence s's first query row among all rows.
   int first_row[MAX_ATTENTION_SEQS + 1];
   first_row[0] = 0;
@@ -165,7 +183,7 @@ void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs,
       const AttentionSeq& seq = seqs[s];
       const int p = seq.pos0 + row - first_row[s];
       const int first = seq.n_keys > 0 ? 0 : first_key(p, window), last = seq.n_keys > 0 ? seq.n_keys - 1 : p;
-      const size_t kv = (size_t(h / group) * seq.S + first) * D * element;  // bytes
+      const size_t kv = (size_t(h / group) * seq.S + first) * row_bytes;
       // T5's bias of key j for the query at p: rel_bias[h][(j - p) + rel_span - 1]
       const float* bias = rel_bias ? rel_bias + size_t(h) * (2 * rel_span - 1) + (rel_span - 1) - p + first : nullptr;
       attend_row(out + size_t(item) * D, q + size_t(item) * D, static_cast<const uint8_t*>(seq.k) + kv,

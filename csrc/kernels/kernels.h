@@ -8,6 +8,7 @@
 #pragma once
 
 #include <cstdint>
+#include <cstring>
 #include <utility>
 #include <vector>
 
@@ -167,5 +168,26 @@ float log_probabilities(const float* logits, int V, int32_t token, int k, std::v
 // ---- dispatch.cpp --------------------------------------------------------------------------------
 // The instruction set the hot kernels run with: "avx512", "avx2" or "generic".
 const char* cpu_isa();
+
+// ---- KV cache rows (quant.cpp's and quantize_weights.cpp's conversions) ---------------------------------
+// A head's row of D keys or values stored as `type`: F32, F16, BF16, or Q8_0 (per 32: an f16 scale and 32
+// int8, llama.cpp's rounding; D a multiple of 32).
+inline size_t kv_row_bytes(DType type, int D) {
+  return type == DType::F32 ? size_t(D) * 4 : type == DType::Q8_0 ? size_t(D) / QK * 34 : size_t(D) * 2;
+}
+inline void store_kv(void* dst, const float* src, int n, DType type) {
+  if (type == DType::F32) {
+    std::memcpy(dst, src, size_t(n) * 4);
+  } else if (type == DType::Q8_0) {
+    quantize_rows(dst, src, 1, n, DType::Q8_0, 1);
+  } else {
+    uint16_t* d = static_cast<uint16_t*>(dst);
+    for (int i = 0; i < n; ++i) d[i] = type == DType::F16 ? f32_to_f16(src[i]) : f32_to_bf16(src[i]);
+  }
+}
+inline void load_kv(float* dst, const void* src, int n, DType type) {
+  if (type == DType::F32) std::memcpy(dst, src, size_t(n) * 4);
+  else dequantize_row(dst, src, type, n);
+}
 
 }  // namespace nextoken

@@ -4,13 +4,15 @@
 
 #include <cstring>
 
+#include "../kernels/kernels.h"
 #include "buffers.h"
 #include "config.h"
 
 namespace nextoken {
 
 // Keys and values of every layer: (n_layers, H_kv, S, D) each, S = capacity in positions, stored as
-// config.kv_type (F32, or F16 / BF16: half the memory and half the bytes each decode step reads).
+// config.kv_type (F32; F16 / BF16: half the memory and half the bytes each decode step reads; Q8_0: 34
+// bytes per 32 values).
 // calloc'd, so a cache sized for the whole context costs memory only for the positions written.
 struct KVCache {
   KVCache(const ModelConfig& c, int capacity)
@@ -19,7 +21,7 @@ struct KVCache {
         n_kv_heads(c.n_kv_heads),
         head_dim(c.head_dim),
         type(c.kv_type),
-        row_bytes(size_t(c.head_dim) * kv_bytes(c.kv_type)),
+        row_bytes(kv_row_bytes(c.kv_type, c.head_dim)),
         layer_bytes(size_t(c.n_kv_heads) * capacity * row_bytes),
         k((layer_bytes * c.n_layers + 3) / 4),
         v((layer_bytes * c.n_layers + 3) / 4) {}

@@ -114,6 +114,8 @@ void check_config(const ModelConfig& c) {
                                                    " layers, expected n_layers = " + std::to_string(c.n_layers));
   NT_CHECK(c.position_offset >= 0, "position_offset must be >= 0");
   NT_CHECK(c.relative_span >= 0, "relative_span must be >= 0");
+  NT_CHECK(c.kv_type != DType::Q8_0 || c.head_dim % 32 == 0,
+           "kv_cache 'q8_0' needs a head dim that is a multiple of 32, got " + std::to_string(c.head_dim));
   NT_CHECK(std::isfinite(c.head_scale), "head_scale must be finite");
   NT_CHECK(!c.cross_attention || (c.causal && c.norm_placement != NormPlacement::Sandwich),
            "cross-attention needs a causal decoder with pre or post norms");
