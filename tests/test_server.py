@@ -111,6 +111,16 @@ def test_n_and_logprobs(server, client):
     assert all(e.logprob <= 0 for e in entries)
 
 
+def test_a_list_of_prompts_is_one_batch(server, client):
+    """OpenAI's batch form: choices ordered by prompt, then by n."""
+    model = server[0]
+    prompts = ["Red", "Green is"]
+    r = client.completions.create(model="smollm2", prompt=prompts, max_tokens=5, temperature=0.8, seed=9, n=2)
+    assert [c.index for c in r.choices] == [0, 1, 2, 3]
+    assert [c.text for c in r.choices] == [model.generate(p, max_new_tokens=5, temperature=0.8, seed=s)
+                                           for p in prompts for s in (9, 10)]
+
+
 def test_a_cancelled_stream_frees_its_sequence(server, client):
     model, app, _ = server
     engine = app.state.server.engine
@@ -130,7 +140,7 @@ def test_a_cancelled_stream_frees_its_sequence(server, client):
     (dict(prompt="x", temperature=-1), "temperature"),
     (dict(prompt="x", max_tokens=5000), "context overflow"),
     (dict(prompt="x", logit_bias={"abc": 1}), "logit_bias"),
-    (dict(prompt=["a", "b"]), "prompt"),
+    (dict(prompt=[["a"]]), "prompt"),
     (dict(prompt="x", n=100), "n must be"),
     (dict(prompt="x", max_tokens=0), "max_tokens"),
 ])

@@ -207,19 +207,24 @@ class Server:
             _reject_unknown(body, CHAT_FIELDS | {"messages"})
             messages = body.get("messages")
             try:
-                ids = model.chat_ids(messages)
+                prompts = [model.chat_ids(messages)]
             except (Error, TypeError, KeyError) as e:
                 raise RequestError(400, f"messages: {e}") from None
             logprobs = body.get("top_logprobs", 0) if body.get("logprobs") else None
         else:
             _reject_unknown(body, COMPLETION_FIELDS | {"prompt"})
             prompt = body.get("prompt")
-            if isinstance(prompt, str):
-                ids = model.tokenize(prompt)
-            elif isinstance(prompt, list) and all(isinstance(t, int) for t in prompt):
-                ids = prompt
+
+            def one(p):  # text, or token ids
+                if isinstance(p, str):
+                    return model.tokenize(p)
+                if isinstance(p, list) and p and all(isinstance(t, int) and not isinstance(t, bool) for t in p):
+                    return p
+                raise RequestError(400, "prompt must be a string, a list of token ids, or a list of those")
+            if isinstance(prompt, list) and prompt and all(isinstance(p, (str, list)) for p in prompt):
+                prompts = [one(p) for p in prompt]  # a batch: choices ordered by prompt, then by n
             else:
-                raise RequestError(400, "prompt must be a string or a list of token ids (one prompt per request)")
+                prompts = [one(prompt)]
             logprobs = body.get("logprobs")
         if logprobs is not None and (isinstance(logprobs, bool) or not isinstance(logprobs, int)
                                      or not 0 <= logprobs <= MAX_LOGPROBS):
@@ -227,7 +232,7 @@ class Server:
         n = body.get("n", 1)
         if isinstance(n, bool) or not isinstance(n, int) or not 1 <= n <= self.engine.max_batch:
             raise RequestError(400, f"n must be an integer in [1, max_batch = {self.engine.max_batch}]")
-        params = _params(body, model.n_ctx, len(ids), None if chat else 16)
+        params = _params(body, model.n_ctx, max(len(p) for p in prompts), None if chat else 16)
         stops = params.pop("stop")
         if len(stops) > 4 or any(not isinstance(s, str) or not s for s in stops):
             raise RequestError(400, "stop must be a non-empty string or a list of up to 4 of them")
@@ -236,14 +241,15 @@ class Server:
             seed = secrets.randbits(63)
         if isinstance(seed, bool) or not isinstance(seed, int) or seed < 0:
             raise RequestError(400, "seed must be a non-negative integer")
-        self.engine.reserve(n)
+        total = n * len(prompts)
+        self.engine.reserve(total)
         loop = asyncio.get_running_loop()
         end_ids = set(model.eos_token_ids)
         jobs = []
         try:
-            for i in range(n):  # choice i samples with seed + i
-                add = loop.run_in_executor(None, lambda i=i: model.add_sequence(ids, seed=seed + i, logprobs=logprobs,
-                                                                                 **params))
+            for ids, i in ((ids, i) for ids in prompts for i in range(n)):  # choice i samples with seed + i
+                add = loop.run_in_executor(None, lambda ids=ids, i=i: model.add_sequence(
+                    ids, seed=seed + i, logprobs=logprobs, **params))
                 try:
                     sid = await asyncio.shield(add)
                 except asyncio.CancelledError:  # the request went away: free what the add makes
@@ -251,14 +257,14 @@ class Server:
                     raise
                 jobs.append(Job(self.engine, sid, stops, logprobs, end_ids, loop))
         except BaseException as e:  # nothing of a refused or interrupted request stays
-            self.engine.release(n)
+            self.engine.release(total)
             for job in jobs:
                 model.free_sequence(job.sequence_id)
             if isinstance(e, Error):
                 raise RequestError(400, str(e)) from None
             raise
-        self.engine.submit(jobs, n)
-        return jobs, len(ids), bool(body.get("stream"))
+        self.engine.submit(jobs, total)
+        return jobs, sum(len(p) for p in prompts), bool(body.get("stream"))
 
 
 def _choice_logprobs(entries: list, chat: bool):
