@@ -52,6 +52,7 @@ JSON layout:
         stable_fp64      same sequences when the model itself runs in float64
 """
 import json
+import math
 import os
 import re
 import sys
@@ -132,7 +133,8 @@ def replay(scores, eos_ids, B, R, lp, es, max_new):
         acc = (logp + run_score[:, None]).astype(np.float32).reshape(-1)  # float32 add, as torch
         order = topk_order(acc, K + 1)
         vals = [float(acc[i]) for i in order]
-        margin = min(margin, min(vals[i] - vals[i + 1] for i in range(K) if vals[i + 1] > -1e8))
+        # a step whose candidates are all forced (-inf, dead beams: mBART's forced BOS) gives no margin
+        margin = min(margin, min((vals[i] - vals[i + 1] for i in range(K) if vals[i + 1] > -1e8), default=math.inf))
         order = order[:K]
         gen_len = t + 1
         cands = []

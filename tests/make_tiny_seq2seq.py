@@ -120,7 +120,6 @@ GREEDY_NEW = 12
 BEAM_NEW = 16
 MIN_MARGIN = 1e-4
 MIN_DISTINCT = 5   # distinct tokens in each 12-token greedy path
-NEG = np.float32(-1.0e9)
 
 # ------------------------------------------------------------------------------------------------------ text
 EN = """The cat sleeps on the warm window sill.
@@ -634,83 +633,9 @@ def greedy_ref(model, spec, inputs, plain=False):
     return new, margin, eos_masked_steps
 
 
-# -------------------------------------------------------------- beam replay (as tests/make_reference_beams.py)
-def topk_order(values, k):
-    return sorted(range(len(values)), key=lambda i: (-float(values[i]), i))[:k]
-
-
-def pen(length, lp):
-    return np.float32(float(length) ** lp)
-
-
-def replay(scores, eos_ids, B, R, lp, es, max_new):
-    """make_reference_beams.replay (batch 1) from HF's processed per-step log-probs; the only change: a step whose
-    candidates are all forced (-inf / dead beams) contributes no margin instead of failing."""
-    V = scores[0].shape[1]
-    K = max(2, 1 + len(eos_ids)) * B
-    run_score = np.full(B, NEG, np.float32)
-    run_score[0] = 0.0
-    run_seq = [[] for _ in range(B)]
-    run_sum = [np.float32(0.0)] * B
-    fin = [(NEG, None, None, False) for _ in range(B)]
-    heur_unsat = True
-    margin = float("inf")
-    steps = 0
-    for t in range(max_new):
-        if t >= len(scores):
-            raise AssertionError("HF stopped before the replay")
-        steps += 1
-        logp = np.asarray(scores[t], np.float32)
-        acc = (logp + run_score[:, None]).astype(np.float32).reshape(-1)
-        order = topk_order(acc, K + 1)
-        vals = [float(acc[i]) for i in order]
-        margin = min(margin, min((vals[i] - vals[i + 1] for i in range(K) if vals[i + 1] > -1e8), default=math.inf))
-        order = order[:K]
-        gen_len = t + 1
-        cands = []
-        for pos, i in enumerate(order):
-            beam, tok = divmod(i, V)
-            hit = tok in eos_ids or gen_len >= max_new
-            s = acc[i]
-            cands.append(dict(pos=pos, beam=beam, tok=tok, score=s, hit=hit,
-                              seq=run_seq[beam] + [tok], sum=np.float32(run_sum[beam] + logp[beam, tok])))
-        run_vals = [np.float32(c["score"] + (NEG if c["hit"] else np.float32(0))) for c in cands]
-        nxt = topk_order(run_vals, B)
-        full = all(f[3] for f in fin) and es is True
-        new = []
-        for c in cands:
-            s = np.float32(c["score"] / pen(gen_len, lp))
-            if full:
-                s = np.float32(s + NEG)
-            if not heur_unsat:
-                s = np.float32(s + NEG)
-            did = c["hit"] and c["pos"] < B
-            if not did:
-                s = np.float32(s + NEG)
-            new.append((s, c["seq"], c["sum"], did))
-        merged = fin + new
-        mo = topk_order([m[0] for m in merged], B + 1)
-        mv = [float(merged[i][0]) for i in mo]
-        real = [v for v in mv if v > -1e8]
-        if len(real) >= 2:
-            margin = min(margin, min(real[i] - real[i + 1] for i in range(len(real) - 1)))
-        fin = [merged[i] for i in mo[:B]]
-        run_score = np.array([run_vals[i] for i in nxt], np.float32)
-        run_seq = [cands[i]["seq"] for i in nxt]
-        run_sum = [cands[i]["sum"] for i in nxt]
-        hyp_len = max_new if (es == "never" and lp > 0.0) else gen_len
-        best = np.float32(run_score[0] / pen(hyp_len, lp))
-        worst_min = min(f[0] for f in fin)
-        worst = [worst_min if f[3] else NEG for f in fin]
-        if all(f[3] for f in fin):
-            margin = min(margin, abs(float(best) - float(worst_min)))
-        heur_unsat = heur_unsat and any(best > w for w in worst)
-        all_hit = all(c["hit"] for c in cands)
-        if not (heur_unsat and not (all(f[3] for f in fin) and es is True) and not all_hit):
-            break
-    out = fin[:R]
-    return ([f[1] for f in out], [float(f[0]) for f in out], [len(f[1]) for f in out],
-            [float(f[2]) for f in out], steps, margin)
+# -------------------------------------------------------------- beam replay: tests/make_reference_beams.py's
+sys.path.insert(0, str(Path(__file__).parent))
+from make_reference_beams import replay  # noqa: E402 - HF's beam search step for step, from its log-probs
 
 
 @torch.no_grad()
