@@ -215,6 +215,8 @@ def test_context_shift_runs_past_n_ctx_as_a_fresh_run_of_the_kept_tokens(tmp_pat
         model.generate(prompt, max_new_tokens=10)
     with pytest.raises(nextoken.Error, match="context_shift"):
         model.generate(prompt, max_new_tokens=None)
+    with pytest.raises(nextoken.Error, match="context_shift must be"):
+        model.generate(prompt, max_new_tokens=4, context_shift="yes")
     stream = model.stream(prompt, max_new_tokens=None, context_shift=True, eos_token_id=[])
     assert len([next(stream) for _ in range(100)]) == 100  # runs on without end, through several shifts
 

@@ -458,6 +458,8 @@ class Model:
             max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 0)
         min_new_tokens = _check_int("min_new_tokens", min_new_tokens, 0)
         n_keep = _check_int("n_keep", n_keep, 0)
+        if not isinstance(context_shift, (bool, np.bool_)):
+            raise Error(f"context_shift must be True or False, got {context_shift!r}")
         seeds = self._seeds(seed, len(items))
         sampling = checked_params(self.vocab_size, greedy_ok=True, **{"temperature": 0.0, **sampling_params})
         if logprobs is not None:
