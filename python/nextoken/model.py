@@ -13,6 +13,7 @@ import numpy as np
 from . import _core, architectures, chat_template, hub
 from . import lora as lora_adapters
 from ._core import Error
+from .arrays import as_array, float_array as _float_array, id_array
 from .loaders import gguf, safetensors
 from .sampling import checked_params
 from .tokenizer import StreamDecoder, Tokenizer
@@ -169,14 +170,9 @@ class Model:
         """The text of token ids; special tokens are left out unless skip_special_tokens is False."""
         return self.tokenizer.decode(self._ids(ids), skip_special_tokens=skip_special_tokens)
 
-    def _ids(self, ids) -> np.ndarray:
-        arr = np.asarray(ids)
-        if arr.ndim != 1 or (arr.size and not np.issubdtype(arr.dtype, np.integer)):
-            raise Error("token ids must be a flat sequence of integers")
-        bad = (arr < 0) | (arr >= self.vocab_size)
-        if bad.any():
-            raise Error(f"token id {int(arr[bad][0])} is outside the vocabulary [0, {self.vocab_size})")
-        return arr.astype(np.int32)
+    def _ids(self, ids, name: str = "ids") -> np.ndarray:
+        """ids (a list, numpy or any __dlpack__ array) as checked int32: a view when they are int32 already."""
+        return id_array(ids, name, self.vocab_size)
 
     # ---- the network ---------------------------------------------------------------------------------
     def forward(self, ids: Sequence[int], start_pos: int = 0, encoder_hidden_states=None) -> np.ndarray:
@@ -186,6 +182,9 @@ class Model:
         start_pos must come from earlier forward() calls on this model (start_pos = 0 starts afresh).
         Encoder-decoder models: `ids` are decoder ids (starting with the decoder start token) attending to
         encoder_hidden_states (S, d) (from encode(), or any array with __dlpack__ / __array__).
+        Arrays in: lists, numpy, or any CPU array with __dlpack__ (torch, JAX); C-contiguous int32 ids are
+        read in place, other integer ids (torch's int64) are converted, a copy; the states are always copied
+        into the session. The logits are a new numpy array (DLPack: torch.from_dlpack(logits) is a view).
         """
         ids = self._ids(ids)
         states = None if encoder_hidden_states is None else _float_array(encoder_hidden_states, "encoder_hidden_states")
@@ -221,7 +220,7 @@ class Model:
             raise Error("this model encodes text: pixel_values and image are for image-to-text models")
         if source is None:
             raise Error("encode() needs a source (text or ids)")
-        ids = self._ids(self.tokenize(source, parse_special) if isinstance(source, str) else source)
+        ids = self._ids(self.tokenize(source, parse_special) if isinstance(source, str) else source, "source")
         if ids.size == 0:
             raise Error("the source is empty")
         return self._encoder.encode(tokens=ids, n_threads=self.n_threads)
@@ -252,7 +251,7 @@ class Model:
         logprobs = params.pop("logprobs", None)
         n_return = _check_int("num_return_sequences", params.pop("num_return_sequences", 1), 1)
         batch = _is_batch(prompt)
-        prompts = list(prompt) if batch else [prompt]
+        prompts = _rows(prompt) if batch else [prompt]
         if n_return > 1:
             if not params.get("temperature"):
                 raise Error("num_return_sequences > 1 without num_beams needs sampling (temperature > 0): greedy "
@@ -299,7 +298,8 @@ class Model:
         context_shift: when the sequence fills n_ctx, keep its first n_keep tokens, drop the oldest half of
         the rest and go on (llama.cpp's context shift; RoPE models). max_new_tokens=None then runs until EOS.
         """
-        runs = self._start(prompt if _is_batch(prompt) else [prompt], max_new_tokens, min_new_tokens=min_new_tokens,
+        batch = _is_batch(prompt)
+        runs = self._start(_rows(prompt) if batch else [prompt], max_new_tokens, min_new_tokens=min_new_tokens,
                            temperature=temperature, top_k=top_k, top_p=top_p, min_p=min_p, typical_p=typical_p,
                            repetition_penalty=repetition_penalty, presence_penalty=presence_penalty,
                            frequency_penalty=frequency_penalty, no_repeat_ngram_size=no_repeat_ngram_size,
@@ -307,7 +307,7 @@ class Model:
                            stop_token_ids=stop_token_ids, eos_token_id=eos_token_id, context_shift=context_shift,
                            n_keep=n_keep, parse_special=parse_special,
                            encoder_hidden_states=encoder_hidden_states, pixel_values=pixel_values, image=image)
-        if _is_batch(prompt):
+        if batch:
             return ((i, piece) for i, piece, _ in _round_robin(runs))
         return (piece for _, piece, _ in _round_robin(runs))
 
@@ -348,7 +348,7 @@ class Model:
         sampling = checked_params(self.vocab_size, greedy_ok=True, temperature=0.0, **processors)
         eos = self._eos_ids(eos_token_id, stop_token_ids)
         batch = _is_batch(prompt)
-        prompts = list(prompt) if batch else [prompt]
+        prompts = _rows(prompt) if batch else [prompt]
         items = self._inputs(prompts, encoder_hidden_states, pixel_values, image, parse_special)
         for arr, _, _ in items:  # every prompt checked before any runs
             if arr.size + max_new_tokens > self.n_ctx:
@@ -415,8 +415,9 @@ class Model:
             if encoder_hidden_states is not None or pixel_values is not None or image is not None:
                 raise Error("encoder_hidden_states, pixel_values and image are for encoder-decoder models; this one "
                             "is decoder-only")
-            items = [(self._ids(self.tokenize(p, parse_special) if isinstance(p, str) else p), None,
-                      isinstance(p, str)) for p in prompts]
+            items = [(self._ids(self.tokenize(p, parse_special) if isinstance(p, str) else p,
+                                "prompt" if len(prompts) == 1 else f"prompt {i}"), None, isinstance(p, str))
+                     for i, p in enumerate(prompts)]
         else:
             start = np.array([self.generation["decoder_start_token_id"]], np.int32)
             given = encoder_hidden_states is not None or pixel_values is not None or image is not None
@@ -536,28 +537,18 @@ class Model:
         return chat_template.render_ids(self.tokenizer, messages)
 
 
-def _float_array(x, name: str, ndim: int | None = 2) -> np.ndarray:
-    """x (numpy, or any object with __dlpack__ / __array__) as a C-contiguous float32 array; a view when
-    it already is one."""
-    try:
-        try:
-            arr = np.from_dlpack(x) if hasattr(x, "__dlpack__") and not isinstance(x, np.ndarray) else np.asarray(x)
-        except (TypeError, RuntimeError, BufferError):  # a device or read-only tensor: its __array__, if any
-            arr = np.asarray(x)
-    except (TypeError, ValueError, RuntimeError, BufferError) as e:
-        raise Error(f"{name}: not an array of numbers on the CPU ({e})") from None
-    is_real = np.issubdtype(arr.dtype, np.floating) or np.issubdtype(arr.dtype, np.integer)
-    if not is_real or (ndim is not None and arr.ndim != ndim):
-        raise Error(f"{name} must be a {ndim}-D array of numbers, got shape {arr.shape} of {arr.dtype}")
-    return np.ascontiguousarray(arr, dtype=np.float32)
-
-
 def _is_batch(prompt) -> bool:
-    """A list of prompts (str or id sequences), not one prompt (a str or a flat id sequence)."""
-    if isinstance(prompt, np.ndarray):
-        return prompt.ndim == 2
+    """A list of prompts (str or id sequences), not one prompt (a str or a flat id sequence). An array
+    (numpy or __dlpack__) of 2 dimensions is a batch of equal-length id rows."""
+    if isinstance(prompt, np.ndarray) or hasattr(prompt, "__dlpack__"):
+        return as_array(prompt, "prompt").ndim == 2
     return isinstance(prompt, (list, tuple)) and len(prompt) > 0 and \
-        all(isinstance(p, (str, list, tuple, np.ndarray)) for p in prompt)
+        all(isinstance(p, (str, list, tuple, np.ndarray)) or hasattr(p, "__dlpack__") for p in prompt)
+
+
+def _rows(batch) -> list:
+    """The prompts of a batch: a list's entries, or a 2-D array's rows (views)."""
+    return list(batch) if isinstance(batch, (list, tuple)) else list(as_array(batch, "prompt"))
 
 
 class TokenLogprob(NamedTuple):

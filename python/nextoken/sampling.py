@@ -8,6 +8,7 @@ import numpy as np
 
 from . import _core
 from ._core import Error
+from .arrays import as_array, id_array
 
 
 def _number(name, value, low, high, low_open=False):
@@ -74,13 +75,10 @@ def sampling_distribution(logits, previous_ids: Sequence[int] = (), **params) ->
     ids end with the rest of it, always for one-id sequences), temperature (> 0), top_k (ties with the k-th kept), top_p, min_p, typical_p;
     then softmax. Defaults (temperature 1, top_k 0, top_p 1, min_p 0, typical_p 1, penalties 1 / 0 / 0,
     no n-gram size, no bias, no bad words) switch each off. Greedy decoding (temperature 0) has no distribution."""
-    arr = np.asarray(logits)
+    arr = as_array(logits, "logits")
     if arr.ndim != 1 or arr.size == 0 or not np.issubdtype(arr.dtype, np.floating):
-        raise Error("logits must be a non-empty 1-D float array")
-    history = np.asarray(previous_ids if len(previous_ids) else np.zeros(0, np.int64))
-    if history.ndim != 1 or (history.size and not np.issubdtype(history.dtype, np.integer)):
-        raise Error("previous_ids must be a flat sequence of integers")
-    if history.size and (history.min() < 0 or history.max() >= arr.size):
-        raise Error(f"previous_ids must lie in [0, {arr.size})")
+        raise Error(f"logits must be a non-empty 1-D float array, got shape {arr.shape} of {arr.dtype}")
+    arr = np.ascontiguousarray(arr, dtype=np.float32)  # a view when float32 already
+    history = id_array(previous_ids, "previous_ids", arr.size)
     sampling = checked_params(arr.size, greedy_ok=False, **params)
-    return _core.ops.sampling_distribution(arr.astype(np.float32), history.astype(np.int32), sampling)
+    return _core.ops.sampling_distribution(arr, history, sampling)
