@@ -15,6 +15,7 @@
 #include <string>
 
 #include "kernels/kernels.h"
+#include "loaders/gguf_models.h"
 #include "model/beam_search.h"
 #include "model/session.h"
 
@@ -156,6 +157,109 @@ ModelConfig model_config(const py::dict& d) {
            "kv_cache must be 'f32', 'f16', 'bf16' or 'q8_0', got '" + kv + "'");
   c.kv_type = kv == "f16" ? DType::F16 : kv == "bf16" ? DType::BF16 : kv == "q8_0" ? DType::Q8_0 : DType::F32;
   return c;
+}
+
+// model_config()'s inverse: the dict the Python side keeps as Model.config.
+py::dict config_dict(const ModelConfig& c) {
+  auto name = [](auto value, std::initializer_list<std::pair<const char*, decltype(value)>> names) {
+    for (const auto& [n, v] : names)
+      if (v == value) return std::string(n);
+    return std::string();
+  };
+  py::dict d;
+  d["n_layers"] = c.n_layers;
+  d["dim"] = c.dim;
+  d["hidden_dim"] = c.hidden_dim;
+  d["n_heads"] = c.n_heads;
+  d["n_kv_heads"] = c.n_kv_heads;
+  d["head_dim"] = c.head_dim;
+  d["vocab_size"] = c.vocab_size;
+  d["norm"] = name(c.norm, {{"rms", NormKind::RMS}, {"layer", NormKind::Layer}});
+  d["norm_placement"] = name(c.norm_placement, {{"pre", NormPlacement::Pre}, {"post", NormPlacement::Post},
+                                                {"sandwich", NormPlacement::Sandwich}});
+  d["norm_eps"] = c.norm_eps;
+  d["activation"] = name(c.activation, {{"silu", Activation::SiLU}, {"gelu_tanh", Activation::GeluTanh},
+                                        {"gelu", Activation::Gelu}, {"relu", Activation::ReLU}});
+  d["gated"] = c.gated;
+  d["positions"] = name(c.positions, {{"rope", Positions::Rope}, {"learned", Positions::Learned}, {"none", Positions::None}});
+  d["rope_layout"] = name(c.rope_layout, {{"adjacent", RopeLayout::Adjacent}, {"half", RopeLayout::Half}});
+  py::list tables;
+  for (const auto& inv : c.rope_inv_freq) tables.append(py::array_t<float>(py::ssize_t(inv.size()), inv.data()));
+  d["rope_inv_freq"] = tables;
+  d["position_offset"] = c.position_offset;
+  d["attn_scale"] = c.attn_scale;
+  d["qk_norm"] = c.qk_norm;
+  d["embed_scale"] = c.embed_scale;
+  d["final_softcap"] = c.final_softcap;
+  std::vector<int> windows, rope_tables;
+  for (const LayerConfig& l : c.layers) {
+    windows.push_back(l.sliding_window);
+    rope_tables.push_back(l.rope_table);
+  }
+  d["sliding_window"] = windows;
+  d["rope_table"] = rope_tables;
+  return d;
+}
+
+// A GGUF metadata value as Python reads it: numbers, bools and strings as such (strings decoded with
+// U+FFFD for bad UTF-8), arrays of numbers as numpy arrays, other arrays as lists.
+py::object metadata_value(const GGUFValue& v) {
+  auto text = [](const std::string& s) {
+    return py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(s.data(), py::ssize_t(s.size()), "replace"));
+  };
+  if (!v.is_array) {
+    if (v.type == GGUFType::String) return text(v.text);
+    if (v.type == GGUFType::Bool) return py::bool_(v.bits != 0);
+    if (v.type == GGUFType::F32 || v.type == GGUFType::F64) return py::float_(v.as_double());
+    if (v.type == GGUFType::U64) return py::int_(v.bits);
+    return py::int_(v.as_int());
+  }
+  if (v.type == GGUFType::String) {
+    py::list out;
+    for (const std::string& s : v.strings) out.append(text(s));
+    return out;
+  }
+  if (v.type == GGUFType::Array) {
+    py::list out;
+    for (const GGUFValue& item : v.items) out.append(metadata_value(item));
+    return out;
+  }
+  static const std::map<GGUFType, const char*> dtypes = {
+      {GGUFType::U8, "<u1"}, {GGUFType::I8, "<i1"}, {GGUFType::U16, "<u2"}, {GGUFType::I16, "<i2"},
+      {GGUFType::U32, "<u4"}, {GGUFType::I32, "<i4"}, {GGUFType::F32, "<f4"}, {GGUFType::Bool, "?"},
+      {GGUFType::U64, "<u8"}, {GGUFType::I64, "<i8"}, {GGUFType::F64, "<f8"}};
+  const py::dtype dtype(dtypes.at(v.type));
+  py::array out(dtype, std::vector<py::ssize_t>{py::ssize_t(v.count)});
+  if (!v.raw.empty()) std::memcpy(out.mutable_data(), v.raw.data(), v.raw.size());
+  return std::move(out);
+}
+
+// A GGUF file read and mapped by csrc/loaders: its metadata, and its spec as the Python loaders give it
+// (the weights are numpy views of the file mapping, which they keep alive).
+py::dict read_gguf(const std::string& path) {
+  std::unique_ptr<ModelSpec> spec;
+  {
+    py::gil_scoped_release release;
+    spec = std::make_unique<ModelSpec>(spec_from_gguf(std::make_shared<const GGUFFile>(path)));
+  }
+  py::dict metadata;
+  for (const auto& [key, value] : spec->file->metadata()) metadata[py::str(key)] = metadata_value(value);
+  py::dict out;
+  out["metadata"] = metadata;
+  out["architecture"] = spec->architecture;
+  out["config"] = config_dict(spec->config);
+  out["context_length"] = spec->context_length;
+  const ModelSpec* raw = spec.get();
+  const py::capsule owner(spec.release(), [](void* p) { delete static_cast<ModelSpec*>(p); });
+  py::list tensors;
+  for (const auto& [role, t] : raw->tensors) {
+    const size_t nbytes = size_t(t.rows) * row_bytes(t.type, t.cols);
+    py::array_t<uint8_t> data({py::ssize_t(nbytes)}, {py::ssize_t(1)}, static_cast<const uint8_t*>(t.data), owner);
+    data.attr("setflags")(py::arg("write") = false);  // a read-only file mapping
+    tensors.append(py::make_tuple(role, int(t.type), t.rows, t.cols, data));
+  }
+  out["tensors"] = tensors;
+  return out;
 }
 
 // The shared weights plus the Python objects that own their memory.
@@ -536,6 +640,10 @@ PYBIND11_MODULE(_core, m) {
   py::register_exception<Error>(m, "Error", PyExc_ValueError);
   m.def("cpu_isa", &cpu_isa, "The instruction set the CPU kernels run with.");
 
+  m.def("read_gguf", &read_gguf, py::arg("path"),
+        "A GGUF file: {metadata, architecture, config, context_length, tensors [(role, type, rows, cols, bytes)]}\n"
+        "mapped by csrc/loaders (the architectures it knows: gguf_architectures()).");
+  m.def("gguf_architectures", &gguf_architectures, "The GGUF architectures read_gguf maps.");
   m.def("weight_types", [] {
     py::dict types;
     for (const DTypeInfo& info : DTYPES) types[py::int_(int(info.type))] = py::make_tuple(info.name, info.block, info.block_bytes);

@@ -12,7 +12,7 @@ namespace nextoken {
 
 // Thrown for anything a user can get wrong (bad shapes, ids, parameters). The binding turns it into
 // Python's ValueError; nothing in the core aborts the process on user input.
-struct Error : std::invalid_argument {
+struct __attribute__((visibility("default"))) Error : std::invalid_argument {
   using std::invalid_argument::invalid_argument;
 };
 

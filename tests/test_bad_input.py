@@ -78,9 +78,8 @@ def test_missing_tensor(tmp_path):
 
 
 def test_tensor_shape_disagrees_with_metadata(tiny_model_path, tmp_path):
-    from nextoken import architectures
     from nextoken.loaders import gguf
-    spec = architectures.from_gguf(gguf.read(tiny_model_path[0]))
+    spec = gguf.read(tiny_model_path[0]).spec
     config = dict(spec.config, hidden_dim=spec.config["hidden_dim"] * 2)
     with pytest.raises(nextoken.Error, match="ffn_gate' has shape"):
         nextoken._core.Transformer(config, spec.tensors, 64)

@@ -81,7 +81,7 @@ class Model:
             if lora is not None:
                 raise Error("lora= merges an adapter into a Hugging Face folder's weights; a GGUF file cannot take one")
             f = gguf.read(path)
-            spec = architectures.from_gguf(f)
+            spec = f.spec
             self.tokenizer = Tokenizer.from_gguf(f.metadata)
             file_mapped = True   # every matrix views the read-only mapping: int8 may drop its pages
         if weights is not None:

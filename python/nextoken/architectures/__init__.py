@@ -1,9 +1,10 @@
-"""Per-architecture knowledge, as data: how a file's config keys and tensor names map onto the one
-transformer of csrc/model/config.h and the weight roles of csrc/model/weights.h.
+"""Per-architecture knowledge, as data: how a Hugging Face folder's config keys and tensor names map onto
+the one transformer of csrc/model/config.h and the weight roles of csrc/model/weights.h. (GGUF files are
+mapped in C++, csrc/loaders/gguf_models.cpp, which the C API shares; loaders/gguf.py returns their Spec.)
 
-One small module per family (llama.py, gpt2.py, gemma3.py). Each has `from_gguf(file)` and/or
+One small module per family (llama.py, gpt2.py, gemma3.py, t5.py, bart.py, ...). Each has
 `from_hf(folder)`, returning a `Spec`: the config dict `_core.Transformer` takes and the weights by
-role. The helpers here are what every module shares: handing out a file's tensors once each (so a
+role, and where a GGUF form exists, `to_gguf` for nextoken convert. The helpers here are what every module shares: handing out a file's tensors once each (so a
 missing one and a left-over one are both reported by name), converting small vectors to float32, and
 RoPE frequencies computed as Hugging Face computes them.
 """
@@ -204,10 +205,6 @@ def _modules():
     return (llama, gpt2, gemma3, t5, bart, vision_encoder_decoder)
 
 
-def supported_gguf() -> list:
-    return [a for m in _modules() for a in getattr(m, "GGUF_ARCHITECTURES", ())]
-
-
 def supported_hf() -> list:
     return [t for m in _modules() for t in getattr(m, "HF_MODEL_TYPES", ())]
 
@@ -218,15 +215,6 @@ def module_for(architecture: str):
         if architecture in getattr(m, "GGUF_ARCHITECTURES", ()) + getattr(m, "HF_MODEL_TYPES", ()):
             return m
     raise Error(f"unknown architecture '{architecture}'")
-
-
-def from_gguf(f) -> Spec:
-    """The Spec of a GGUF file (loaders.gguf.GGUFFile), by its general.architecture."""
-    arch = f.architecture
-    for m in _modules():
-        if arch in getattr(m, "GGUF_ARCHITECTURES", ()):
-            return m.from_gguf(f)
-    raise Error(f"unsupported architecture '{arch}' in {f.path.name} (supported: {', '.join(supported_gguf())})")
 
 
 def from_hf(folder, n_ctx: int = 2048) -> Spec:
@@ -255,7 +243,7 @@ def quantize_roles(spec: Spec, weights: str, quantize, n_threads: int) -> Spec:
     `quantize(float32 (rows, cols), ggml type, n_threads) -> bytes`. Norms, biases and learned positions stay
     float32. A matrix whose rows are not whole blocks of the type (Q4_K: 256 weights) is quantized to Q8_0
     instead, or kept as it is if not even that fits, as llama.cpp's quantizer falls back."""
-    if weights not in QUANTIZE_TO:
+    if not isinstance(weights, str) or weights not in QUANTIZE_TO:
         raise Error(f"weights must be one of {', '.join(QUANTIZE_TO)} (or None: as stored), got {weights!r}")
     target = QUANTIZE_TO[weights]
     roles = []

@@ -1,4 +1,5 @@
-"""Gemma 3 (text): GGUF `gemma3` and Hugging Face `gemma3_text` / `gemma3` folders. Sandwich RMSNorms
+"""Gemma 3 (text): Hugging Face `gemma3_text` / `gemma3` folders, and how they are written as GGUF `gemma3`
+(GGUF files are read by csrc/loaders/gguf_models.cpp). Sandwich RMSNorms
 (before and after attention and MLP), RMSNorm of each q and k head, GeGLU (tanh GELU), embeddings scaled
 by sqrt(hidden), attention scaled by query_pre_attn_scalar^-1/2, and sliding-window layers (own RoPE base)
 between full ones.
@@ -12,28 +13,28 @@ import math
 import numpy as np
 
 from .._core import Error
-from . import Spec, Weights, base_config, positive_float, positive_int, rope_inv_freq, write_gguf_sizes
+from . import Spec, Weights, base_config, write_gguf_sizes
 from .hf import HFConfig
 from .llama import tied_head
 
-GGUF_ARCHITECTURES = ("gemma3",)
+GGUF_ARCHITECTURES = ("gemma3",)  # what convert writes these folders as
 HF_MODEL_TYPES = ("gemma3_text", "gemma3")
 
-# role -> (GGUF name, Hugging Face name after "...layers.{i}.")
+# role (also its GGUF name) -> Hugging Face name after "...layers.{i}."
 _LAYER = {
-    "attn_norm": ("attn_norm", "input_layernorm"),
-    "post_attention_norm": ("post_attention_norm", "post_attention_layernorm"),
-    "ffn_norm": ("ffn_norm", "pre_feedforward_layernorm"),
-    "post_ffw_norm": ("post_ffw_norm", "post_feedforward_layernorm"),
-    "attn_q_norm": ("attn_q_norm", "self_attn.q_norm"),
-    "attn_k_norm": ("attn_k_norm", "self_attn.k_norm"),
-    "attn_q": ("attn_q", "self_attn.q_proj"),
-    "attn_k": ("attn_k", "self_attn.k_proj"),
-    "attn_v": ("attn_v", "self_attn.v_proj"),
-    "attn_output": ("attn_output", "self_attn.o_proj"),
-    "ffn_gate": ("ffn_gate", "mlp.gate_proj"),
-    "ffn_up": ("ffn_up", "mlp.up_proj"),
-    "ffn_down": ("ffn_down", "mlp.down_proj"),
+    "attn_norm": "input_layernorm",
+    "post_attention_norm": "post_attention_layernorm",
+    "ffn_norm": "pre_feedforward_layernorm",
+    "post_ffw_norm": "post_feedforward_layernorm",
+    "attn_q_norm": "self_attn.q_norm",
+    "attn_k_norm": "self_attn.k_norm",
+    "attn_q": "self_attn.q_proj",
+    "attn_k": "self_attn.k_proj",
+    "attn_v": "self_attn.v_proj",
+    "attn_output": "self_attn.o_proj",
+    "ffn_gate": "mlp.gate_proj",
+    "ffn_up": "mlp.up_proj",
+    "ffn_down": "mlp.down_proj",
 }
 SWA_PATTERN = 6         # every 6th layer attends globally (llama.cpp's and transformers' default)
 LOCAL_ROPE_BASE = 10000.0
@@ -49,46 +50,10 @@ def _config(n_layers, dim, n_heads, n_kv_heads, head_dim, hidden_dim, vocab_size
         rope_inv_freq=[local_inv_freq, global_inv_freq])
 
 
-def _layers(w: Weights, n_layers: int, name_of, offset: float):
+def _layers(w: Weights, n_layers: int, prefix: str):
     for i in range(n_layers):
-        for role, names in _LAYER.items():
-            w.layer(f"blk.{i}.{role}", name_of(i, names), norm_offset=offset)
-
-
-def from_gguf(f) -> Spec:
-    key = lambda k, default=None: f.get(f"gemma3.{k}", default)  # noqa: E731
-    n_layers = positive_int(key("block_count"), "gemma3.block_count")
-    dim = positive_int(key("embedding_length"), "gemma3.embedding_length")
-    n_heads = positive_int(key("attention.head_count"), "gemma3.attention.head_count")
-    head_dim = positive_int(key("attention.key_length", dim // n_heads), "gemma3.attention.key_length")
-    window = positive_int(key("attention.sliding_window"), "gemma3.attention.sliding_window")
-    pattern = key("attention.sliding_window_pattern", SWA_PATTERN)  # every n-th layer global, or per layer
-    if isinstance(pattern, (int, np.integer)):
-        sliding = [bool((i + 1) % positive_int(pattern, "gemma3.attention.sliding_window_pattern"))
-                   for i in range(n_layers)]
-    else:
-        sliding = [bool(b) for b in pattern]
-        if len(sliding) != n_layers:
-            raise Error(f"gemma3.attention.sliding_window_pattern has {len(sliding)} entries for {n_layers} layers")
-    windows = [window if s else 0 for s in sliding]
-    scale = key("rope.scaling.factor", 1.0) if key("rope.scaling.type", "none") == "linear" else 1.0
-    config = _config(
-        n_layers, dim, n_heads, positive_int(key("attention.head_count_kv", n_heads), "gemma3.attention.head_count_kv"),
-        head_dim, positive_int(key("feed_forward_length"), "gemma3.feed_forward_length"),
-        positive_int(key("vocab_size", len(f.metadata.get("tokenizer.ggml.tokens", []))), "gemma3.vocab_size"),
-        positive_float(key("attention.layer_norm_rms_epsilon", 1e-6), "gemma3.attention.layer_norm_rms_epsilon"),
-        head_dim, windows,
-        rope_inv_freq(positive_float(key("rope.freq_base_swa", LOCAL_ROPE_BASE), "gemma3.rope.freq_base_swa"), head_dim),
-        (rope_inv_freq(positive_float(key("rope.freq_base", 1e6), "gemma3.rope.freq_base"), head_dim)
-         / np.float32(positive_float(scale, "gemma3.rope.scaling.factor"))).astype(np.float32),
-        float(key("final_logit_softcapping", 0.0) or 0.0))
-    w = Weights(f.tensors, f.path.name)
-    w.matrix("token_embd", "token_embd.weight")
-    w.vector("output_norm", "output_norm.weight")
-    w.matrix("output", "output.weight", required=False)
-    _layers(w, n_layers, lambda i, names: f"blk.{i}.{names[0]}", 0.0)
-    w.check_all_taken(f" (a gemma3 model of {n_layers} layers)")
-    return Spec("gemma3", config, w.roles, int(key("context_length", 0)))
+        for role, name in _LAYER.items():
+            w.layer(f"blk.{i}.{role}", f"{prefix}layers.{i}.{name}", norm_offset=1.0)
 
 
 def from_hf(folder) -> Spec:
@@ -119,7 +84,7 @@ def from_hf(folder) -> Spec:
     w.matrix("token_embd", prefix + "embed_tokens.weight")
     w.vector("output_norm", prefix + "norm.weight", offset=1.0)
     tied_head(w, HFConfig(folder.config, folder.config_source))
-    _layers(w, n_layers, lambda i, names: f"{prefix}layers.{i}.{names[1]}", 1.0)
+    _layers(w, n_layers, prefix)
     w.check_all_taken(f" (a gemma3 model of {n_layers} layers)")
     return Spec("gemma3", config, w.roles, c.get("max_position_embeddings", 0),
                 [c.rope_parameters("sliding_attention"), c.rope_parameters("full_attention")])

@@ -1,5 +1,6 @@
-"""The Llama family: GGUF `llama` (Llama, SmolLM, Mistral-style GQA) and Hugging Face `llama`, `mistral`
-and `qwen2` folders. Pre-norm RMSNorm, SwiGLU, RoPE; Mistral adds a sliding window, Qwen2 q/k/v biases.
+"""The Llama family: Hugging Face `llama`, `mistral` and `qwen2` folders, and how they are written as GGUF
+`llama` (nextoken convert; GGUF files are read by csrc/loaders/gguf_models.cpp). Pre-norm RMSNorm,
+SwiGLU, RoPE; Mistral adds a sliding window, Qwen2 q/k/v biases.
 
 GGUF stores q and k rows permuted for RoPE on adjacent pairs (llama.cpp's converter does this); Hugging
 Face rotates the halves of each head."""
@@ -8,62 +9,17 @@ from __future__ import annotations
 import numpy as np
 
 from .._core import Error
-from . import Spec, Weights, as_float32, base_config, positive_float, positive_int, rope_inv_freq, write_gguf_sizes
+from . import Spec, Weights, base_config, rope_inv_freq, write_gguf_sizes
 from .hf import HFConfig
 
-GGUF_ARCHITECTURES = ("llama",)
+GGUF_ARCHITECTURES = ("llama",)  # what convert writes these folders as
 HF_MODEL_TYPES = ("llama", "mistral", "qwen2")
 
-# GGUF name of each layer role (".weight" / ".bias" appended).
-_GGUF_LAYER = ("attn_norm", "ffn_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up", "ffn_down")
 # Hugging Face name of each layer role, after "model.layers.{i}.".
 _HF_LAYER = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
              "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
              "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
              "ffn_down": "mlp.down_proj"}
-
-
-def from_gguf(f) -> Spec:
-    arch, meta = f.architecture, f.metadata
-    key = lambda k, default=None: f.get(f"{arch}.{k}", default)  # noqa: E731
-    n_layers = positive_int(key("block_count"), f"{arch}.block_count")
-    dim = positive_int(key("embedding_length"), f"{arch}.embedding_length")
-    n_heads = positive_int(key("attention.head_count"), f"{arch}.attention.head_count")
-    head_dim = positive_int(key("attention.key_length", dim // n_heads), f"{arch}.attention.key_length")
-    rope_dim = key("rope.dimension_count", head_dim)
-    if rope_dim != head_dim:
-        raise Error(f"{f.path.name}: RoPE on {rope_dim} of {head_dim} head dimensions is not supported")
-    config = base_config(
-        n_layers=n_layers, dim=dim, n_heads=n_heads, head_dim=head_dim,
-        hidden_dim=positive_int(key("feed_forward_length"), f"{arch}.feed_forward_length"),
-        n_kv_heads=positive_int(key("attention.head_count_kv", n_heads), f"{arch}.attention.head_count_kv"),
-        vocab_size=positive_int(key("vocab_size", len(meta.get("tokenizer.ggml.tokens", []))), f"{arch}.vocab_size"),
-        norm_eps=positive_float(key("attention.layer_norm_rms_epsilon", 1e-5), f"{arch}.attention.layer_norm_rms_epsilon"),
-        rope_layout="adjacent")
-    w = Weights(f.tensors, f.path.name)
-    inv_freq = rope_inv_freq(positive_float(key("rope.freq_base", 10000.0), f"{arch}.rope.freq_base"), head_dim)
-    scaling = key("rope.scaling.type", "none")
-    if scaling == "linear":
-        inv_freq = (inv_freq / np.float32(positive_float(key("rope.scaling.factor"), f"{arch}.rope.scaling.factor")))
-    elif scaling != "none":
-        raise Error(f"{f.path.name}: RoPE scaling '{scaling}' is not supported (none, linear)")
-    if w.has("rope_freqs.weight"):  # per-frequency divisors (Llama 3's scaling, as llama.cpp applies it)
-        factors = as_float32(w.take("rope_freqs.weight")).reshape(-1)
-        if factors.size != head_dim // 2 or not np.all(np.isfinite(factors) & (factors > 0)):
-            raise Error(f"{f.path.name}: rope_freqs.weight must hold {head_dim // 2} positive factors")
-        inv_freq = inv_freq / factors
-    config["rope_inv_freq"] = [inv_freq.astype(np.float32)]
-    window = key("attention.sliding_window", 0)  # Mistral-style: every layer (written by nextoken convert)
-    if window:
-        config["sliding_window"] = [positive_int(window, f"{arch}.attention.sliding_window")] * n_layers
-    w.matrix("token_embd", "token_embd.weight")
-    w.vector("output_norm", "output_norm.weight")
-    w.matrix("output", "output.weight", required=False)
-    for i in range(n_layers):
-        for role in _GGUF_LAYER:
-            w.layer(f"blk.{i}.{role}", f"blk.{i}.{role}")
-    w.check_all_taken(f" (a {arch} model of {n_layers} layers)")
-    return Spec(arch, config, w.roles, int(key("context_length", 0)))
 
 
 def from_hf(folder) -> Spec:

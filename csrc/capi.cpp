@@ -1,0 +1,370 @@
+// capi.cpp: include/nextoken/nextoken.h over the model layer. Each entry point catches everything: a
+// nextoken::Error (bad input) becomes a status and this thread's message; nothing crosses the boundary.
+#include "../include/nextoken/nextoken.h"
+
+#include <sched.h>
+
+#include <algorithm>
+#include <cstring>
+#include <new>
+#include <string>
+
+#include "loaders/gguf_models.h"
+#include "model/session.h"
+
+using namespace nextoken;
+
+namespace {
+
+thread_local std::string last_error;
+
+// Errors a file gives while loading are reported as NT_ERROR_MODEL_FILE.
+struct FileError : Error {
+  using Error::Error;
+};
+// An output that did not fit the caller's buffer (the size it needs is already reported).
+struct BufferTooSmall : Error {
+  using Error::Error;
+};
+
+template <class F>
+nt_status guarded(const F& fn) {
+  try {
+    last_error.clear();
+    fn();
+    return NT_OK;
+  } catch (const FileError& e) {
+    last_error = e.what();
+    return NT_ERROR_MODEL_FILE;
+  } catch (const BufferTooSmall& e) {
+    last_error = e.what();
+    return NT_ERROR_BUFFER_TOO_SMALL;
+  } catch (const Error& e) {
+    last_error = e.what();
+    return NT_ERROR_INVALID_ARGUMENT;
+  } catch (const std::bad_alloc&) {
+    last_error = "out of memory";
+    return NT_ERROR_OUT_OF_MEMORY;
+  } catch (const std::exception& e) {
+    last_error = std::string("internal error: ") + e.what();
+    return NT_ERROR_INTERNAL;
+  } catch (...) {
+    last_error = "internal error";
+    return NT_ERROR_INTERNAL;
+  }
+}
+
+void check_pointer(const void* p, const char* what) { NT_CHECK(p != nullptr, std::string(what) + " is NULL"); }
+
+std::vector<int32_t> checked_ids(const int32_t* ids, size_t n, const char* what) {
+  NT_CHECK(n > 0, std::string(what) + " is empty");
+  check_pointer(ids, what);
+  NT_CHECK(n < (size_t(1) << 31), std::string(what) + " is too long");
+  return std::vector<int32_t>(ids, ids + n);
+}
+
+SamplingParams sampling_params(const nt_sampling* s, int vocab_size) {
+  nt_sampling d;
+  nt_sampling_init(&d);
+  if (!s) s = &d;
+  SamplingParams p;
+  p.temperature = s->temperature;
+  p.top_k = s->top_k;
+  p.top_p = s->top_p;
+  p.seed = s->seed;
+  p.more.min_p = s->min_p;
+  p.more.typical_p = s->typical_p;
+  p.more.repetition_penalty = s->repetition_penalty;
+  p.more.presence_penalty = s->presence_penalty;
+  p.more.frequency_penalty = s->frequency_penalty;
+  p.more.no_repeat_ngram_size = s->no_repeat_ngram_size;
+  check_sampling_params(p, vocab_size);
+  return p;
+}
+
+// GPT-2's byte-level alphabet: printable bytes stand for themselves, the others for 256 + n in order.
+std::vector<int> byte_of_code_point() {
+  std::vector<int> byte(512, -1);
+  int n = 0;
+  for (int b = 0; b < 256; ++b) {
+    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
+    byte[size_t(printable ? b : 256 + n++)] = b;
+  }
+  return byte;
+}
+
+// Decodes one UTF-8 code point at s[i], advancing i; -1 if invalid.
+int next_code_point(const std::string& s, size_t& i) {
+  const auto c = uint8_t(s[i]);
+  const int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+  if (len == 0 || i + size_t(len) > s.size()) { ++i; return -1; }
+  int cp = len == 1 ? c : c & (0x7f >> len);
+  for (int k = 1; k < len; ++k) {
+    const auto cc = uint8_t(s[i + size_t(k)]);
+    if ((cc >> 6) != 2) { ++i; return -1; }
+    cp = (cp << 6) | (cc & 0x3f);
+  }
+  i += size_t(len);
+  return cp;
+}
+
+// Text with each invalid UTF-8 byte replaced by U+FFFD (what the Python tokenizers do with bytes that
+// do not form characters, e.g. a multi-byte character cut by max_new_tokens).
+std::string valid_utf8(const std::string& bytes) {
+  std::string out;
+  for (size_t i = 0; i < bytes.size();) {
+    const size_t start = i;
+    if (next_code_point(bytes, i) < 0) out += "\xEF\xBF\xBD";
+    else out.append(bytes, start, i - start);
+  }
+  return out;
+}
+
+}  // namespace
+
+// The text of each token as the GGUF tokenizer decodes it ("" for control tokens, which decoding skips).
+struct Vocabulary {
+  std::vector<std::string> pieces;
+  std::vector<char> skip;
+  bool strip_leading_space = false;  // SentencePiece (not Gemma): the space the encoder prepended
+
+  Vocabulary(const GGUFFile& f, int vocab_size) : pieces(size_t(vocab_size)), skip(size_t(vocab_size), 0) {
+    const GGUFValue* tokens = f.find("tokenizer.ggml.tokens");
+    if (!tokens || !tokens->is_array || tokens->strings.size() != size_t(vocab_size))
+      throw FileError(f.name() + ": tokenizer.ggml.tokens must list the " + std::to_string(vocab_size) + " tokens");
+    const GGUFValue* model = f.find("tokenizer.ggml.model");
+    const std::string kind = model && model->type == GGUFType::String ? model->text : "";
+    NT_CHECK(kind == "gpt2" || kind == "llama",
+             f.name() + ": tokenizer model '" + kind + "' is not supported (gpt2, llama)");
+    const GGUFValue* types = f.find("tokenizer.ggml.token_type");
+    const bool typed = types && types->is_array && types->count == uint64_t(vocab_size) && !types->raw.empty();
+    const size_t item = typed ? types->raw.size() / types->count : 0;
+    auto type_of = [&](size_t i) {
+      int32_t t = 0;
+      if (typed) std::memcpy(&t, types->raw.data() + i * item, std::min<size_t>(item, 4));
+      return t;
+    };
+    const GGUFValue* arch = f.find("general.architecture");
+    const bool gemma = arch && arch->text.rfind("gemma", 0) == 0;
+    strip_leading_space = kind == "llama" && !gemma;
+    const std::vector<int> byte = byte_of_code_point();
+    for (size_t i = 0; i < pieces.size(); ++i) {
+      const std::string& tok = tokens->strings[i];
+      skip[i] = type_of(i) == 3;  // control
+      if (kind == "gpt2" && type_of(i) != 4) {  // user-defined tokens are plain text
+        std::string bytes;
+        for (size_t j = 0; j < tok.size();) {
+          const int cp = next_code_point(tok, j);
+          if (cp >= 0 && cp < 512 && byte[size_t(cp)] >= 0) bytes += char(byte[size_t(cp)]);
+        }
+        pieces[i] = bytes;
+      } else if (kind == "llama" && tok.size() == 6 && tok.compare(0, 3, "<0x") == 0 && tok[5] == '>') {
+        pieces[i] = std::string(1, char(std::stoi(tok.substr(3, 2), nullptr, 16)));  // byte fallback
+      } else {
+        std::string text;
+        for (size_t j = 0; j < tok.size(); ++j) {
+          if (kind == "llama" && tok.compare(j, 3, "\xE2\x96\x81") == 0) { text += ' '; j += 2; }  // U+2581
+          else text += tok[j];
+        }
+        pieces[i] = text;
+      }
+    }
+    for (const char* key : {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
+                            "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id"})
+      if (const GGUFValue* v = f.find(key); v && v->is_integer() && v->as_int() >= 0 && v->as_int() < vocab_size)
+        skip[size_t(v->as_int())] = 1;
+  }
+};
+
+struct nt_model {
+  ModelSpec spec;
+  std::shared_ptr<const Transformer> transformer;
+  std::unique_ptr<Session> session;
+  std::vector<int32_t> eos;
+  std::unique_ptr<Vocabulary> vocab;
+};
+
+extern "C" {
+
+const char* nt_last_error(void) { return last_error.c_str(); }
+
+void nt_load_options_init(nt_load_options* o) {
+  if (o) *o = nt_load_options{2048, 0, "float32", "f32"};
+}
+
+nt_status nt_model_load(const char* path, const nt_load_options* options, nt_model** model) {
+  return guarded([&] {
+    check_pointer(path, "path");
+    check_pointer(model, "model");
+    nt_load_options o;
+    nt_load_options_init(&o);
+    if (options) o = *options;
+    const std::string compute = o.compute_type ? o.compute_type : "float32";
+    const std::string kv = o.kv_cache ? o.kv_cache : "f32";
+    NT_CHECK(compute == "float32" || compute == "int8", "compute_type must be 'float32' or 'int8', got '" + compute + "'");
+    NT_CHECK(kv == "f32" || kv == "f16" || kv == "bf16" || kv == "q8_0",
+             "kv_cache must be 'f32', 'f16', 'bf16' or 'q8_0', got '" + kv + "'");
+    NT_CHECK(o.n_ctx > 0, "n_ctx must be positive, got " + std::to_string(o.n_ctx));
+    NT_CHECK(o.n_threads >= 0 && o.n_threads <= 1024, "n_threads must be 0 (every core) to 1024, got " + std::to_string(o.n_threads));
+    int n_threads = o.n_threads;
+    if (n_threads == 0) {
+      cpu_set_t set;
+      n_threads = sched_getaffinity(0, sizeof(set), &set) == 0 ? std::max(1, CPU_COUNT(&set)) : 1;
+    }
+    auto m = std::make_unique<nt_model>();
+    try {
+      auto file = std::make_shared<const GGUFFile>(path);
+      m->spec = spec_from_gguf(file);
+      m->eos = gguf_eos_ids(*file, m->spec.config.vocab_size);
+      m->vocab = std::make_unique<Vocabulary>(*file, m->spec.config.vocab_size);
+    } catch (const FileError&) {
+      throw;
+    } catch (const Error& e) {
+      throw FileError(std::string(path) + ": " + e.what());
+    }
+    ModelConfig c = m->spec.config;
+    c.kv_type = kv == "f16" ? DType::F16 : kv == "bf16" ? DType::BF16 : kv == "q8_0" ? DType::Q8_0 : DType::F32;
+    try {
+      m->transformer = std::make_shared<Transformer>(c, m->spec.tensors, o.n_ctx,
+                                                     compute == "int8" ? ComputeType::Int8 : ComputeType::Float32,
+                                                     true, n_threads);
+    } catch (const Error& e) {
+      throw FileError(std::string(path) + ": " + e.what());
+    }
+    m->session = std::make_unique<Session>(m->transformer, o.n_ctx, n_threads);
+    *model = m.release();
+  });
+}
+
+void nt_model_free(nt_model* model) { delete model; }
+
+int32_t nt_model_vocab_size(const nt_model* model) { return model ? model->spec.config.vocab_size : 0; }
+
+int32_t nt_model_n_ctx(const nt_model* model) { return model ? model->session->n_ctx() : 0; }
+
+size_t nt_model_eos_ids(const nt_model* model, int32_t* ids, size_t capacity) {
+  if (!model) return 0;
+  for (size_t i = 0; ids && i < capacity && i < model->eos.size(); ++i) ids[i] = model->eos[i];
+  return model->eos.size();
+}
+
+nt_status nt_detokenize(const nt_model* model, const int32_t* ids, size_t n_ids, char* text, size_t capacity,
+                        size_t* length) {
+  return guarded([&] {
+    check_pointer(model, "model");
+    check_pointer(length, "length");
+    NT_CHECK(n_ids == 0 || ids, "ids is NULL");
+    const Vocabulary& v = *model->vocab;
+    std::string bytes;
+    for (size_t i = 0; i < n_ids; ++i) {
+      NT_CHECK(ids[i] >= 0 && size_t(ids[i]) < v.pieces.size(),
+               "token id " + std::to_string(ids[i]) + " is outside the vocabulary");
+      if (!v.skip[size_t(ids[i])]) bytes += v.pieces[size_t(ids[i])];
+    }
+    if (v.strip_leading_space && !bytes.empty() && bytes[0] == ' ') bytes.erase(0, 1);
+    const std::string out = valid_utf8(bytes);
+    *length = out.size();
+    if (!text || capacity < out.size() + 1)
+      throw BufferTooSmall("the text needs " + std::to_string(out.size() + 1) + " bytes");
+    std::memcpy(text, out.c_str(), out.size() + 1);
+  });
+}
+
+nt_status nt_forward(nt_model* model, const int32_t* ids, size_t n_ids, float* logits, size_t capacity) {
+  return guarded([&] {
+    check_pointer(model, "model");
+    const std::vector<int32_t> tokens = checked_ids(ids, n_ids, "ids");
+    check_pointer(logits, "logits");
+    const int V = model->spec.config.vocab_size;
+    NT_CHECK(capacity >= size_t(V), "logits has room for " + std::to_string(capacity) + " floats, needs " + std::to_string(V));
+    model->session->forward(tokens.data(), int(tokens.size()), 0, logits, false);
+  });
+}
+
+void nt_sampling_init(nt_sampling* s) {
+  if (s) *s = nt_sampling{0.0f, 0, 1.0f, 0.0f, 1.0f, 1.0f, 0.0f, 0.0f, 0, 0};
+}
+
+nt_status nt_generate(nt_model* model, const int32_t* prompt, size_t n_prompt, int32_t max_new_tokens,
+                      const nt_sampling* sampling, int32_t* out, size_t capacity, size_t* n_out) {
+  return guarded([&] {
+    check_pointer(model, "model");
+    check_pointer(n_out, "n_out");
+    NT_CHECK(max_new_tokens > 0, "max_new_tokens must be positive, got " + std::to_string(max_new_tokens));
+    check_pointer(out, "out");
+    NT_CHECK(capacity >= size_t(max_new_tokens), "out has room for " + std::to_string(capacity) + " ids, needs " +
+                                                     std::to_string(max_new_tokens));
+    SequenceOptions o;
+    o.max_new_tokens = max_new_tokens;
+    o.sampling = sampling_params(sampling, model->spec.config.vocab_size);
+    o.eos_ids = model->eos;
+    Session& s = *model->session;
+    const uint64_t id = s.add(checked_ids(prompt, n_prompt, "prompt"), o, true);
+    size_t n = 0;
+    try {
+      for (;;) {
+        const StepOutput step = s.next(id);
+        if (step.token < 0) break;
+        out[n++] = step.token;
+        if (step.finished) break;
+      }
+    } catch (...) {
+      s.free(id);
+      throw;
+    }
+    s.free(id);
+    *n_out = n;
+  });
+}
+
+nt_status nt_sequence_add(nt_model* model, const int32_t* prompt, size_t n_prompt, int32_t max_new_tokens,
+                          const nt_sampling* sampling, uint64_t* sequence) {
+  return guarded([&] {
+    check_pointer(model, "model");
+    check_pointer(sequence, "sequence");
+    NT_CHECK(max_new_tokens > 0, "max_new_tokens must be positive, got " + std::to_string(max_new_tokens));
+    SequenceOptions o;
+    o.max_new_tokens = max_new_tokens;
+    o.sampling = sampling_params(sampling, model->spec.config.vocab_size);
+    o.eos_ids = model->eos;
+    *sequence = model->session->add(checked_ids(prompt, n_prompt, "prompt"), o, false);
+  });
+}
+
+nt_status nt_step(nt_model* model, const uint64_t* sequences, size_t n, nt_step_output* out, size_t capacity,
+                  size_t* n_out) {
+  return guarded([&] {
+    check_pointer(model, "model");
+    check_pointer(n_out, "n_out");
+    NT_CHECK(n > 0, "no sequences to step");
+    check_pointer(sequences, "sequences");
+    check_pointer(out, "out");
+    // Room for every output before anything runs: a step cannot be undone.
+    NT_CHECK(capacity >= n, "out has room for " + std::to_string(capacity) + " outputs, needs " + std::to_string(n));
+    const std::vector<StepOutput> steps = model->session->step(std::vector<uint64_t>(sequences, sequences + n));
+    for (size_t i = 0; i < steps.size(); ++i)
+      out[i] = nt_step_output{steps[i].id, steps[i].token, steps[i].finished ? 1 : 0};
+    *n_out = steps.size();
+  });
+}
+
+nt_status nt_sequence_tokens(nt_model* model, uint64_t sequence, int32_t* ids, size_t capacity, size_t* length) {
+  return guarded([&] {
+    check_pointer(model, "model");
+    check_pointer(length, "length");
+    const std::vector<int32_t> tokens = model->session->tokens(sequence);
+    *length = tokens.size();
+    if (!ids || capacity < tokens.size())
+      throw BufferTooSmall("the ids need room for " + std::to_string(tokens.size()));
+    std::copy(tokens.begin(), tokens.end(), ids);
+  });
+}
+
+nt_status nt_sequence_free(nt_model* model, uint64_t sequence) {
+  return guarded([&] {
+    check_pointer(model, "model");
+    model->session->free(sequence);
+  });
+}
+
+}  // extern "C"

@@ -1,0 +1,319 @@
+// gguf_models.cpp: see gguf_models.h. Values are computed in float32 as transformers computes them
+// (RoPE frequencies, Gemma's scales), so a GGUF file and the Hugging Face folder it came from agree.
+#include "gguf_models.h"
+
+#include <cmath>
+#include <set>
+#include <sstream>
+
+namespace nextoken {
+
+namespace {
+
+// 1 / base^(2i / dim): the exponent in float32, the power in double rounded to float32 once.
+std::vector<float> rope_inv_freq(double base, int dim) {
+  std::vector<float> inv(size_t(dim / 2));
+  for (int i = 0; i < dim / 2; ++i) {
+    const float exponent = float(2 * i) / float(dim);
+    inv[size_t(i)] = 1.0f / float(std::pow(base, double(exponent)));
+  }
+  return inv;
+}
+
+std::string describe(const GGUFValue& v) {
+  if (v.is_array) return "an array of " + std::to_string(v.count);
+  if (v.type == GGUFType::String) return "'" + v.text + "'";
+  if (v.type == GGUFType::Bool) return v.bits ? "True" : "False";
+  std::ostringstream s;
+  if (v.is_integer()) s << v.as_int();
+  else s << v.as_double();
+  return s.str();
+}
+
+// Reads one architecture's keys and hands out the file's tensors once each, collecting them by role.
+class Mapper {
+ public:
+  Mapper(std::shared_ptr<const GGUFFile> file, const std::string& arch) : f_(*file), arch_(arch) {
+    spec.architecture = arch;
+    spec.file = std::move(file);
+  }
+
+  const GGUFValue* find(const std::string& key) const { return f_.find(arch_ + "." + key); }
+  std::string full(const std::string& key) const { return arch_ + "." + key; }
+
+  int positive_int(const std::string& key, int64_t fallback = -1) const {
+    const GGUFValue* v = find(key);
+    if (!v && fallback < 0) throw Error("the GGUF metadata of " + f_.name() + " lacks '" + full(key) + "'");
+    const int64_t x = v ? (v->is_integer() ? v->as_int() : -1) : fallback;
+    if (x <= 0 || x >= (int64_t(1) << 31))
+      throw Error(full(key) + " must be a positive integer, got " + (v ? describe(*v) : std::to_string(fallback)));
+    return int(x);
+  }
+
+  double positive_float(const std::string& key, double fallback) const {
+    const GGUFValue* v = find(key);
+    const double x = v ? (v->is_number() ? v->as_double() : NAN) : fallback;
+    if (!std::isfinite(x) || x <= 0)
+      throw Error(full(key) + " must be a positive number, got " + (v ? describe(*v) : std::to_string(fallback)));
+    return x;
+  }
+
+  std::string text(const std::string& key, const std::string& fallback) const {
+    const GGUFValue* v = find(key);
+    if (!v) return fallback;
+    if (v->is_array || v->type != GGUFType::String) throw Error(full(key) + " must be a string, got " + describe(*v));
+    return v->text;
+  }
+
+  int vocab_size() const {  // the key, else the tokenizer's length
+    const GGUFValue* tokens = f_.find("tokenizer.ggml.tokens");
+    return positive_int("vocab_size", tokens && tokens->is_array ? int64_t(tokens->count) : 0);
+  }
+
+  bool has(const std::string& name) const { return f_.tensors().count(name) != 0; }
+
+  const TensorView* take(const std::string& name, bool required) {
+    auto it = f_.tensors().find(name);
+    if (it == f_.tensors().end()) {
+      if (required) throw Error(f_.name() + " has no tensor '" + name + "'");
+      return nullptr;
+    }
+    taken_.insert(name);
+    return &it->second;
+  }
+
+  void matrix(const std::string& role, const std::string& name, bool required = true) {
+    if (const TensorView* t = take(name, required)) spec.tensors[role] = *t;
+  }
+
+  // A norm weight or bias, as float32.
+  void vector(const std::string& role, const std::string& name, bool required = true) {
+    if (const TensorView* t = take(name, required)) spec.tensors[role] = as_vector(name, *t);
+  }
+
+  std::vector<float> floats(const std::string& name, const TensorView& t) {
+    if (t.rows != 1 && t.cols != 1)
+      throw Error(f_.name() + ": tensor '" + name + "' should be a vector, has shape (" + std::to_string(t.rows) +
+                  ", " + std::to_string(t.cols) + ")");
+    std::vector<float> v(size_t(t.rows * t.cols));
+    const auto* bytes = static_cast<const uint8_t*>(t.data);
+    for (size_t i = 0; i < v.size(); ++i) {
+      if (t.type == DType::F32) {
+        std::memcpy(&v[i], bytes + 4 * i, 4);
+      } else if (t.type == DType::F16 || t.type == DType::BF16) {
+        uint16_t h;
+        std::memcpy(&h, bytes + 2 * i, 2);
+        if (t.type == DType::F16) {
+          v[i] = f16_to_f32(h);
+        } else {
+          const uint32_t bits = uint32_t(h) << 16;
+          std::memcpy(&v[i], &bits, 4);
+        }
+      } else {
+        throw Error(f_.name() + ": tensor '" + name + "' (a norm weight or bias) must be F32, F16 or BF16");
+      }
+    }
+    return v;
+  }
+
+  TensorView as_vector(const std::string& name, const TensorView& t) {
+    if (t.type == DType::F32 && (t.rows == 1 || t.cols == 1)) return TensorView{DType::F32, t.data, 1, t.rows * t.cols};
+    spec.converted.push_back(floats(name, t));
+    const std::vector<float>& v = spec.converted.back();
+    return TensorView{DType::F32, v.data(), 1, int64_t(v.size())};
+  }
+
+  // A layer weight by role: norms as float32 vectors, anything else a matrix with its bias if present.
+  void layer(const std::string& role, const std::string& name) {
+    if (role.size() >= 4 && role.compare(role.size() - 4, 4, "norm") == 0) {
+      vector(role, name + ".weight");
+    } else {
+      matrix(role, name + ".weight");
+      vector(role + ".bias", name + ".bias", false);
+    }
+  }
+
+  void check_all_taken(int n_layers) const {
+    std::vector<std::string> left;
+    for (const auto& [name, t] : f_.tensors())
+      if (!taken_.count(name)) left.push_back(name);
+    if (left.empty()) return;
+    std::string names;
+    for (size_t i = 0; i < left.size() && i < 3; ++i) names += (i ? ", '" : "'") + left[i] + "'";
+    if (left.size() > 3) names += " and " + std::to_string(left.size() - 3) + " more";
+    throw Error(f_.name() + ": tensor " + names + " not used by this model (a " + arch_ + " model of " +
+                std::to_string(n_layers) + " layers)");
+  }
+
+  ModelSpec spec;
+
+ private:
+  const GGUFFile& f_;
+  std::string arch_;
+  std::set<std::string> taken_;
+};
+
+ModelConfig base_config(int n_layers) {
+  ModelConfig c;  // config.h's defaults are Llama's
+  c.n_layers = n_layers;
+  c.layers.assign(size_t(n_layers), LayerConfig{});
+  return c;
+}
+
+void map_llama(Mapper& m) {
+  ModelConfig c = base_config(m.positive_int("block_count"));
+  c.dim = m.positive_int("embedding_length");
+  c.n_heads = m.positive_int("attention.head_count");
+  c.head_dim = m.positive_int("attention.key_length", c.dim / c.n_heads);
+  if (m.positive_int("rope.dimension_count", c.head_dim) != c.head_dim)
+    throw Error(m.spec.file->name() + ": RoPE on part of the head dimensions is not supported");
+  c.hidden_dim = m.positive_int("feed_forward_length");
+  c.n_kv_heads = m.positive_int("attention.head_count_kv", c.n_heads);
+  c.vocab_size = m.vocab_size();
+  c.norm_eps = float(m.positive_float("attention.layer_norm_rms_epsilon", 1e-5));
+  c.rope_layout = RopeLayout::Adjacent;
+  std::vector<float> inv = rope_inv_freq(m.positive_float("rope.freq_base", 10000.0), c.head_dim);
+  const std::string scaling = m.text("rope.scaling.type", "none");
+  if (scaling == "linear") {
+    const float factor = float(m.positive_float("rope.scaling.factor", -1.0));
+    for (float& x : inv) x /= factor;
+  } else if (scaling != "none") {
+    throw Error(m.spec.file->name() + ": RoPE scaling '" + scaling + "' is not supported (none, linear)");
+  }
+  if (m.has("rope_freqs.weight")) {  // per-frequency divisors (Llama 3's scaling, as llama.cpp applies it)
+    const std::vector<float> factors = m.floats("rope_freqs.weight", *m.take("rope_freqs.weight", true));
+    bool ok = factors.size() == inv.size();
+    for (size_t i = 0; ok && i < factors.size(); ++i) ok = std::isfinite(factors[i]) && factors[i] > 0;
+    if (!ok)
+      throw Error(m.spec.file->name() + ": rope_freqs.weight must hold " + std::to_string(inv.size()) +
+                  " positive factors");
+    for (size_t i = 0; i < inv.size(); ++i) inv[i] /= factors[i];
+  }
+  c.rope_inv_freq = {inv};
+  if (const GGUFValue* w = m.find("attention.sliding_window"); w && !(w->is_integer() && w->as_int() == 0)) {
+    const int window = m.positive_int("attention.sliding_window");  // Mistral-style: every layer
+    for (LayerConfig& l : c.layers) l.sliding_window = window;
+  }
+  m.spec.config = c;
+  m.matrix("token_embd", "token_embd.weight");
+  m.vector("output_norm", "output_norm.weight");
+  m.matrix("output", "output.weight", false);
+  static const char* roles[] = {"attn_norm", "ffn_norm", "attn_q", "attn_k", "attn_v", "attn_output",
+                                "ffn_gate", "ffn_up", "ffn_down"};
+  for (int i = 0; i < c.n_layers; ++i)
+    for (const char* role : roles) {
+      const std::string name = "blk." + std::to_string(i) + "." + role;
+      m.layer(name, name);
+    }
+}
+
+// Gemma 3: sandwich RMSNorms (llama.cpp's converter stores Gemma's 1 + w), q/k norms, GeGLU (tanh),
+// embeddings times sqrt(C), attention scaled by head_dim^-1/2 (GGUF has no query_pre_attn_scalar),
+// sliding-window layers with their own RoPE base between full ones.
+void map_gemma3(Mapper& m) {
+  ModelConfig c = base_config(m.positive_int("block_count"));
+  c.dim = m.positive_int("embedding_length");
+  c.n_heads = m.positive_int("attention.head_count");
+  c.head_dim = m.positive_int("attention.key_length", c.dim / c.n_heads);
+  const int window = m.positive_int("attention.sliding_window");
+  std::vector<bool> sliding(size_t(c.n_layers));
+  const GGUFValue* pattern = m.find("attention.sliding_window_pattern");
+  if (pattern && pattern->is_array) {  // per layer
+    const size_t item = pattern->count ? pattern->raw.size() / pattern->count : 0;
+    if (pattern->count != uint64_t(c.n_layers) || item == 0)
+      throw Error(m.full("attention.sliding_window_pattern") + " has " + std::to_string(pattern->count) +
+                  " entries for " + std::to_string(c.n_layers) + " layers");
+    for (size_t i = 0; i < sliding.size(); ++i)
+      for (size_t b = 0; b < item; ++b) sliding[i] = sliding[i] || pattern->raw[i * item + b] != 0;
+  } else {  // every n-th layer global (6: llama.cpp's and transformers' default)
+    const int every = m.positive_int("attention.sliding_window_pattern", 6);
+    for (int i = 0; i < c.n_layers; ++i) sliding[size_t(i)] = (i + 1) % every != 0;
+  }
+  c.n_kv_heads = m.positive_int("attention.head_count_kv", c.n_heads);
+  c.hidden_dim = m.positive_int("feed_forward_length");
+  c.vocab_size = m.vocab_size();
+  c.norm_eps = float(m.positive_float("attention.layer_norm_rms_epsilon", 1e-6));
+  c.norm_placement = NormPlacement::Sandwich;
+  c.activation = Activation::GeluTanh;
+  c.qk_norm = true;
+  c.rope_layout = RopeLayout::Half;  // llama.cpp rotates Gemma's halves (NeoX style): q, k stored as in HF
+  c.attn_scale = float(std::pow(double(c.head_dim), -0.5));
+  c.embed_scale = float(std::sqrt(double(c.dim)));
+  if (const GGUFValue* cap = m.find("final_logit_softcapping")) {
+    if (!cap->is_number() || !std::isfinite(cap->as_double()) || cap->as_double() < 0)
+      throw Error(m.full("final_logit_softcapping") + " must be a number >= 0, got " + describe(*cap));
+    c.final_softcap = float(cap->as_double());
+  }
+  const double scale = m.text("rope.scaling.type", "none") == "linear" ? m.positive_float("rope.scaling.factor", 1.0) : 1.0;
+  std::vector<float> global = rope_inv_freq(m.positive_float("rope.freq_base", 1e6), c.head_dim);
+  for (float& x : global) x /= float(scale);
+  c.rope_inv_freq = {rope_inv_freq(m.positive_float("rope.freq_base_swa", 10000.0), c.head_dim), global};
+  for (int i = 0; i < c.n_layers; ++i)
+    c.layers[size_t(i)] = LayerConfig{sliding[size_t(i)] ? window : 0, sliding[size_t(i)] ? 0 : 1};
+  m.spec.config = c;
+  m.matrix("token_embd", "token_embd.weight");
+  m.vector("output_norm", "output_norm.weight");
+  m.matrix("output", "output.weight", false);
+  static const char* roles[] = {"attn_norm", "post_attention_norm", "ffn_norm", "post_ffw_norm", "attn_q_norm",
+                                "attn_k_norm", "attn_q", "attn_k", "attn_v", "attn_output", "ffn_gate", "ffn_up",
+                                "ffn_down"};
+  for (int i = 0; i < c.n_layers; ++i)
+    for (const char* role : roles) {
+      const std::string name = "blk." + std::to_string(i) + "." + role;
+      m.layer(name, name);
+    }
+}
+
+// The special ids a file names must be tokens of its vocabulary (a wrong one would be dropped silently).
+void check_special_ids(const GGUFFile& f, int vocab_size) {
+  for (const char* key : {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"}) {
+    const GGUFValue* v = f.find(key);
+    if (v && (!v->is_integer() || v->as_int() < 0 || v->as_int() >= vocab_size))
+      throw Error(f.name() + ": " + key + " is " + describe(*v) + ", not a token of the " +
+                  std::to_string(vocab_size) + "-token vocabulary");
+  }
+}
+
+}  // namespace
+
+std::vector<std::string> gguf_architectures() { return {"llama", "gemma3"}; }
+
+ModelSpec spec_from_gguf(std::shared_ptr<const GGUFFile> file) {
+  const GGUFValue* arch = file->find("general.architecture");
+  if (!arch) throw Error("the GGUF metadata of " + file->name() + " lacks 'general.architecture'");
+  const std::string name = arch->is_array || arch->type != GGUFType::String ? describe(*arch) : arch->text;
+  Mapper m(file, name);
+  int n_layers = 0;
+  if (name == "llama") {
+    map_llama(m);
+  } else if (name == "gemma3") {
+    map_gemma3(m);
+  } else {
+    std::string known;
+    for (const std::string& a : gguf_architectures()) known += (known.empty() ? "" : ", ") + a;
+    throw Error("unsupported architecture '" + name + "' in " + file->name() + " (supported: " + known + ")");
+  }
+  n_layers = m.spec.config.n_layers;
+  m.check_all_taken(n_layers);
+  check_special_ids(*file, m.spec.config.vocab_size);
+  if (const GGUFValue* ctx = m.find("context_length"); ctx && ctx->is_integer() && ctx->as_int() > 0 &&
+                                                       ctx->as_int() < (int64_t(1) << 31))
+    m.spec.context_length = int(ctx->as_int());
+  return std::move(m.spec);
+}
+
+std::vector<int32_t> gguf_eos_ids(const GGUFFile& file, int vocab_size) {
+  std::vector<int32_t> ids;
+  for (const char* key : {"tokenizer.ggml.eos_token_id", "tokenizer.ggml.eot_token_id"}) {
+    const GGUFValue* v = file.find(key);
+    if (v && v->is_integer() && v->as_int() >= 0 && v->as_int() < vocab_size) {
+      const int32_t id = int32_t(v->as_int());
+      bool seen = false;
+      for (int32_t x : ids) seen = seen || x == id;
+      if (!seen) ids.push_back(id);
+    }
+  }
+  return ids;
+}
+
+}  // namespace nextoken

@@ -1,0 +1,223 @@
+"""The C API (include/nextoken/nextoken.h, libnextoken): the example program built against the installed
+header and library and run on SmolLM2, its ids equal to the Python API's; every entry point through ctypes
+against the Python API on the same files, and bad input answered with a status and a message, never a
+crash, leaving the model usable."""
+import ctypes
+import shutil
+import subprocess
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+import nextoken
+
+EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "c" / "generate.c"
+NT_OK, NT_ERROR_INVALID_ARGUMENT, NT_ERROR_MODEL_FILE, NT_ERROR_BUFFER_TOO_SMALL = 0, 1, 2, 4
+
+
+class Sampling(ctypes.Structure):
+    _fields_ = [("temperature", ctypes.c_float), ("top_k", ctypes.c_int32), ("top_p", ctypes.c_float),
+                ("min_p", ctypes.c_float), ("typical_p", ctypes.c_float), ("repetition_penalty", ctypes.c_float),
+                ("presence_penalty", ctypes.c_float), ("frequency_penalty", ctypes.c_float),
+                ("no_repeat_ngram_size", ctypes.c_int32), ("seed", ctypes.c_uint64)]
+
+
+class LoadOptions(ctypes.Structure):
+    _fields_ = [("n_ctx", ctypes.c_int32), ("n_threads", ctypes.c_int32), ("compute_type", ctypes.c_char_p),
+                ("kv_cache", ctypes.c_char_p)]
+
+
+class StepOutput(ctypes.Structure):
+    _fields_ = [("sequence", ctypes.c_uint64), ("token", ctypes.c_int32), ("finished", ctypes.c_int32)]
+
+
+@pytest.fixture(scope="module")
+def lib():
+    lib = ctypes.CDLL(nextoken.get_library())
+    lib.nt_last_error.restype = ctypes.c_char_p
+    lib.nt_model_free.argtypes = [ctypes.c_void_p]
+    for name in ("nt_model_vocab_size", "nt_model_n_ctx"):
+        getattr(lib, name).argtypes = [ctypes.c_void_p]
+    lib.nt_model_eos_ids.restype = ctypes.c_size_t
+    return lib
+
+
+def ids_array(ids):
+    return (ctypes.c_int32 * max(len(ids), 1))(*ids)
+
+
+def load(lib, path, n_ctx=256, **options):
+    o = LoadOptions()
+    lib.nt_load_options_init(ctypes.byref(o))
+    o.n_ctx, o.n_threads = n_ctx, 2
+    for key, value in options.items():
+        setattr(o, key, value.encode() if isinstance(value, str) else value)
+    model = ctypes.c_void_p()
+    status = lib.nt_model_load(str(path).encode(), ctypes.byref(o), ctypes.byref(model))
+    return status, model
+
+
+def generate(lib, model, prompt, max_new_tokens, sampling=None):
+    out, n = (ctypes.c_int32 * max_new_tokens)(), ctypes.c_size_t()
+    status = lib.nt_generate(model, ids_array(prompt), ctypes.c_size_t(len(prompt)), max_new_tokens,
+                             ctypes.byref(sampling) if sampling else None, out, ctypes.c_size_t(max_new_tokens),
+                             ctypes.byref(n))
+    return status, list(out[:n.value])
+
+
+def detokenize(lib, model, ids):
+    length = ctypes.c_size_t()
+    status = lib.nt_detokenize(model, ids_array(ids), ctypes.c_size_t(len(ids)), None, ctypes.c_size_t(0),
+                               ctypes.byref(length))
+    assert status == NT_ERROR_BUFFER_TOO_SMALL  # asked with no buffer: the size it needs
+    text = ctypes.create_string_buffer(length.value + 1)
+    assert lib.nt_detokenize(model, ids_array(ids), ctypes.c_size_t(len(ids)), text, ctypes.c_size_t(len(text)),
+                             ctypes.byref(length)) == NT_OK
+    return text.value.decode()
+
+
+@pytest.fixture(scope="module")
+def tiny_c(lib, tiny_model_path):
+    status, model = load(lib, tiny_model_path[0])
+    assert status == NT_OK, lib.nt_last_error()
+    yield model
+    lib.nt_model_free(model)
+
+
+@pytest.fixture(scope="module")
+def tiny_py(tiny_model_path):
+    return nextoken.load(tiny_model_path[0], n_ctx=256, n_threads=2)
+
+
+def test_example_program_prints_the_ids_python_generates(smollm2, smollm2_path, tmp_path):
+    compiler = shutil.which("cc") or shutil.which("gcc")
+    if compiler is None:  # the package itself cannot be built without one, so this does not hide a failure
+        pytest.skip("no C compiler")
+    library = Path(nextoken.get_library())
+    binary = tmp_path / "generate"
+    subprocess.run([compiler, "-std=c99", "-Wall", "-Werror", str(EXAMPLE), "-I", nextoken.get_include(), str(library),
+                    f"-Wl,-rpath,{library.parent}", "-o", str(binary)], check=True)
+    prompt = smollm2.tokenize("The three primary colors are")
+    run = subprocess.run([str(binary), str(smollm2_path), "24", *map(str, prompt)], capture_output=True, text=True,
+                         timeout=300)
+    assert run.returncode == 0, run.stderr
+    expected = smollm2.generate(prompt, max_new_tokens=24)
+    assert [int(t) for t in run.stdout.split()] == expected
+    bad = subprocess.run([str(binary), str(tmp_path / "none.gguf"), "4", "1"], capture_output=True, text=True)
+    assert bad.returncode == 1 and "none.gguf" in bad.stderr
+
+
+def test_generate_equals_python(lib, tiny_c, tiny_py):
+    prompt = [5, 17, 90, 33]
+    assert generate(lib, tiny_c, prompt, 20) == (NT_OK, tiny_py.generate(prompt, max_new_tokens=20))
+    s = Sampling()
+    lib.nt_sampling_init(ctypes.byref(s))
+    s.temperature, s.top_p, s.top_k, s.repetition_penalty, s.seed = 0.9, 0.95, 50, 1.1, 7
+    expected = tiny_py.generate(prompt, max_new_tokens=20, temperature=0.9, top_p=0.95, top_k=50,
+                                repetition_penalty=1.1, seed=7)
+    assert generate(lib, tiny_c, prompt, 20, s) == (NT_OK, expected)
+
+
+def test_forward_equals_python(lib, tiny_c, tiny_py):
+    prompt = [3, 200, 45, 7, 9]
+    V = lib.nt_model_vocab_size(tiny_c)
+    logits = np.empty(V, np.float32)
+    assert lib.nt_forward(tiny_c, ids_array(prompt), ctypes.c_size_t(len(prompt)),
+                          logits.ctypes.data_as(ctypes.c_void_p), ctypes.c_size_t(V)) == NT_OK
+    np.testing.assert_array_equal(logits, tiny_py.forward(prompt)[-1])  # the same code on the same weights
+
+
+def test_step_api_equals_generate(lib, tiny_c, tiny_py):
+    prompts = [[1, 2, 3], [40, 41, 42, 43, 44]]
+    seqs = []
+    for p in prompts:
+        sid = ctypes.c_uint64()
+        assert lib.nt_sequence_add(tiny_c, ids_array(p), ctypes.c_size_t(len(p)), 6, None, ctypes.byref(sid)) == NT_OK
+        seqs.append(sid.value)
+    got = {s: [] for s in seqs}
+    live = list(seqs)
+    while live:
+        out, n = (StepOutput * len(live))(), ctypes.c_size_t()
+        assert lib.nt_step(tiny_c, (ctypes.c_uint64 * len(live))(*live), ctypes.c_size_t(len(live)), out,
+                           ctypes.c_size_t(len(live)), ctypes.byref(n)) == NT_OK
+        for o in out[:n.value]:
+            got[o.sequence].append(o.token)
+            if o.finished:
+                live.remove(o.sequence)
+    for p, s in zip(prompts, seqs):
+        assert got[s] == tiny_py.generate(p, max_new_tokens=6)
+        length = ctypes.c_size_t()
+        assert lib.nt_sequence_tokens(tiny_c, ctypes.c_uint64(s), None, ctypes.c_size_t(0), ctypes.byref(length)) \
+            == NT_ERROR_BUFFER_TOO_SMALL and length.value == len(p) + 6
+        assert lib.nt_sequence_free(tiny_c, ctypes.c_uint64(s)) == NT_OK
+    assert lib.nt_sequence_free(tiny_c, ctypes.c_uint64(seqs[0])) == NT_OK  # freeing twice is harmless
+    length = ctypes.c_size_t()
+    assert lib.nt_sequence_tokens(tiny_c, ctypes.c_uint64(seqs[0]), None, ctypes.c_size_t(0), ctypes.byref(length)) \
+        == NT_ERROR_INVALID_ARGUMENT
+    assert b"no sequence" in lib.nt_last_error()
+
+
+@pytest.mark.parametrize("model_name", ["smollm2", "gemma3-270m"])
+def test_detokenize_equals_python(lib, smollm2, model_name):
+    """Byte-level BPE (SmolLM2) and SentencePiece with byte fallback (Gemma 3), control tokens left out."""
+    py = smollm2 if model_name == "smollm2" else nextoken.load(nextoken.pull(model_name, quiet=True), n_ctx=32)
+    status, model = load(lib, py.path, n_ctx=32)
+    assert status == NT_OK, lib.nt_last_error()
+    try:
+        texts = ["Hello, world! 123", "  leading spaces\tand tabs\nnew line", "naïve café — 日本語 🙂",
+                 "<|im_start|>user\nhi<|im_end|>"]
+        for text in texts:
+            ids = py.tokenize(text)
+            assert detokenize(lib, model, ids) == py.detokenize(ids), text
+        eos = (ctypes.c_int32 * 8)()
+        n = lib.nt_model_eos_ids(model, eos, ctypes.c_size_t(8))
+        assert sorted(eos[:n]) == sorted(py.eos_token_ids)
+    finally:
+        lib.nt_model_free(model)
+
+
+@pytest.mark.parametrize("content, status, message", [
+    (None, NT_ERROR_MODEL_FILE, "No such file"),
+    (b"", NT_ERROR_MODEL_FILE, "empty"),
+    (b"GGUF" + b"\x03\x00\x00\x00" + b"\xff" * 16, NT_ERROR_MODEL_FILE, "too many"),
+    (b"not a model" * 10, NT_ERROR_MODEL_FILE, "magic"),
+])
+def test_bad_files_give_a_status_and_a_message(lib, tmp_path, content, status, message):
+    path = tmp_path / "bad.gguf"
+    if content is not None:
+        path.write_bytes(content)
+    got, model = load(lib, path)
+    assert got == status and model.value is None
+    assert message in lib.nt_last_error().decode()
+
+
+def test_bad_calls_give_a_status_and_leave_the_model_usable(lib, tiny_c, tiny_model_path, tiny_py):
+    assert load(lib, tiny_model_path[0], compute_type="int4")[0] == NT_ERROR_INVALID_ARGUMENT
+    assert b"compute_type" in lib.nt_last_error()
+    assert load(lib, tiny_model_path[0], n_ctx=0)[0] == NT_ERROR_INVALID_ARGUMENT
+    assert generate(lib, tiny_c, [1, 300], 4)[0] == NT_ERROR_INVALID_ARGUMENT  # vocabulary of 300
+    assert b"outside the vocabulary" in lib.nt_last_error()
+    assert generate(lib, tiny_c, [], 4)[0] == NT_ERROR_INVALID_ARGUMENT
+    assert generate(lib, tiny_c, [1] * 250, 10)[0] == NT_ERROR_INVALID_ARGUMENT  # n_ctx 256
+    assert b"context" in lib.nt_last_error()
+    s = Sampling()
+    lib.nt_sampling_init(ctypes.byref(s))
+    s.temperature = float("nan")
+    assert generate(lib, tiny_c, [1, 2], 4, s)[0] == NT_ERROR_INVALID_ARGUMENT
+    s.temperature, s.top_p = 1.0, 2.0
+    assert generate(lib, tiny_c, [1, 2], 4, s)[0] == NT_ERROR_INVALID_ARGUMENT
+    n = ctypes.c_size_t()
+    assert lib.nt_generate(tiny_c, ids_array([1]), ctypes.c_size_t(1), 8, None, None, ctypes.c_size_t(0),
+                           ctypes.byref(n)) == NT_ERROR_INVALID_ARGUMENT
+    assert lib.nt_generate(None, ids_array([1]), ctypes.c_size_t(1), 8, None, None, ctypes.c_size_t(0),
+                           ctypes.byref(n)) == NT_ERROR_INVALID_ARGUMENT
+    assert b"model is NULL" in lib.nt_last_error()
+    logits = np.empty(10, np.float32)
+    assert lib.nt_forward(tiny_c, ids_array([1]), ctypes.c_size_t(1), logits.ctypes.data_as(ctypes.c_void_p),
+                          ctypes.c_size_t(10)) == NT_ERROR_INVALID_ARGUMENT
+    assert lib.nt_step(tiny_c, (ctypes.c_uint64 * 1)(12345), ctypes.c_size_t(1), (StepOutput * 1)(), ctypes.c_size_t(1),
+                       ctypes.byref(n)) == NT_ERROR_INVALID_ARGUMENT
+    # after all that, the model answers as before
+    assert generate(lib, tiny_c, [5, 6], 8) == (NT_OK, tiny_py.generate([5, 6], max_new_tokens=8))
+    assert lib.nt_last_error() == b""
