@@ -10,6 +10,7 @@
 #include <pybind11/stl.h>
 
 #include <array>
+#include <cmath>
 #include <memory>
 #include <optional>
 #include <string>
@@ -18,6 +19,7 @@
 #include "loaders/gguf_models.h"
 #include "model/beam_search.h"
 #include "model/session.h"
+#include "parallel.h"
 
 namespace py = pybind11;
 using namespace nextoken;
@@ -51,10 +53,7 @@ TensorView tensor_view(const std::string& name, const ByteArray& data, int type,
   return TensorView{t, data.data(), rows, cols};
 }
 
-int checked_threads(int n) {
-  NT_CHECK(n > 0, "n_threads must be positive, got " + std::to_string(n));
-  return n;
-}
+int checked_threads(int n) { return check_threads(n); }
 
 // ---- the model -----------------------------------------------------------------------------------
 
@@ -269,6 +268,7 @@ struct PyTransformer {
     NT_CHECK(compute_type == "float32" || compute_type == "int8",
              "compute_type must be 'float32' or 'int8', got '" + compute_type + "'");
     const ModelConfig c = model_config(config);
+    checked_threads(n_threads);
     TensorMap map;
     for (const py::handle& item : tensors) {
       auto [name, type, rows, cols, data] = item.cast<std::tuple<std::string, int, int64_t, int64_t, ByteArray>>();
@@ -602,6 +602,8 @@ py::array_t<float> op_attention_decode(const FloatArray& q, const FloatArray& k,
 
 int op_sample(const FloatArray& logits, float temperature, int top_k, float top_p, float u) {
   NT_CHECK(logits.ndim() == 1 && logits.size() > 0, "sample: logits must be a non-empty 1-D array");
+  for (py::ssize_t i = 0; i < logits.size(); ++i)  // -inf is a removed token; NaN and +inf have no softmax
+    NT_CHECK(!std::isnan(logits.data()[i]) && logits.data()[i] != INFINITY, "sample: logits hold NaN or +infinity");
   check_sampling_params(SamplingParams{temperature, top_k, top_p, 0, {}}, int(logits.size()));
   NT_CHECK(u >= 0.0f && u < 1.0f, "sample: u must be in [0, 1)");
   const int n = int(logits.size());

@@ -11,6 +11,7 @@
 
 #include "loaders/gguf_models.h"
 #include "model/session.h"
+#include "parallel.h"
 
 using namespace nextoken;
 
@@ -205,12 +206,12 @@ nt_status nt_model_load(const char* path, const nt_load_options* options, nt_mod
     NT_CHECK(kv == "f32" || kv == "f16" || kv == "bf16" || kv == "q8_0",
              "kv_cache must be 'f32', 'f16', 'bf16' or 'q8_0', got '" + kv + "'");
     NT_CHECK(o.n_ctx > 0, "n_ctx must be positive, got " + std::to_string(o.n_ctx));
-    NT_CHECK(o.n_threads >= 0 && o.n_threads <= 1024, "n_threads must be 0 (every core) to 1024, got " + std::to_string(o.n_threads));
     int n_threads = o.n_threads;
-    if (n_threads == 0) {
+    if (n_threads == 0) {  // every core this process may run on
       cpu_set_t set;
-      n_threads = sched_getaffinity(0, sizeof(set), &set) == 0 ? std::max(1, CPU_COUNT(&set)) : 1;
+      n_threads = sched_getaffinity(0, sizeof(set), &set) == 0 ? std::min(std::max(1, CPU_COUNT(&set)), MAX_THREADS) : 1;
     }
+    check_threads(n_threads);
     auto m = std::make_unique<nt_model>();
     try {
       auto file = std::make_shared<const GGUFFile>(path);

@@ -1,12 +1,16 @@
 // parallel.cpp: see parallel.h.
 #include "parallel.h"
 
+#include "common.h"
+
 #include <algorithm>
 #include <atomic>
 #include <chrono>
 #include <condition_variable>
 #include <cstdint>
 #include <mutex>
+#include <string>
+#include <system_error>
 #include <thread>
 #include <vector>
 
@@ -73,8 +77,13 @@ struct Pool {
   }
 
   void grow(int workers) {
-    for (; n_workers < workers; ++n_workers)
-      std::thread([this, g = generation.load()] { worker(g); }).detach();  // they live as long as the process
+    try {
+      for (; n_workers < workers; ++n_workers)
+        std::thread([this, g = generation.load()] { worker(g); }).detach();  // they live as long as the process
+    } catch (const std::system_error&) {
+      // The system refused another thread (a limit): go on with those there are; the caller and the
+      // workers claim every chunk whatever their number.
+    }
   }
 };
 
@@ -84,6 +93,12 @@ Pool& pool() {
 }
 
 }  // namespace
+
+int check_threads(int n_threads) {
+  NT_CHECK(n_threads >= 1 && n_threads <= MAX_THREADS,
+           "n_threads must be in [1, " + std::to_string(MAX_THREADS) + "], got " + std::to_string(n_threads));
+  return n_threads;
+}
 
 void parallel_for(int n, int n_threads, int grain, const std::function<void(int, int)>& fn) {
   grain = std::max(grain, 1);

@@ -21,4 +21,10 @@ namespace nextoken {
 // when n_threads is 1 or n is at most grain. Not for nesting (fn must not call parallel_for).
 void parallel_for(int n, int n_threads, int grain, const std::function<void(int, int)>& fn);
 
+// The most threads a caller may ask for: far above any core count we run on, low enough that asking for
+// it cannot exhaust a process's thread or memory limits. check_threads throws nextoken::Error outside
+// [1, MAX_THREADS].
+constexpr int MAX_THREADS = 512;
+int check_threads(int n_threads);
+
 }  // namespace nextoken

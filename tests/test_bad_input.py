@@ -210,3 +210,21 @@ def test_load_errors_from_the_core_name_the_file(tmp_path):
     folder = llama_folder(tmp_path, edit_config=lambda c: c.update(intermediate_size=80))
     with pytest.raises(nextoken.Error, match="^llama: weight 'blk.0.ffn_gate' has shape"):
         nextoken.load(folder)
+
+
+def test_thread_counts_beyond_the_limit_are_named(tiny_model_path):
+    """n_threads is bounded (512) so that asking for many cannot exhaust a process's thread limit; once the
+    only way to die was libgomp aborting under a memory limit."""
+    with pytest.raises(nextoken.Error, match=r"n_threads must be in \[1, 512\], got 1000"):
+        nextoken.load(tiny_model_path[0], n_threads=1000)
+    w = np.ones((4, 32), np.float32).view(np.uint8).reshape(-1)
+    with pytest.raises(nextoken.Error, match="n_threads"):
+        nextoken.ops.matmul(np.ones((2, 32), np.float32), w, 0, 4, n_threads=1000)
+
+
+@pytest.mark.parametrize("bad", [np.inf, np.nan])
+def test_sample_rejects_logits_without_a_softmax(bad):
+    """+inf (once drawn as the wrong index) and NaN have no softmax; -inf is a removed token and allowed."""
+    with pytest.raises(nextoken.Error, match=r"NaN or \+infinity"):
+        nextoken.ops.sample(np.array([0.0, bad, 1.0], np.float32), 1.0, 0, 1.0, 0.5)
+    assert nextoken.ops.sample(np.array([0.0, -np.inf, 1.0], np.float32), 0.0, 0, 1.0, 0.5) == 2

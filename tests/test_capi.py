@@ -196,6 +196,8 @@ def test_bad_calls_give_a_status_and_leave_the_model_usable(lib, tiny_c, tiny_mo
     assert load(lib, tiny_model_path[0], compute_type="int4")[0] == NT_ERROR_INVALID_ARGUMENT
     assert b"compute_type" in lib.nt_last_error()
     assert load(lib, tiny_model_path[0], n_ctx=0)[0] == NT_ERROR_INVALID_ARGUMENT
+    assert load(lib, tiny_model_path[0], n_threads=1000)[0] == NT_ERROR_INVALID_ARGUMENT
+    assert b"n_threads" in lib.nt_last_error()
     assert generate(lib, tiny_c, [1, 300], 4)[0] == NT_ERROR_INVALID_ARGUMENT  # vocabulary of 300
     assert b"outside the vocabulary" in lib.nt_last_error()
     assert generate(lib, tiny_c, [], 4)[0] == NT_ERROR_INVALID_ARGUMENT

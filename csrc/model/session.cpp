@@ -5,6 +5,8 @@
 #include <cmath>
 #include <string>
 
+#include "../parallel.h"
+
 namespace nextoken {
 namespace {
 
@@ -52,8 +54,7 @@ Session::Session(std::shared_ptr<const Transformer> model, int n_ctx, int n_thre
 Session::~Session() = default;
 
 void Session::set_n_threads(int n) {
-  NT_CHECK(n > 0, "n_threads must be positive, got " + std::to_string(n));
-  n_threads_.store(n);
+  n_threads_.store(check_threads(n));
 }
 
 Session::Sequence& Session::find(uint64_t id) {

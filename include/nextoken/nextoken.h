@@ -38,7 +38,7 @@ const char* nt_last_error(void);
 /* ---- loading ---- */
 typedef struct {
   int32_t n_ctx;            /* longest sequence (prompt + new tokens); default 2048 */
-  int32_t n_threads;        /* 0: the physical cores */
+  int32_t n_threads;        /* 0 (default): every core this process may run on; at most 512 */
   const char* compute_type; /* "float32" (default: exact) or "int8" (activations int8 per block, faster) */
   const char* kv_cache;     /* "f32" (default), "f16", "bf16" or "q8_0" */
 } nt_load_options;
