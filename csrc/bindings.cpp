@@ -248,6 +248,7 @@ py::dict read_gguf(const std::string& path) {
   out["architecture"] = spec->architecture;
   out["config"] = config_dict(spec->config);
   out["context_length"] = spec->context_length;
+  out["identity"] = spec->file->identity();
   const ModelSpec* raw = spec.get();
   const py::capsule owner(spec.release(), [](void* p) { delete static_cast<ModelSpec*>(p); });
   py::list tensors;
@@ -264,7 +265,8 @@ py::dict read_gguf(const std::string& path) {
 // The shared weights plus the Python objects that own their memory.
 struct PyTransformer {
   PyTransformer(const py::dict& config, const py::list& tensors, int max_positions, const std::string& compute_type,
-                bool weights_file_mapped, int n_threads) {
+                bool weights_file_mapped, int n_threads, const std::string& packed_cache,
+                const std::string& packed_cache_key) {
     NT_CHECK(compute_type == "float32" || compute_type == "int8",
              "compute_type must be 'float32' or 'int8', got '" + compute_type + "'");
     const ModelConfig c = model_config(config);
@@ -279,7 +281,7 @@ struct PyTransformer {
     py::gil_scoped_release release;
     model = std::make_shared<Transformer>(c, map, max_positions,
                                           compute_type == "int8" ? ComputeType::Int8 : ComputeType::Float32,
-                                          weights_file_mapped, n_threads);
+                                          weights_file_mapped, n_threads, PackedCache{packed_cache, packed_cache_key});
   }
 
   // The encoder's last hidden states (T, C) of token ids, or of input vectors (T, C).
@@ -653,12 +655,17 @@ PYBIND11_MODULE(_core, m) {
   }, "{ggml type number: (name, weights per block, bytes per block)} of every weight type the kernels take.");
 
   py::class_<PyTransformer>(m, "Transformer")
-      .def(py::init<const py::dict&, const py::list&, int, const std::string&, bool, int>(), py::arg("config"),
-           py::arg("tensors"), py::arg("max_positions"), py::arg("compute_type") = "float32",
-           py::arg("weights_file_mapped") = false, py::arg("n_threads") = 1,
+      .def(py::init<const py::dict&, const py::list&, int, const std::string&, bool, int, const std::string&,
+                    const std::string&>(),
+           py::arg("config"), py::arg("tensors"), py::arg("max_positions"), py::arg("compute_type") = "float32",
+           py::arg("weights_file_mapped") = false, py::arg("n_threads") = 1, py::arg("packed_cache") = "",
+           py::arg("packed_cache_key") = "",
            "The immutable part of a model: config (dict of the choices in csrc/model/config.h) and weights\n"
            "[(role, ggml type, rows, cols, uint8 array)]. weights_file_mapped: the arrays view a read-only file\n"
-           "mapping, so int8 compute may drop their pages after repacking. Never set it for arrays in RAM.")
+           "mapping, so int8 compute may drop their pages after repacking. Never set it for arrays in RAM.\n"
+           "packed_cache: a file for int8 compute's repacked weights, read when it was made from packed_cache_key\n"
+           "(the source's identity), else written.")
+      .def_property_readonly("packed_from_cache", [](const PyTransformer& t) { return t.model->packed_from_cache(); })
       .def("encode", &PyTransformer::encode, py::arg("tokens") = py::none(), py::arg("embeddings") = py::none(),
            py::arg("n_threads") = 1, "An encoder's last hidden states (T, C) of ids, or of input vectors (T, C).");
 

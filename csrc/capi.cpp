@@ -190,7 +190,7 @@ extern "C" {
 const char* nt_last_error(void) { return last_error.c_str(); }
 
 void nt_load_options_init(nt_load_options* o) {
-  if (o) *o = nt_load_options{2048, 0, "float32", "f32"};
+  if (o) *o = nt_load_options{2048, 0, "float32", "f32", nullptr};
 }
 
 nt_status nt_model_load(const char* path, const nt_load_options* options, nt_model** model) {
@@ -226,9 +226,10 @@ nt_status nt_model_load(const char* path, const nt_load_options* options, nt_mod
     ModelConfig c = m->spec.config;
     c.kv_type = kv == "f16" ? DType::F16 : kv == "bf16" ? DType::BF16 : kv == "q8_0" ? DType::Q8_0 : DType::F32;
     try {
+      const PackedCache cache{o.packed_cache ? o.packed_cache : "", m->spec.file->identity()};
       m->transformer = std::make_shared<Transformer>(c, m->spec.tensors, o.n_ctx,
                                                      compute == "int8" ? ComputeType::Int8 : ComputeType::Float32,
-                                                     true, n_threads);
+                                                     true, n_threads, cache);
     } catch (const Error& e) {
       throw FileError(std::string(path) + ": " + e.what());
     }

@@ -25,7 +25,7 @@ class Sampling(ctypes.Structure):
 
 class LoadOptions(ctypes.Structure):
     _fields_ = [("n_ctx", ctypes.c_int32), ("n_threads", ctypes.c_int32), ("compute_type", ctypes.c_char_p),
-                ("kv_cache", ctypes.c_char_p)]
+                ("kv_cache", ctypes.c_char_p), ("packed_cache", ctypes.c_char_p)]
 
 
 class StepOutput(ctypes.Structure):
@@ -117,6 +117,18 @@ def test_generate_equals_python(lib, tiny_c, tiny_py):
     expected = tiny_py.generate(prompt, max_new_tokens=20, temperature=0.9, top_p=0.95, top_k=50,
                                 repetition_penalty=1.1, seed=7)
     assert generate(lib, tiny_c, prompt, 20, s) == (NT_OK, expected)
+
+
+def test_int8_with_a_packed_cache_equals_python(lib, tiny_model_path, tmp_path):
+    py = nextoken.load(tiny_model_path[0], n_ctx=256, n_threads=2, compute_type="int8", packed_cache=False)
+    expected = py.generate([5, 17, 90], max_new_tokens=12)
+    cache = str(tmp_path / "tiny.int8")
+    for _ in range(2):  # packs and writes the cache, then maps it
+        status, model = load(lib, tiny_model_path[0], compute_type="int8", packed_cache=cache)
+        assert status == NT_OK, lib.nt_last_error()
+        assert generate(lib, model, [5, 17, 90], 12) == (NT_OK, expected)
+        lib.nt_model_free(model)
+    assert (tmp_path / "tiny.int8").is_file()
 
 
 def test_forward_equals_python(lib, tiny_c, tiny_py):

@@ -6,7 +6,9 @@
 #include <sys/stat.h>
 #include <unistd.h>
 
+#include <algorithm>
 #include <cerrno>
+#include <cstdlib>
 #include <cstring>
 
 namespace nextoken {
@@ -158,6 +160,15 @@ GGUFFile::GGUFFile(const std::string& path) : path_(path) {
   ::close(fd);
   if (m == MAP_FAILED) throw Error("cannot map " + path + ": " + std::strerror(errno));
   map_ = static_cast<const uint8_t*>(m);
+  {
+    uint64_t hash = 14695981039346656037ull;  // FNV-1a
+    for (size_t i = 0; i < std::min<size_t>(size_, 1 << 20); ++i) hash = (hash ^ map_[i]) * 1099511628211ull;
+    char* real = realpath(path.c_str(), nullptr);
+    identity_ = "gguf " + std::string(real ? real : path.c_str()) + " size " + std::to_string(size_) + " mtime " +
+                std::to_string(int64_t(st.st_mtim.tv_sec) * 1000000000 + st.st_mtim.tv_nsec) + " fnv " +
+                std::to_string(hash);
+    std::free(real);
+  }
   try {
     Cursor cur{map_, size_};
     if (size_ < 24 || std::memcmp(map_, "GGUF", 4) != 0)

@@ -51,6 +51,9 @@ class GGUFFile {
   GGUFFile& operator=(const GGUFFile&) = delete;
 
   const std::string& path() const { return path_; }
+  // What names this file's content for caches made from it: its real path, size, modification time and
+  // a hash of its first MiB (the header).
+  const std::string& identity() const { return identity_; }
   std::string name() const;  // the file name without its folders, for messages
   const std::map<std::string, GGUFValue>& metadata() const { return metadata_; }
   const GGUFValue* find(const std::string& key) const;
@@ -58,7 +61,7 @@ class GGUFFile {
   const std::map<std::string, TensorView>& tensors() const { return tensors_; }
 
  private:
-  std::string path_;
+  std::string path_, identity_;
   const uint8_t* map_ = nullptr;
   size_t size_ = 0;
   std::map<std::string, GGUFValue> metadata_;

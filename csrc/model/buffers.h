@@ -7,6 +7,7 @@
 #if defined(__linux__)
 #include <sys/mman.h>
 #endif
+#include <functional>
 #include <memory>
 #include <new>
 
@@ -37,17 +38,18 @@ class PackedBuffer {
   explicit PackedBuffer(size_t n) {
     constexpr size_t huge = size_t(2) << 20;
     const size_t size = (n + huge - 1) / huge * huge;
-    data_.reset(static_cast<uint8_t*>(std::aligned_alloc(huge, size ? size : huge)));
+    data_ = {static_cast<uint8_t*>(std::aligned_alloc(huge, size ? size : huge)), [](uint8_t* p) { std::free(p); }};
     if (!data_) throw std::bad_alloc();
 #ifdef MADV_HUGEPAGE
     madvise(data_.get(), size, MADV_HUGEPAGE);  // advice only: failure changes nothing
 #endif
   }
+  // Bytes someone else allocated (a mapped cache file), given back by `release` when this buffer goes.
+  PackedBuffer(uint8_t* data, std::function<void(uint8_t*)> release) : data_(data, std::move(release)) {}
   uint8_t* get() const { return data_.get(); }
 
  private:
-  struct Free { void operator()(uint8_t* p) const { std::free(p); } };
-  std::unique_ptr<uint8_t, Free> data_;
+  std::unique_ptr<uint8_t, std::function<void(uint8_t*)>> data_{nullptr, [](uint8_t* p) { std::free(p); }};
 };
 
 }  // namespace nextoken

@@ -57,7 +57,8 @@ void apply_norm(const ModelConfig& c, const Norm& n, float* out, const float* x,
 }  // namespace
 
 Transformer::Transformer(const ModelConfig& config, const TensorMap& tensors, int max_positions,
-                         ComputeType compute, bool weights_file_mapped, int n_threads)
+                         ComputeType compute, bool weights_file_mapped, int n_threads,
+                         const PackedCache& packed_cache)
     : config_(config), weights_(bind_weights(config_, tensors)), max_positions_(max_positions) {
   NT_CHECK(max_positions > 0, "n_ctx must be positive, got " + std::to_string(max_positions));
   NT_CHECK(n_threads > 0, "n_threads must be positive, got " + std::to_string(n_threads));
@@ -71,7 +72,8 @@ Transformer::Transformer(const ModelConfig& config, const TensorMap& tensors, in
       rope_table(rope_cos_.back().get(), rope_sin_.back().get(), max_positions, half, inv_freq.data());
     }
   }
-  if (compute == ComputeType::Int8) pack_matrices(weights_, packed_, weights_file_mapped, n_threads);
+  if (compute == ComputeType::Int8)
+    packed_from_cache_ = pack_matrices(weights_, packed_, weights_file_mapped, n_threads, packed_cache);
 }
 
 void Transformer::check_tokens(const int32_t* tokens, int T, int pos0, int capacity) const {

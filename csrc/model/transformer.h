@@ -32,8 +32,9 @@ class Transformer {
   // max_positions: the longest sequence any cache will hold (RoPE tables are built for it).
   // weights_file_mapped: the tensors are views of a read-only file mapping, so with int8 compute the
   // pages of each matrix can be dropped from memory once it is repacked (peak RSS: one copy, not two).
+  // packed_cache: int8 compute's repacked weights are mapped from / written to this file (packed_cache.h).
   Transformer(const ModelConfig& config, const TensorMap& tensors, int max_positions, ComputeType compute,
-              bool weights_file_mapped, int n_threads);
+              bool weights_file_mapped, int n_threads, const PackedCache& packed_cache = {});
 
   // One forward pass over a ragged batch: each chunk's tokens follow the positions already in its cache,
   // all rows of all chunks run through the weights together (each weight read once for the batch).
@@ -64,6 +65,7 @@ class Transformer {
 
   const ModelConfig& config() const { return config_; }
   int max_positions() const { return max_positions_; }
+  bool packed_from_cache() const { return packed_from_cache_; }  // int8: the packed weights were mapped
 
  private:
   ModelConfig config_;
@@ -71,6 +73,7 @@ class Transformer {
   int max_positions_;
   std::vector<FloatBuffer> rope_cos_, rope_sin_;  // per table: (max_positions, D/2)
   PackedBuffer packed_;                            // every Matrix::packed points in here (int8 compute)
+  bool packed_from_cache_ = false;
 };
 
 }  // namespace nextoken

@@ -183,7 +183,7 @@ ModelWeights bind_weights(const ModelConfig& c, const TensorMap& tensors) {
   return w;
 }
 
-void pack_matrices(ModelWeights& w, PackedBuffer& buffer, bool file_mapped, int n_threads) {
+bool pack_matrices(ModelWeights& w, PackedBuffer& buffer, bool file_mapped, int n_threads, const PackedCache& cache) {
   std::vector<Matrix*> all{&w.output};
   for (LayerWeights& l : w.layers)
     for (Matrix* m : {&l.attn.q, &l.attn.k, &l.attn.v, &l.attn.o, &l.w_gate, &l.w_up, &l.w_down, &l.cross.q, &l.cross.k,
@@ -194,6 +194,17 @@ void pack_matrices(ModelWeights& w, PackedBuffer& buffer, bool file_mapped, int 
   for (Matrix* m : all) {
     offsets.push_back(total);
     total += packed_bytes(m->view.type, int(m->view.rows), int(m->view.cols));
+  }
+  // The layout's version and the matrices' shapes belong to the key: a cache made by another engine or
+  // for other shapes is not this model's.
+  PackedCache keyed = cache;
+  keyed.key += "\npacked layout 1";
+  for (Matrix* m : all)
+    keyed.key += " " + std::to_string(int(m->view.type)) + ":" + std::to_string(m->view.rows) + "x" + std::to_string(m->view.cols);
+  if (read_packed_cache(keyed, total, buffer)) {
+    for (size_t i = 0; i < all.size(); ++i)
+      if (packed_bits(all[i]->view.type)) all[i]->packed = buffer.get() + offsets[i];
+    return true;
   }
   buffer = PackedBuffer(total);
   for (size_t i = 0; i < all.size(); ++i) {
@@ -206,6 +217,8 @@ void pack_matrices(ModelWeights& w, PackedBuffer& buffer, bool file_mapped, int 
     all[i]->packed = buffer.get() + offsets[i];
     if (file_mapped) release_pages(v.data, v.rows * row_bytes(v.type, v.cols));
   }
+  write_packed_cache(keyed, buffer.get(), total);
+  return false;
 }
 
 }  // namespace nextoken

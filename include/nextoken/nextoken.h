@@ -41,6 +41,7 @@ typedef struct {
   int32_t n_threads;        /* 0 (default): every core this process may run on; at most 512 */
   const char* compute_type; /* "float32" (default: exact) or "int8" (activations int8 per block, faster) */
   const char* kv_cache;     /* "f32" (default), "f16", "bf16" or "q8_0" */
+  const char* packed_cache; /* int8: a file that keeps the repacked weights for the next load (NULL: none) */
 } nt_load_options;
 
 /* Fills *options with the defaults. */

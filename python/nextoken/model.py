@@ -2,6 +2,7 @@
 from __future__ import annotations
 
 import collections
+import hashlib
 import os
 import secrets
 import warnings
@@ -31,7 +32,8 @@ def default_threads() -> int:
 
 def load(model: Union[str, os.PathLike] = hub.DEFAULT_MODEL, n_ctx: int = 2048, n_threads: int | None = None,
          compute_type: str = "float32", weights: str | None = None,
-         lora: Union[str, os.PathLike, None] = None, kv_cache: str = "f32") -> "Model":
+         lora: Union[str, os.PathLike, None] = None, kv_cache: str = "f32",
+         packed_cache: Union[bool, str, os.PathLike, None] = None) -> "Model":
     """Load a model by name (see nextoken.hub.MODELS; fetched on first use), from a .gguf file or from a
     Hugging Face folder (config.json, *.safetensors, tokenizer.json).
 
@@ -50,9 +52,13 @@ def load(model: Union[str, os.PathLike] = hub.DEFAULT_MODEL, n_ctx: int = 2048, 
       half the memory, and half the bytes each decode step reads from the cache; "q8_0": int8 per 32 values
       with an f16 scale, about a quarter (head dims a multiple of 32). Logits move slightly (README: the
       measured error).
+    packed_cache: int8 compute of a GGUF file keeps its repacked weights in a file and maps them on the next
+      load instead of repacking (checked against the model file's path, size, mtime and header hash). None
+      (default): for the models in nextoken's cache folder (nextoken pull), beside them in packed/; True:
+      for any file, there; a path: that file; False: never.
     """
     return Model(hub.resolve(model), n_ctx=n_ctx, n_threads=n_threads, compute_type=compute_type, weights=weights,
-                 lora=lora, kv_cache=kv_cache)
+                 lora=lora, kv_cache=kv_cache, packed_cache=packed_cache)
 
 
 def _check_int(name, value, low, high=2**31 - 1):
@@ -66,10 +72,11 @@ class Model:
     """A loaded model: its weights, tokenizer and one sequence's KV cache. Made by nextoken.load()."""
 
     def __init__(self, path, n_ctx: int = 2048, n_threads: int | None = None, compute_type: str = "float32",
-                 weights: str | None = None, lora=None, kv_cache: str = "f32"):
+                 weights: str | None = None, lora=None, kv_cache: str = "f32", packed_cache=None):
         n_ctx = _check_int("n_ctx", n_ctx, 1)
         n_threads = default_threads() if n_threads is None else _check_int("n_threads", n_threads, 1)
         path = Path(path)
+        packed = {}  # int8: where the repacked weights are kept (_packed_cache_path)
         if safetensors.is_folder(path):
             folder = safetensors.read(path)
             if lora is not None:
@@ -84,6 +91,10 @@ class Model:
             spec = f.spec
             self.tokenizer = Tokenizer.from_gguf(f.metadata)
             file_mapped = True   # every matrix views the read-only mapping: int8 may drop its pages
+            if compute_type == "int8" and weights is None:
+                cache = _packed_cache_path(path, packed_cache)
+                if cache is not None:
+                    packed = dict(packed_cache=str(cache), packed_cache_key=f.identity)
         if weights is not None:
             spec = architectures.quantize_roles(spec, weights, _core.ops.quantize, n_threads)
             file_mapped = False  # the quantized matrices are in RAM
@@ -111,7 +122,7 @@ class Model:
         self.weight_types = dict(types.most_common())
         try:
             self._transformer = _core.Transformer(self.config, spec.tensors, n_ctx, compute_type, file_mapped,
-                                                  n_threads)
+                                                  n_threads, **packed)
         except Error as e:  # the core names the weight by its role; say which file it came from
             raise Error(f"{path.name}: {e}") from None
         self._model = _core.Session(self._transformer, n_ctx, n_threads)
@@ -535,6 +546,41 @@ class Model:
     def chat_ids(self, messages: Sequence[dict]) -> list[int]:
         """The token ids of `messages` rendered with the chat template, ending with the assistant's turn."""
         return chat_template.render_ids(self.tokenizer, messages)
+
+
+def _id_list(name: str, value) -> list:
+    """Token ids given as a list, tuple or 1-D array (each checked by the caller)."""
+    if isinstance(value, (list, tuple, range)) or isinstance(value, np.ndarray) and value.ndim == 1:
+        return list(value)
+    raise Error(f"{name} must be a list of token ids, got {value!r}")
+
+
+def _stop_strings(stop) -> list:
+    """stop= as a list of non-empty strings: None, one string, or a list of them."""
+    stops = [] if stop is None else [stop] if isinstance(stop, str) else \
+        list(stop) if isinstance(stop, (list, tuple)) else None
+    if stops is None or any(not isinstance(s, str) or not s for s in stops):
+        raise Error(f"stop must be a non-empty string or a list of them, got {stop!r}")
+    return stops
+
+
+def _packed_cache_path(path: Path, packed_cache) -> Path | None:
+    """Where load(packed_cache=...) keeps a GGUF file's repacked int8 weights (None: nowhere); its folder is
+    made if needed (if it cannot be, nothing is cached)."""
+    if packed_cache is False or (packed_cache is None and hub.home().resolve() not in path.resolve().parents):
+        return None
+    if packed_cache is None or packed_cache is True:
+        digest = hashlib.sha1(str(path.resolve()).encode()).hexdigest()[:12]
+        target = hub.home() / "packed" / f"{path.stem}-{digest}.int8"
+    elif isinstance(packed_cache, (str, os.PathLike)):
+        target = Path(packed_cache)
+    else:
+        raise Error(f"packed_cache must be None, True, False or a path, got {packed_cache!r}")
+    try:
+        target.parent.mkdir(parents=True, exist_ok=True)
+    except OSError:
+        return None
+    return target
 
 
 def _is_batch(prompt) -> bool:

@@ -17,6 +17,7 @@ class GGUFFile:
     path: Path
     metadata: dict   # every key/value (numeric arrays as numpy arrays, other arrays as lists)
     spec: Spec       # config and weights by role (numpy views of the file mapping)
+    identity: str    # path, size, mtime and header hash: what a cache made from the file is checked against
 
 
 def read(path) -> GGUFFile:
@@ -25,4 +26,4 @@ def read(path) -> GGUFFile:
         raise FileNotFoundError(f"no model file at {path}")
     f = _core.read_gguf(str(path))
     spec = Spec(f["architecture"], f["config"], f["tensors"], f["context_length"])
-    return GGUFFile(path, f["metadata"], spec)
+    return GGUFFile(path, f["metadata"], spec, f["identity"])
