@@ -29,12 +29,13 @@ def tiny_vocab(n):
 
 
 def write_tiny_llama(path, matrix_type=ref.Q4_1, embd_type=ref.Q8_0, tied=True, seed=0, arch="llama",
-                     drop=(), config=None):
-    """Writes a tiny random Llama GGUF; returns (config, {name: dequantized float32 weights})."""
+                     drop=(), config=None, extra=None):
+    """Writes a tiny random Llama GGUF; returns (config, {name: dequantized float32 weights}). config may
+    also set block_count and eos_token_id apart from the layers written; extra(writer) adds keys."""
     c = dict(TINY, **(config or {}))
     rng = np.random.default_rng(seed)
     w = GGUFWriter(str(path), arch)
-    w.add_block_count(c["n_layers"])
+    w.add_block_count(c.get("block_count", c["n_layers"]))
     w.add_context_length(256)
     w.add_embedding_length(c["dim"])
     w.add_feed_forward_length(c["hidden_dim"])
@@ -49,9 +50,11 @@ def write_tiny_llama(path, matrix_type=ref.Q4_1, embd_type=ref.Q8_0, tied=True, 
     w.add_token_list(tokens)
     w.add_token_types(types)
     w.add_token_merges(merges)
-    w.add_eos_token_id(1)
+    w.add_eos_token_id(c.get("eos_token_id", 1))
     w.add_bos_token_id(0)
     w.add_add_bos_token(False)
+    if extra is not None:
+        extra(w)
 
     C, q_dim, kv_dim, hid = c["dim"], c["n_heads"] * c["head_dim"], c["n_kv_heads"] * c["head_dim"], c["hidden_dim"]
     shapes = {"token_embd.weight": (c["vocab_size"], C), "output_norm.weight": (C,)}
