@@ -51,9 +51,10 @@ def prompt_ids(model_path: Path, n: int) -> list[int]:
 
 # ==== workers: one engine per process ======================================================================
 class NextokenEngine:
-    def __init__(self, path, threads, compute_type, kv_cache="f32"):
+    def __init__(self, path, threads, compute_type, kv_cache="f32", packed_cache=True):
         import nextoken
-        self.model = nextoken.load(path, n_ctx=N_CTX, n_threads=threads, compute_type=compute_type, kv_cache=kv_cache)
+        self.model = nextoken.load(path, n_ctx=N_CTX, n_threads=threads, compute_type=compute_type, kv_cache=kv_cache,
+                                   packed_cache=packed_cache)
 
     def prefill(self, ids):
         t = time.perf_counter()
@@ -191,7 +192,8 @@ def _ct2_model(path: Path) -> Path:
 
 ENGINES = {
     "nextoken": (lambda p, t: NextokenEngine(p, t, "float32"), "nextoken"),
-    "nextoken-int8": (lambda p, t: NextokenEngine(p, t, "int8"), "nextoken"),
+    "nextoken-int8": (lambda p, t: NextokenEngine(p, t, "int8"), "nextoken"),  # packed weights mapped from the cache
+    "nextoken-int8-repack": (lambda p, t: NextokenEngine(p, t, "int8", packed_cache=False), "nextoken"),
     "nextoken-int8-kvf16": (lambda p, t: NextokenEngine(p, t, "int8", "f16"), "nextoken"),
     "nextoken-int8-kvq8": (lambda p, t: NextokenEngine(p, t, "int8", "q8_0"), "nextoken"),
     "llama.cpp-fa": (lambda p, t: LlamaCppEngine(p, t, True), "llama_cpp"),
@@ -299,6 +301,8 @@ def main():
     figures = [f for f in FIGURES if f[0] in args.figures]
     if "ctranslate2-int8" in engines:
         _ct2_model(path)  # convert before timing anything: load time is the converted model's
+    if any(e.startswith("nextoken-int8") and e != "nextoken-int8-repack" for e in engines):
+        nextoken.load(path, n_ctx=16, compute_type="int8", packed_cache=True)  # the same: the packed cache written
     procs, results = {}, {}
     for e in engines:
         p = subprocess.Popen([sys.executable, __file__, "--worker", e, "--model", str(path), "--threads", str(args.threads)],
