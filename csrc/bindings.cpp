@@ -200,14 +200,16 @@ py::dict config_dict(const ModelConfig& c) {
   return d;
 }
 
+// Text from a file: UTF-8, with U+FFFD for bytes that are not.
+py::object file_text(const std::string& s) {
+  return py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(s.data(), py::ssize_t(s.size()), "replace"));
+}
+
 // A GGUF metadata value as Python reads it: numbers, bools and strings as such (strings decoded with
 // U+FFFD for bad UTF-8), arrays of numbers as numpy arrays, other arrays as lists.
 py::object metadata_value(const GGUFValue& v) {
-  auto text = [](const std::string& s) {
-    return py::reinterpret_steal<py::object>(PyUnicode_DecodeUTF8(s.data(), py::ssize_t(s.size()), "replace"));
-  };
   if (!v.is_array) {
-    if (v.type == GGUFType::String) return text(v.text);
+    if (v.type == GGUFType::String) return file_text(v.text);
     if (v.type == GGUFType::Bool) return py::bool_(v.bits != 0);
     if (v.type == GGUFType::F32 || v.type == GGUFType::F64) return py::float_(v.as_double());
     if (v.type == GGUFType::U64) return py::int_(v.bits);
@@ -215,7 +217,7 @@ py::object metadata_value(const GGUFValue& v) {
   }
   if (v.type == GGUFType::String) {
     py::list out;
-    for (const std::string& s : v.strings) out.append(text(s));
+    for (const std::string& s : v.strings) out.append(file_text(s));
     return out;
   }
   if (v.type == GGUFType::Array) {
@@ -242,7 +244,7 @@ py::dict read_gguf(const std::string& path) {
     spec = std::make_unique<ModelSpec>(spec_from_gguf(std::make_shared<const GGUFFile>(path)));
   }
   py::dict metadata;
-  for (const auto& [key, value] : spec->file->metadata()) metadata[py::str(key)] = metadata_value(value);
+  for (const auto& [key, value] : spec->file->metadata()) metadata[file_text(key)] = metadata_value(value);
   py::dict out;
   out["metadata"] = metadata;
   out["architecture"] = spec->architecture;
