@@ -43,6 +43,19 @@ std::string other_type_name(uint32_t number) {
   return "number " + std::to_string(number);
 }
 
+// Whether s is UTF-8 (names go into messages, which must be text).
+bool is_utf8(const std::string& s) {
+  for (size_t i = 0; i < s.size();) {
+    const auto c = uint8_t(s[i]);
+    const size_t len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
+    if (len == 0 || i + len > s.size()) return false;
+    for (size_t k = 1; k < len; ++k)
+      if ((uint8_t(s[i + k]) >> 6) != 2) return false;
+    i += len;
+  }
+  return true;
+}
+
 // Reads little-endian values from the mapping, failing cleanly past its end.
 struct Cursor {
   const uint8_t* data;
@@ -183,6 +196,7 @@ GGUFFile::GGUFFile(const std::string& path) : path_(path) {
                   " metadata entries, too many for the file");
     for (uint64_t i = 0; i < n_kv; ++i) {
       std::string key = cur.string();
+      if (!is_utf8(key)) throw Error(path + ": metadata key " + std::to_string(i) + " is not UTF-8 text");
       GGUFValue v = cur.value(cur.read<uint32_t>(), 0);
       if (!metadata_.emplace(key, std::move(v)).second) throw Error(name() + " holds two metadata keys '" + key + "'");
     }
@@ -191,6 +205,7 @@ GGUFFile::GGUFFile(const std::string& path) : path_(path) {
     for (uint64_t i = 0; i < n_tensors; ++i) {
       Info t;
       t.name = cur.string();
+      if (!is_utf8(t.name)) throw Error(path + ": the name of tensor " + std::to_string(i) + " is not UTF-8 text");
       const uint32_t n_dims = cur.read<uint32_t>();
       if (n_dims > 4)
         throw Error("tensor '" + t.name + "' has " + std::to_string(n_dims) + " dimensions (GGUF allows 4)");
@@ -226,9 +241,11 @@ GGUFFile::GGUFFile(const std::string& path) : path_(path) {
       if (cols == 0 || rows == 0 || cols % uint64_t(info->block))
         throw Error("tensor '" + t.name + "' has rows of " + std::to_string(cols) + " weights, not whole " +
                     info->name + " blocks");
-      const uint64_t row_bytes = cols / uint64_t(info->block) * uint64_t(info->block_bytes);
+      // A row larger than the file is outside it: checked before the product, which could wrap to 0.
+      const uint64_t row_blocks = cols / uint64_t(info->block);
+      const uint64_t row_bytes = row_blocks <= size_ / uint64_t(info->block_bytes) ? row_blocks * uint64_t(info->block_bytes) : 0;
       const bool fits = t.offset % alignment == 0 && data_start <= size_ && t.offset <= size_ - data_start &&
-                        row_bytes <= size_ && rows <= (size_ - data_start - t.offset) / row_bytes;
+                        row_bytes > 0 && rows <= (size_ - data_start - t.offset) / row_bytes;
       if (!fits)
         throw Error("tensor '" + t.name + "' lies outside the file (offset " + std::to_string(t.offset) +
                     "; the file has " + std::to_string(size_) + " bytes): truncated or corrupted");

@@ -2,6 +2,7 @@
 // (RoPE frequencies, Gemma's scales), so a GGUF file and the Hugging Face folder it came from agree.
 #include "gguf_models.h"
 
+#include <algorithm>
 #include <cmath>
 #include <set>
 #include <sstream>
@@ -22,7 +23,11 @@ std::vector<float> rope_inv_freq(double base, int dim) {
 
 std::string describe(const GGUFValue& v) {
   if (v.is_array) return "an array of " + std::to_string(v.count);
-  if (v.type == GGUFType::String) return "'" + v.text + "'";
+  if (v.type == GGUFType::String) {  // messages are text: bytes that are not UTF-8 shown as '?'
+    std::string shown;
+    for (char c : v.text) shown += uint8_t(c) < 0x80 ? c : '?';
+    return "'" + shown + "'";
+  }
   if (v.type == GGUFType::Bool) return v.bits ? "True" : "False";
   std::ostringstream s;
   if (v.is_integer()) s << v.as_int();
@@ -71,6 +76,15 @@ class Mapper {
   }
 
   bool has(const std::string& name) const { return f_.tensors().count(name) != 0; }
+
+  // block_count, bounded by the tensors the file holds (each layer has several) before anything is sized by it.
+  int layer_count() const {
+    const int n = positive_int("block_count");
+    if (size_t(n) > f_.tensors().size())
+      throw Error(full("block_count") + " is " + std::to_string(n) + " but " + f_.name() + " holds only " +
+                  std::to_string(f_.tensors().size()) + " tensors");
+    return n;
+  }
 
   const TensorView* take(const std::string& name, bool required) {
     auto it = f_.tensors().find(name);
@@ -161,7 +175,7 @@ ModelConfig base_config(int n_layers) {
 }
 
 void map_llama(Mapper& m) {
-  ModelConfig c = base_config(m.positive_int("block_count"));
+  ModelConfig c = base_config(m.layer_count());
   c.dim = m.positive_int("embedding_length");
   c.n_heads = m.positive_int("attention.head_count");
   c.head_dim = m.positive_int("attention.key_length", c.dim / c.n_heads);
@@ -211,7 +225,7 @@ void map_llama(Mapper& m) {
 // embeddings times sqrt(C), attention scaled by head_dim^-1/2 (GGUF has no query_pre_attn_scalar),
 // sliding-window layers with their own RoPE base between full ones.
 void map_gemma3(Mapper& m) {
-  ModelConfig c = base_config(m.positive_int("block_count"));
+  ModelConfig c = base_config(m.layer_count());
   c.dim = m.positive_int("embedding_length");
   c.n_heads = m.positive_int("attention.head_count");
   c.head_dim = m.positive_int("attention.key_length", c.dim / c.n_heads);
@@ -281,7 +295,9 @@ std::vector<std::string> gguf_architectures() { return {"llama", "gemma3"}; }
 ModelSpec spec_from_gguf(std::shared_ptr<const GGUFFile> file) {
   const GGUFValue* arch = file->find("general.architecture");
   if (!arch) throw Error("the GGUF metadata of " + file->name() + " lacks 'general.architecture'");
-  const std::string name = arch->is_array || arch->type != GGUFType::String ? describe(*arch) : arch->text;
+  const bool text = !arch->is_array && arch->type == GGUFType::String &&
+                    std::all_of(arch->text.begin(), arch->text.end(), [](char c) { return uint8_t(c) < 0x80; });
+  const std::string name = text ? arch->text : describe(*arch);  // messages are text
   Mapper m(file, name);
   int n_layers = 0;
   if (name == "llama") {

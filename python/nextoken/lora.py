@@ -8,6 +8,7 @@ base model's name prefixed by "base_model.model.". Merging replaces W by W + s (
 from __future__ import annotations
 
 import math
+import os
 from pathlib import Path
 
 import numpy as np
@@ -22,6 +23,8 @@ _A, _B = ".lora_A.weight", ".lora_B.weight"
 def merge(folder, adapter) -> int:
     """Merges the adapter at path `adapter` into folder.tensors (a loaders.safetensors.HFFolder); returns
     how many matrices changed. Everything is checked before any weight is replaced."""
+    if not isinstance(adapter, (str, os.PathLike)):
+        raise Error(f"lora must be the path of a PEFT adapter folder, got {adapter!r}")
     adapter = Path(adapter)
     if not (adapter / "adapter_config.json").is_file():
         raise Error(f"{adapter} is not a PEFT adapter folder: it has no adapter_config.json")

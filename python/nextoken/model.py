@@ -75,6 +75,8 @@ class Model:
                  weights: str | None = None, lora=None, kv_cache: str = "f32", packed_cache=None):
         n_ctx = _check_int("n_ctx", n_ctx, 1)
         n_threads = default_threads() if n_threads is None else _check_int("n_threads", n_threads, 1)
+        if not isinstance(compute_type, str) or compute_type not in ("float32", "int8"):  # before it is compared
+            raise Error(f"compute_type must be 'float32' or 'int8', got {compute_type!r}")
         path = Path(path)
         packed = {}  # int8: where the repacked weights are kept (_packed_cache_path)
         if safetensors.is_folder(path):
@@ -98,7 +100,7 @@ class Model:
         if weights is not None:
             spec = architectures.quantize_roles(spec, weights, _core.ops.quantize, n_threads)
             file_mapped = False  # the quantized matrices are in RAM
-        if kv_cache not in ("f32", "f16", "bf16", "q8_0"):
+        if not isinstance(kv_cache, str) or kv_cache not in ("f32", "f16", "bf16", "q8_0"):
             raise Error(f"kv_cache must be 'f32', 'f16', 'bf16' or 'q8_0', got {kv_cache!r}")
         self.kv_cache = kv_cache
         self.architecture = spec.architecture
@@ -106,12 +108,14 @@ class Model:
         if self.tokenizer.vocab_size > self.config["vocab_size"]:
             raise Error(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model only "
                         f"{self.config['vocab_size']}")
-        if compute_type not in ("float32", "int8"):
-            raise Error(f"compute_type must be 'float32' or 'int8', got {compute_type!r}")
         self.compute_type = compute_type
         self.path = path
         self._warned_raw_prompt = False
         self.context_length = spec.context_length
+        if isinstance(spec.context_length, bool) or not isinstance(spec.context_length, (int, np.integer)) or \
+                spec.context_length < 0:  # a folder's max_position_embeddings / n_positions, as config.json says
+            raise Error(f"{path.name}: the context length it was trained for must be an integer >= 0, got "
+                        f"{spec.context_length!r}")
         if spec.context_length and n_ctx > spec.context_length:
             warnings.warn(f"n_ctx = {n_ctx} exceeds the {spec.context_length} positions {path.name} was trained for: "
                           "quality degrades past them", stacklevel=3)
@@ -129,6 +133,9 @@ class Model:
         # Encoder-decoder models: the encoder is a second transformer; the Session above is the decoder's.
         self._encoder = None
         self.generation = dict(spec.generation)
+        for key in ("decoder_start_token_id", "forced_bos_token_id"):  # as the folder's configs set them
+            if self.generation.get(key) is not None:
+                _check_int(f"{path.name}: {key}", self.generation[key], 0, self.config["vocab_size"] - 1)
         self.vision = dict(spec.vision)
         if spec.encoder is not None:
             self._encoder = _core.Transformer(dict(spec.encoder.config, kv_cache=kv_cache), spec.encoder.tensors, n_ctx, compute_type,
@@ -253,7 +260,7 @@ class Model:
           or, with num_beams, the n best beams.
         num_beams, length_penalty, early_stopping, return_scores: beam search (see beam_search()).
         """
-        num_beams = params.pop("num_beams", 1)
+        num_beams = _check_int("num_beams", params.pop("num_beams", 1), 1)
         if num_beams != 1:
             return self.beam_search(prompt, max_new_tokens, num_beams=num_beams, **params)
         beam_only = [k for k in ("length_penalty", "early_stopping", "return_scores") if k in params]
@@ -389,15 +396,16 @@ class Model:
         if eos_token_id is None:
             eos = list(self.tokenizer.eos_ids)
         else:
-            eos = [eos_token_id] if isinstance(eos_token_id, (int, np.integer)) else list(eos_token_id)
+            eos = [eos_token_id] if isinstance(eos_token_id, (int, np.integer)) else _id_list("eos_token_id", eos_token_id)
             eos = [_check_int("an eos_token_id", t, 0, self.vocab_size - 1) for t in eos]
-        return eos + [_check_int("a stop_token_ids id", t, 0, self.vocab_size - 1) for t in stop_token_ids or []]
+        stops = [] if stop_token_ids is None else _id_list("stop_token_ids", stop_token_ids)
+        return eos + [_check_int("a stop_token_ids id", t, 0, self.vocab_size - 1) for t in stops]
 
     def _seeds(self, seed, n: int) -> list[int]:
         """One seed per prompt: seed given once applies to every prompt; None draws one at random."""
         if seed is None:
             seed = secrets.randbits(64)
-        if isinstance(seed, (list, tuple, np.ndarray)):
+        if isinstance(seed, (list, tuple)) or isinstance(seed, np.ndarray) and seed.ndim == 1:
             if len(seed) != n:
                 raise Error(f"seed is a list of {len(seed)} seeds for {n} prompts: give one per prompt or a single int")
             return [_check_int("seed", s, 0, 2**64 - 1) for s in seed]
@@ -405,9 +413,7 @@ class Model:
 
     def _start(self, prompts: Sequence[Prompt], max_new_tokens, *, stop=None, logprobs=None, **params) -> list["_Run"]:
         """One run per prompt, its sequence added to the session (driven by next()); nothing has run yet."""
-        stops = [stop] if isinstance(stop, str) else list(stop or [])
-        if any(not isinstance(s, str) or not s for s in stops):
-            raise Error("stop must be a non-empty string or a list of them")
+        stops = _stop_strings(stop)
         sequences, text = self._add(prompts, max_new_tokens, pulled=True, logprobs=logprobs, **params)
         if stops and not all(text):
             for sequence_id in sequences:
@@ -462,6 +468,8 @@ class Model:
         if self._encoder is not None and "bad_words_ids" not in sampling_params and \
                 self.generation.get("bad_words_ids"):
             sampling_params["bad_words_ids"] = self.generation["bad_words_ids"]  # Marian bans its pad id
+        if not isinstance(context_shift, (bool, np.bool_)):  # before its truth value is taken
+            raise Error(f"context_shift must be True or False, got {context_shift!r}")
         if max_new_tokens is None:
             if not context_shift:
                 raise Error("max_new_tokens=None (no limit) needs context_shift=True")
@@ -470,8 +478,6 @@ class Model:
             max_new_tokens = _check_int("max_new_tokens", max_new_tokens, 0)
         min_new_tokens = _check_int("min_new_tokens", min_new_tokens, 0)
         n_keep = _check_int("n_keep", n_keep, 0)
-        if not isinstance(context_shift, (bool, np.bool_)):
-            raise Error(f"context_shift must be True or False, got {context_shift!r}")
         seeds = self._seeds(seed, len(items))
         sampling = checked_params(self.vocab_size, greedy_ok=True, **{"temperature": 0.0, **sampling_params})
         if logprobs is not None:
@@ -508,20 +514,22 @@ class Model:
         """One token for each sequence of `ids` (default: every unfinished sequence added by add_sequence), all
         in one forward pass; a list of StepOutput (id, token, finished, logprob, top). A sequence's tokens are
         the same whatever else is stepped beside it."""
+        if ids is not None and not (isinstance(ids, (list, tuple, range)) or isinstance(ids, np.ndarray) and ids.ndim == 1):
+            raise Error(f"step() takes a list of sequence ids (or None: every unfinished one), got {ids!r}")
         return self._model.step([] if ids is None else [_check_int("a sequence id", i, 0, 2**64 - 1) for i in ids])
 
     def fork_sequence(self, sequence_id: int, seed: int | None = None) -> int:
         """A copy of an unfinished sequence (its cache, tokens and parameters) that samples with `seed`
         (None: a random one); its id."""
-        return self._model.fork(sequence_id, self._seeds(seed, 1)[0])
+        return self._model.fork(_check_int("sequence_id", sequence_id, 0, 2**64 - 1), self._seeds(seed, 1)[0])
 
     def free_sequence(self, sequence_id: int) -> None:
         """Ends a sequence. Its cache is kept for a later prompt that extends its tokens."""
-        self._model.free(sequence_id)
+        self._model.free(_check_int("sequence_id", sequence_id, 0, 2**64 - 1))
 
     def sequence_tokens(self, sequence_id: int) -> list[int]:
         """The prompt and generated tokens of a sequence."""
-        return self._model.tokens(sequence_id)
+        return self._model.tokens(_check_int("sequence_id", sequence_id, 0, 2**64 - 1))
 
     # ---- chat ----------------------------------------------------------------------------------------
     def chat(self, messages: Sequence[dict], **params) -> str:
@@ -535,10 +543,7 @@ class Model:
         if "parse_special" in params:
             raise Error("chat() never parses special tokens in message contents; parse_special is not taken")
         ids = self.chat_ids(messages)
-        stops = params.pop("stop", None)
-        stops = [stops] if isinstance(stops, str) else list(stops or [])
-        if any(not isinstance(x, str) or not x for x in stops):
-            raise Error("stop must be a non-empty string or a list of them")
+        stops = _stop_strings(params.pop("stop", None))
         run, = self._start([ids], params.pop("max_new_tokens", 128), **params)
         run.decoder, run.stops = StreamDecoder(self.tokenizer), stops  # the reply as text
         return (piece for _, piece, _ in _round_robin([run]))

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import json
 
+import numpy as np
 from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
 
 from . import spm_vocab
@@ -33,6 +34,34 @@ def _ids(value) -> list:
     return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
 
 
+def _check_gguf_types(meta: dict):
+    """A GGUF file can hold a value of any type under any key: each tokenizer key read here must hold the
+    type it is read as, else a nextoken.Error names the key."""
+    def check(key, ok, what):
+        if key in meta and not ok(meta[key]):
+            value = meta[key]
+            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
+            raise Error(f"the GGUF metadata '{key}' must be {what}, got {type(value).__name__} {shown}")
+
+    def number_array(kinds):  # a numpy array of those dtype kinds, or a list of such numbers
+        def ok(v):
+            if isinstance(v, list):
+                return all(isinstance(x, (int, float, np.number)) and np.asarray(x).dtype.kind in kinds for x in v)
+            return isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype.kind in kinds
+        return ok
+    for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.chat_template"):
+        check(key, lambda v: isinstance(v, str), "a string")
+    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges"):
+        check(key, lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v), "an array of strings")
+    check("tokenizer.ggml.token_type", number_array("iu"), "an array of integers")
+    check("tokenizer.ggml.scores", number_array("iuf"), "an array of numbers")
+    check("tokenizer.ggml.add_bos_token", lambda v: isinstance(v, (bool, np.bool_)) or
+          isinstance(v, (int, np.integer)) and v in (0, 1), "true or false")
+    for name in ("bos", "eos", "eot", "unknown", "padding"):
+        check(f"tokenizer.ggml.{name}_token_id",
+              lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)), "an integer")
+
+
 class Tokenizer:
     """A `tokenizers.Tokenizer` plus what generation needs from the model files: EOS ids, the chat template."""
 
@@ -52,6 +81,7 @@ class Tokenizer:
         """Built from the vocabulary stored in a GGUF file (tokenizer.ggml.*)."""
         def get(key, default):
             return meta.get(key, default)
+        _check_gguf_types(meta)
         tokens = get("tokenizer.ggml.tokens", [])
         if not tokens:
             raise Error("the GGUF file has no tokenizer (tokenizer.ggml.tokens)")
@@ -72,6 +102,9 @@ class Tokenizer:
             raise Error(f"tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens")
         vocab = {tok: i for i, tok in enumerate(tokens)}
         merges = [tuple(m.split(" ", 1)) for m in get("tokenizer.ggml.merges", [])]
+        if any(len(m) != 2 for m in merges):
+            bad = next(" ".join(m) for m in merges if len(m) != 2)
+            raise Error(f"tokenizer.ggml.merges holds {bad!r}: a merge is two tokens separated by a space")
         try:
             tk = HFTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
         except Exception as e:  # tokenizers raises its own Exception for merges of unknown tokens
@@ -102,7 +135,7 @@ class Tokenizer:
         if (folder / "tokenizer_config.json").is_file():
             try:
                 template = json.loads((folder / "tokenizer_config.json").read_text()).get("chat_template") or ""
-            except (ValueError, AttributeError):
+            except (ValueError, AttributeError, RecursionError):  # RecursionError: nested too deep to parse
                 raise Error(f"{folder / 'tokenizer_config.json'} is not a JSON object") from None
         return cls(tk, tk.get_vocab_size(with_added_tokens=True), _ids(eos), True, chat_template=template)
 
@@ -191,10 +224,16 @@ class MarianTokenizer(Tokenizer):
                 if (folder / "tokenizer_config.json").is_file() else {}
         except (OSError, RuntimeError, ValueError) as e:
             raise Error(f"{folder}: not a readable Marian tokenizer ({e})") from None
-        if not isinstance(self._vocab, dict):
-            raise Error(f"{folder / 'vocab.json'}: expected an object of piece -> id")
+        if not isinstance(self._vocab, dict) or not self._vocab or \
+                not all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in self._vocab.values()):
+            raise Error(f"{folder / 'vocab.json'}: expected an object of piece -> id (an integer >= 0)")
+        if not isinstance(settings, dict):
+            raise Error(f"{folder / 'tokenizer_config.json'}: expected a JSON object")
         self._pieces = {i: p for p, i in self._vocab.items()}
         names = [settings.get(k, d) for k, d in (("eos_token", "</s>"), ("unk_token", "<unk>"), ("pad_token", "<pad>"))]
+        names = [n.get("content") if isinstance(n, dict) else n for n in names]  # an AddedToken's serialized form
+        if not all(isinstance(n, str) for n in names):
+            raise Error(f"{folder / 'tokenizer_config.json'}: eos_token, unk_token and pad_token must be strings")
         self._special = {self._vocab[n] for n in names if n in self._vocab}
         self._unk = self._vocab.get(names[1], 0)
         self._eos = self._vocab.get(names[0], 0)

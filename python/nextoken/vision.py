@@ -30,18 +30,44 @@ def preprocess(image, vision: dict) -> np.ndarray:
     p = vision.get("processor") or {}
     image = image.convert("RGB")
     if p.get("do_resize", True):
-        size = p.get("size", {"height": vision["image_size"], "width": vision["image_size"]})
-        height, width = (size, size) if isinstance(size, int) else (size["height"], size["width"])
-        method = getattr(Image.Resampling, RESAMPLE.get(p.get("resample", 2), "BILINEAR"))
-        image = image.resize((width, height), resample=method)
+        size, resample = _checked_size(p, vision["image_size"]), p.get("resample", 2)
+        if isinstance(resample, bool) or not isinstance(resample, int):
+            raise Error(f"preprocessor_config.json: 'resample' must be a PIL filter number, got {resample!r}")
+        method = getattr(Image.Resampling, RESAMPLE.get(resample, "BILINEAR"))
+        image = image.resize((size, size), resample=method)
     pixels = np.asarray(image, dtype=np.float32)  # (H, W, 3)
     if p.get("do_rescale", True):
-        pixels = pixels * np.float32(p.get("rescale_factor", 1 / 255))
+        pixels = pixels * _checked_numbers(p, "rescale_factor", 1 / 255, ((),))
     if p.get("do_normalize", True):
-        mean = np.asarray(p.get("image_mean", [0.5, 0.5, 0.5]), np.float32)
-        std = np.asarray(p.get("image_std", [0.5, 0.5, 0.5]), np.float32)
+        mean = _checked_numbers(p, "image_mean", [0.5, 0.5, 0.5], ((), (1,), (3,)))
+        std = _checked_numbers(p, "image_std", [0.5, 0.5, 0.5], ((), (1,), (3,)))
         pixels = (pixels - mean) / std
     return check_pixels(np.ascontiguousarray(pixels.transpose(2, 0, 1), dtype=np.float32), vision)
+
+
+def _checked_size(p: dict, image_size: int) -> int:
+    """The side preprocessor_config.json resizes to: it must be the encoder's image size (an int, or
+    height and width), which check_pixels() would refuse after the resize anyway."""
+    size = p.get("size", image_size)
+    sides = (size.get("height"), size.get("width")) if isinstance(size, dict) else (size, size)
+    if any(isinstance(s, bool) or s != image_size for s in sides):
+        raise Error(f"preprocessor_config.json: 'size' is {size!r}; the encoder takes {image_size} x {image_size}")
+    return image_size
+
+
+def _checked_numbers(p: dict, key: str, default, shapes) -> np.ndarray:
+    """A finite float32 number (or list of them, per channel) of preprocessor_config.json."""
+    value = p.get(key, default)
+    try:
+        ok = not isinstance(value, (str, bytes, bool, dict)) and not (isinstance(value, list) and
+                                                                     any(isinstance(v, bool) for v in value))
+        arr = np.asarray(value, np.float32) if ok else None
+    except (TypeError, ValueError, OverflowError):
+        arr = None
+    if arr is None or arr.shape not in shapes or not np.isfinite(arr).all():
+        raise Error(f"preprocessor_config.json: '{key}' must be a finite number"
+                    f"{' or one per channel' if len(shapes) > 1 else ''}, got {value!r}")
+    return arr
 
 
 def check_pixels(pixels: np.ndarray, vision: dict) -> np.ndarray:

@@ -217,9 +217,25 @@ def module_for(architecture: str):
     raise Error(f"unknown architecture '{architecture}'")
 
 
+_LAYER_COUNTS = ("num_hidden_layers", "n_layer", "num_layers", "num_decoder_layers", "encoder_layers", "decoder_layers")
+
+
+def _check_layer_counts(folder):
+    """Every layer has tensors, so a config.json that claims more layers than the folder has tensors is wrong;
+    said before the modules build their per-layer lists (2**31 - 1 layers would be gigabytes of them)."""
+    n_tensors = len(folder.tensors)
+    for values in (folder.config, *(folder.config.get(k) for k in ("text_config", "encoder", "decoder"))):
+        for key in _LAYER_COUNTS if isinstance(values, dict) else ():
+            n = values.get(key)
+            if isinstance(n, int) and not isinstance(n, bool) and n > n_tensors:
+                raise Error(f"{folder.config_source}: '{key}' is {n}, more layers than the folder has tensors "
+                            f"({n_tensors})")
+
+
 def from_hf(folder, n_ctx: int = 2048) -> Spec:
     """The Spec of a Hugging Face folder (loaders.safetensors.HFFolder), by config.json's model_type. n_ctx:
     the longest sequence, for the modules whose weights depend on it (T5's relative-bias table)."""
+    _check_layer_counts(folder)
     model_type = folder.config.get("model_type")
     for m in _modules():
         if model_type in getattr(m, "HF_MODEL_TYPES", ()):

@@ -59,7 +59,7 @@ def _layers(w: Weights, n_layers: int, prefix: str):
 def from_hf(folder) -> Spec:
     values, prefix = folder.config, "model."
     if values.get("model_type") == "gemma3":  # the multimodal wrapper: its text model only
-        values, prefix = dict(values.get("text_config") or {}), "model.language_model."
+        values, prefix = values.get("text_config") or {}, "model.language_model."  # HFConfig checks it is an object
     c = HFConfig(values, folder.config_source)
     if c.get("attn_logit_softcapping"):
         raise Error(f"{c.source}: attn_logit_softcapping is not supported")
@@ -77,7 +77,7 @@ def from_hf(folder) -> Spec:
         n_layers, dim, n_heads, c.int("num_key_value_heads", n_heads), head_dim, c.int("intermediate_size"),
         c.int("vocab_size"), c.float("rms_norm_eps", 1e-6), c.float("query_pre_attn_scalar", head_dim),
         c.sliding_windows(types), c.rope_inv_freq(head_dim, "sliding_attention"),
-        c.rope_inv_freq(head_dim, "full_attention"), float(c.get("final_logit_softcapping", 0.0) or 0.0))
+        c.rope_inv_freq(head_dim, "full_attention"), c.float("final_logit_softcapping") if c.get("final_logit_softcapping") else 0.0)
     if c.activation("hidden_activation") != "gelu_tanh":
         raise Error(f"{c.source}: Gemma 3 with hidden_activation '{c.get('hidden_activation')}' is not supported")
     w = Weights(folder.tensors, folder.source)

@@ -42,6 +42,9 @@ def from_hf(folder) -> Spec:
         if qkv.rows != 3 * dim:
             raise Error(f"{folder.source}: '{h}attn.c_attn.weight' has {qkv.rows} outputs, expected {3 * dim}")
         qkv_bias = w.take(h + "attn.c_attn.bias")
+        if qkv_bias.rows * qkv_bias.cols != 3 * dim:  # split in three below: q, k and v biases of dim each
+            raise Error(f"{folder.source}: '{h}attn.c_attn.bias' has {qkv_bias.rows * qkv_bias.cols} values, "
+                        f"expected {3 * dim}")
         for j, role in enumerate(("attn_q", "attn_k", "attn_v")):
             w.matrix(b + role, "", tensor=_rows(qkv, j * dim, dim))
             w.vector(b + role + ".bias", h + "attn.c_attn.bias", tensor=Tensor(

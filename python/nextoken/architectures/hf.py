@@ -13,6 +13,8 @@ class HFConfig:
     """config.json of a folder, read with errors that name the file and the key."""
 
     def __init__(self, values: dict, source: str):
+        if not isinstance(values, dict):  # a sub-config (encoder, decoder) of the wrong type
+            raise Error(f"{source}: expected a JSON object, got {type(values).__name__} {str(values)[:40]}")
         self.values, self.source = values, source
 
     def get(self, key, default=None):
@@ -37,7 +39,7 @@ class HFConfig:
 
     def activation(self, key: str) -> str:
         act = self.require(key)
-        if act not in ACTIVATIONS:
+        if not isinstance(act, str) or act not in ACTIVATIONS:
             raise Error(f"{self.source}: '{key}' is '{act}' (supported: {', '.join(ACTIVATIONS)})")
         return ACTIVATIONS[act]
 

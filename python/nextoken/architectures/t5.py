@@ -49,7 +49,7 @@ def bias_table(bucket_bias: np.ndarray, span: int, bidirectional: bool, num_buck
 def from_hf(folder, span: int) -> Spec:
     c = HFConfig(folder.config, folder.config_source)
     proj = c.get("feed_forward_proj", "relu")
-    if proj not in FEED_FORWARD:
+    if not isinstance(proj, str) or proj not in FEED_FORWARD:
         raise Error(f"{c.source}: feed_forward_proj '{proj}' is not supported ({', '.join(FEED_FORWARD)})")
     activation, gated = FEED_FORWARD[proj]
     dim, n_heads, d_kv = c.int("d_model"), c.int("num_heads"), c.int("d_kv")

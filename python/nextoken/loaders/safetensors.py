@@ -9,6 +9,7 @@ nextoken.Error naming the file."""
 from __future__ import annotations
 
 import json
+import math
 import mmap
 import struct
 from dataclasses import dataclass, field
@@ -90,6 +91,10 @@ def read(folder) -> HFFolder:
     return HFFolder(folder, config, tensors, generation, read_json(processor) if processor.is_file() else {})
 
 
+def _is_int(v) -> bool:
+    return isinstance(v, int) and not isinstance(v, bool)
+
+
 def read_file(path: Path) -> dict:
     """The tensors of one .safetensors file: name -> Tensor, viewing the memory map."""
     with open(path, "rb") as f:
@@ -112,17 +117,23 @@ def read_file(path: Path) -> dict:
     for name, info in header.items():
         if name == "__metadata__":
             continue
-        try:
-            dtype, shape, (begin, end) = info["dtype"], [int(d) for d in info["shape"]], info["data_offsets"]
-            begin, end = int(begin), int(end)
-        except (TypeError, KeyError, ValueError) as e:
-            raise Error(f"{path}: tensor '{name}' has a malformed header entry ({e})") from None
+        # The format's types, strictly (as the safetensors crate reads them): a dtype string, a list of integer
+        # dimensions and two integer offsets
+        if not isinstance(info, dict) or not isinstance(info.get("dtype"), str) or \
+                not isinstance(info.get("shape"), list) or not all(map(_is_int, info["shape"])) or \
+                not isinstance(info.get("data_offsets"), list) or len(info["data_offsets"]) != 2 or \
+                not all(map(_is_int, info["data_offsets"])):
+            raise Error(f"{path}: tensor '{name}' has a malformed header entry (it needs a dtype string, a shape "
+                        f"of integers and two integer data_offsets): {str(info)[:100]}")
+        dtype, shape, (begin, end) = info["dtype"], info["shape"], info["data_offsets"]
         if dtype not in _DTYPES:
             raise Error(f"{path}: tensor '{name}' is {dtype} (supported: {', '.join(_DTYPES)})")
         type_id, item = _DTYPES[dtype]
         if any(d < 0 for d in shape):
             raise Error(f"{path}: tensor '{name}' has a negative dimension")
-        count = int(np.prod(shape, dtype=np.int64)) if shape else 1
+        if any(d >= 2**31 for d in shape):  # the core takes 32-bit sizes
+            raise Error(f"{path}: tensor '{name}' has a dimension of 2**31 or more: {shape}")
+        count = math.prod(shape)  # exact: a product past 2**63 must not wrap round to a size that fits
         if not 0 <= begin <= end <= len(buf) - data_start or end - begin != count * item:
             raise Error(f"{path}: tensor '{name}' ({dtype} {shape}) does not fit its byte range [{begin}, {end}) "
                         "(truncated or corrupted)")
