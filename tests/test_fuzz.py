@@ -71,8 +71,9 @@ F32_FLOATS = [x for x in ODD_FLOATS if not abs(x) < math.inf or abs(x) < 3e38]  
 
 
 # ---- the property ------------------------------------------------------------------------------------------
-# Defects the targets find and that are not fixed yet: (what, exception types, the file under python/nextoken/, the function (None: any) and pieces of the source
-# line (one must appear) of the innermost frame of the package the exception passes). The targets tolerate it;
+# Defects the targets find and that are not fixed yet: (what, exception types, the file under python/nextoken/,
+# the function (None: any) and pieces of the source line (one must appear) of the innermost frame of the package
+# the exception passes). The targets tolerate it;
 # each entry has a strict-xfail reproducer at the end of this file.
 KNOWN_DEFECTS = []  # none left: each one found was fixed, with its reproducer kept below as a regression test
 
@@ -1113,6 +1114,16 @@ def test_gguf_names_not_utf8(tiny_path, tmp_path, where):
 
 
 # ---- defects the targets found in the C++ loaders and gemma3.py, fixed: their reproducers ----------------------
+def test_gguf_empty_tensor_dims_are_named(tiny_path, tmp_path):
+    """Was "has rows of 64 weights, not whole F32 blocks" for dims [64, 0]."""
+    image = GGUFImage(*_parse_gguf(Path(tiny_path).read_bytes()))
+    next(info for info in image.infos if info[0] == "output_norm.weight")[1] = [64, 0]
+    path = tmp_path / "empty.gguf"
+    path.write_bytes(image.write()[0])
+    with pytest.raises(nextoken.Error, match="'output_norm.weight' has an empty shape"):
+        nextoken.load(path, n_ctx=16)
+
+
 def test_known_gguf_row_bytes_wrap(tiny_path, tmp_path):
     image = GGUFImage(*_parse_gguf(Path(tiny_path).read_bytes()))
     next(info for info in image.infos if info[0] == "output_norm.weight")[1] = [2**63, 2]  # F32

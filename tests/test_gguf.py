@@ -76,6 +76,7 @@ def test_inconsistent_metadata_is_rejected(tmp_path, config, match):
     (lambda w: w.add_string("llama.attention.sliding_window", "wide"), "sliding_window must be a positive integer"),
     (lambda w: w.add_uint32("llama.rope.scaling.type", 1), "rope.scaling.type must be a string"),
     (lambda w: w.add_custom_alignment(2), "alignment is not a power of two of at least 8"),
+    (lambda w: w.add_string("llama.rope.scaling.type", "linear"), "lacks 'llama.rope.scaling.factor'"),
 ])
 def test_keys_of_the_wrong_type_or_value_are_rejected(tmp_path, extra, match):
     path = tmp_path / "bad.gguf"

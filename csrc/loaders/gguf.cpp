@@ -238,7 +238,9 @@ GGUFFile::GGUFFile(const std::string& path) : path_(path) {
         if (t.dims[d] != 0 && rows > size_ / t.dims[d]) rows = UINT64_MAX;
         else rows *= t.dims[d];
       }
-      if (cols == 0 || rows == 0 || cols % uint64_t(info->block))
+      if (cols == 0 || rows == 0)
+        throw Error("tensor '" + t.name + "' has an empty shape (a dimension of 0)");
+      if (cols % uint64_t(info->block))
         throw Error("tensor '" + t.name + "' has rows of " + std::to_string(cols) + " weights, not whole " +
                     info->name + " blocks");
       // A row larger than the file is outside it: checked before the product, which could wrap to 0.

@@ -55,8 +55,9 @@ class Mapper {
     return int(x);
   }
 
-  double positive_float(const std::string& key, double fallback) const {
+  double positive_float(const std::string& key, double fallback) const {  // fallback < 0: required
     const GGUFValue* v = find(key);
+    if (!v && fallback < 0) throw Error("the GGUF metadata of " + f_.name() + " lacks '" + full(key) + "'");
     const double x = v ? (v->is_number() ? v->as_double() : NAN) : fallback;
     if (!std::isfinite(x) || x <= 0)
       throw Error(full(key) + " must be a positive number, got " + (v ? describe(*v) : std::to_string(fallback)));
