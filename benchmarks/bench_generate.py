@@ -254,12 +254,12 @@ def decode_bytes_per_token(path: Path) -> int:
     """Bytes of weights a decode step reads: every matrix once (norm vectors too; the embedding table
     once more only for the tied output projection, where all of it is read)."""
     from nextoken.loaders import gguf
-    tensors = gguf.read(path).tensors
+    tensors = {role: data for role, _, _, _, data in gguf.read(path).spec.tensors}  # the weights by role
     total = 0
-    for name, tensor in tensors.items():
-        if name == "token_embd.weight" and "output.weight" in tensors:
+    for role, data in tensors.items():
+        if role == "token_embd" and "output" in tensors:
             continue  # untied: only one row of the embedding is read
-        total += tensor.data.nbytes
+        total += data.nbytes
     return total
 
 

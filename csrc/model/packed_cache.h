@@ -1,4 +1,4 @@
-// packed_cache.h: int8 compute's repacked weights kept in a file, so that a later load maps them
+// packed_cache.h: int8 compute's repacked weights kept in a file, so that a later load reads them
 // instead of repacking (~0.2-0.4 s for SmolLM2 on 2 cores, as long as llama.cpp's whole load).
 //
 // The file: "NTPACK01", the header length (u64), the header text (the caller's key plus the packed byte
@@ -19,7 +19,7 @@ struct PackedCache {
   std::string key;   // what the packed bytes were made from
 };
 
-// The cached bytes (n of them) mapped read-only, or false (absent, stale, damaged: the caller packs).
+// The cached bytes (n of them) read into a new buffer, or false (absent, stale, damaged: the caller packs).
 bool read_packed_cache(const PackedCache& cache, size_t n, PackedBuffer& out);
 // Best effort: a cache that cannot be written leaves nothing behind and changes nothing else.
 void write_packed_cache(const PackedCache& cache, const uint8_t* data, size_t n);
