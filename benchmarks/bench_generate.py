@@ -192,7 +192,7 @@ def _ct2_model(path: Path) -> Path:
 
 ENGINES = {
     "nextoken": (lambda p, t: NextokenEngine(p, t, "float32"), "nextoken"),
-    "nextoken-int8": (lambda p, t: NextokenEngine(p, t, "int8"), "nextoken"),  # packed weights mapped from the cache
+    "nextoken-int8": (lambda p, t: NextokenEngine(p, t, "int8"), "nextoken"),  # packed weights read from the cache
     "nextoken-int8-repack": (lambda p, t: NextokenEngine(p, t, "int8", packed_cache=False), "nextoken"),
     "nextoken-int8-kvf16": (lambda p, t: NextokenEngine(p, t, "int8", "f16"), "nextoken"),
     "nextoken-int8-kvq8": (lambda p, t: NextokenEngine(p, t, "int8", "q8_0"), "nextoken"),

@@ -1,4 +1,4 @@
-"""load(compute_type="int8", packed_cache=...): the repacked weights kept in a file and mapped on the next
+"""load(compute_type="int8", packed_cache=...): the repacked weights kept in a file and read on the next
 load. A cache is used only when it was made from the same file (path, size, mtime, header hash) by the
 same packed layout; anything else — a changed model, a damaged or foreign cache, an unwritable place — is
 repacked, and the model computes exactly what it computes without a cache."""
@@ -29,13 +29,13 @@ def model_copy(tiny_model_path, tmp_path):
     return path
 
 
-def test_second_load_maps_the_cache_and_computes_the_same(model_copy, tmp_path, reference):
+def test_second_load_reads_the_cache_and_computes_the_same(model_copy, tmp_path, reference):
     cache = tmp_path / "tiny.int8"
     first = load(model_copy, cache)
     assert not first._transformer.packed_from_cache and cache.is_file()
     second = load(model_copy, cache)
     assert second._transformer.packed_from_cache
-    np.testing.assert_array_equal(second.forward(PROMPT), reference)  # bitwise: the same bytes, mapped
+    np.testing.assert_array_equal(second.forward(PROMPT), reference)  # bitwise: the same bytes, read back
     np.testing.assert_array_equal(first.forward(PROMPT), reference)
 
 

@@ -32,7 +32,7 @@ class Transformer {
   // max_positions: the longest sequence any cache will hold (RoPE tables are built for it).
   // weights_file_mapped: the tensors are views of a read-only file mapping, so with int8 compute the
   // pages of each matrix can be dropped from memory once it is repacked (peak RSS: one copy, not two).
-  // packed_cache: int8 compute's repacked weights are mapped from / written to this file (packed_cache.h).
+  // packed_cache: int8 compute's repacked weights are read from / written to this file (packed_cache.h).
   Transformer(const ModelConfig& config, const TensorMap& tensors, int max_positions, ComputeType compute,
               bool weights_file_mapped, int n_threads, const PackedCache& packed_cache = {});
 
@@ -65,7 +65,7 @@ class Transformer {
 
   const ModelConfig& config() const { return config_; }
   int max_positions() const { return max_positions_; }
-  bool packed_from_cache() const { return packed_from_cache_; }  // int8: the packed weights were mapped
+  bool packed_from_cache() const { return packed_from_cache_; }  // int8: the packed weights came from the cache
 
  private:
   ModelConfig config_;

@@ -80,7 +80,7 @@ ModelWeights bind_weights(const ModelConfig& c, const TensorMap& tensors);
 
 // compute_type "int8": every matrix with a packed form (kernels.h) repacked into `buffer`, its
 // Matrix::packed set. With file_mapped, each matrix's file pages are released once repacked. With a
-// cache (packed_cache.h), the packed bytes are mapped from it when it holds them, else written to it.
+// cache (packed_cache.h), the packed bytes are read from it when it holds them, else written to it.
 // Returns whether they came from the cache.
 bool pack_matrices(ModelWeights& w, PackedBuffer& buffer, bool file_mapped, int n_threads, const PackedCache& cache);
 

@@ -52,7 +52,7 @@ def load(model: Union[str, os.PathLike] = hub.DEFAULT_MODEL, n_ctx: int = 2048, 
       half the memory, and half the bytes each decode step reads from the cache; "q8_0": int8 per 32 values
       with an f16 scale, about a quarter (head dims a multiple of 32). Logits move slightly (README: the
       measured error).
-    packed_cache: int8 compute of a GGUF file keeps its repacked weights in a file and maps them on the next
+    packed_cache: int8 compute of a GGUF file keeps its repacked weights in a file and reads them on the next
       load instead of repacking (checked against the model file's path, size, mtime and header hash). None
       (default): for the models in nextoken's cache folder (nextoken pull), beside them in packed/; True:
       for any file, there; a path: that file; False: never.
