@@ -43,9 +43,7 @@ TEXT = ("The history of the city begins in a small fishing village on the river.
 
 def prompt_ids(model_path: Path, n: int) -> list[int]:
     from nextoken.loaders import gguf
-    from nextoken.tokenizer import Tokenizer
-    tok = Tokenizer.from_gguf(gguf.read(model_path).metadata)
-    ids = tok.encode(TEXT * (n // 40 + 2))
+    ids = gguf.read(model_path).tokenizer.encode(TEXT * (n // 40 + 2), True, True)
     return ids[:n]
 
 

@@ -20,6 +20,7 @@
 #include "model/beam_search.h"
 #include "model/session.h"
 #include "parallel.h"
+#include "tokenizer/tokenizer.h"
 
 namespace py = pybind11;
 using namespace nextoken;
@@ -239,9 +240,11 @@ py::object metadata_value(const GGUFValue& v) {
 // (the weights are numpy views of the file mapping, which they keep alive).
 py::dict read_gguf(const std::string& path) {
   std::unique_ptr<ModelSpec> spec;
+  std::shared_ptr<Tokenizer> tokenizer;
   {
     py::gil_scoped_release release;
     spec = std::make_unique<ModelSpec>(spec_from_gguf(std::make_shared<const GGUFFile>(path)));
+    tokenizer = std::make_shared<Tokenizer>(*spec->file, spec->config.vocab_size);
   }
   py::dict metadata;
   for (const auto& [key, value] : spec->file->metadata()) metadata[file_text(key)] = metadata_value(value);
@@ -251,6 +254,7 @@ py::dict read_gguf(const std::string& path) {
   out["config"] = config_dict(spec->config);
   out["context_length"] = spec->context_length;
   out["identity"] = spec->file->identity();
+  out["tokenizer"] = tokenizer;
   const ModelSpec* raw = spec.get();
   const py::capsule owner(spec.release(), [](void* p) { delete static_cast<ModelSpec*>(p); });
   py::list tensors;
@@ -649,6 +653,22 @@ PYBIND11_MODULE(_core, m) {
   m.def("read_gguf", &read_gguf, py::arg("path"),
         "A GGUF file: {metadata, architecture, config, context_length, tensors [(role, type, rows, cols, bytes)]}\n"
         "mapped by csrc/loaders (the architectures it knows: gguf_architectures()).");
+  py::class_<Tokenizer, std::shared_ptr<Tokenizer>>(m, "GGUFTokenizer",
+                                                    "A GGUF file's vocabulary as text <-> ids (csrc/tokenizer).")
+      .def("encode", [](const Tokenizer& t, const std::string& text, bool parse_special, bool add_bos) {
+             py::gil_scoped_release release;
+             return t.encode(text, parse_special, add_bos);
+           }, py::arg("text"), py::arg("parse_special") = true, py::arg("add_bos") = true)
+      .def("decode", [](const Tokenizer& t, const std::vector<int32_t>& ids, bool skip_special) {
+             py::gil_scoped_release release;
+             return t.decode(ids, skip_special);
+           }, py::arg("ids"), py::arg("skip_special_tokens") = true)
+      .def("is_special", &Tokenizer::is_special)
+      .def("token_text", &Tokenizer::token_text)
+      .def_property_readonly("vocab_size", &Tokenizer::vocab_size)
+      .def_property_readonly("bos_id", &Tokenizer::bos_id)
+      .def_property_readonly("eos_ids", &Tokenizer::eos_ids)
+      .def_property_readonly("chat_template", &Tokenizer::chat_template);
   m.def("gguf_architectures", &gguf_architectures, "The GGUF architectures read_gguf maps.");
   m.def("weight_types", [] {
     py::dict types;

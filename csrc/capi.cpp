@@ -10,6 +10,7 @@
 #include <string>
 
 #include "loaders/gguf_models.h"
+#include "tokenizer/tokenizer.h"
 #include "model/session.h"
 #include "parallel.h"
 
@@ -83,106 +84,13 @@ SamplingParams sampling_params(const nt_sampling* s, int vocab_size) {
   return p;
 }
 
-// GPT-2's byte-level alphabet: printable bytes stand for themselves, the others for 256 + n in order.
-std::vector<int> byte_of_code_point() {
-  std::vector<int> byte(512, -1);
-  int n = 0;
-  for (int b = 0; b < 256; ++b) {
-    const bool printable = (b >= 33 && b <= 126) || (b >= 161 && b <= 172) || (b >= 174);
-    byte[size_t(printable ? b : 256 + n++)] = b;
-  }
-  return byte;
-}
-
-// Decodes one UTF-8 code point at s[i], advancing i; -1 if invalid.
-int next_code_point(const std::string& s, size_t& i) {
-  const auto c = uint8_t(s[i]);
-  const int len = c < 0x80 ? 1 : (c >> 5) == 6 ? 2 : (c >> 4) == 14 ? 3 : (c >> 3) == 30 ? 4 : 0;
-  if (len == 0 || i + size_t(len) > s.size()) { ++i; return -1; }
-  int cp = len == 1 ? c : c & (0x7f >> len);
-  for (int k = 1; k < len; ++k) {
-    const auto cc = uint8_t(s[i + size_t(k)]);
-    if ((cc >> 6) != 2) { ++i; return -1; }
-    cp = (cp << 6) | (cc & 0x3f);
-  }
-  i += size_t(len);
-  return cp;
-}
-
-// Text with each invalid UTF-8 byte replaced by U+FFFD (what the Python tokenizers do with bytes that
-// do not form characters, e.g. a multi-byte character cut by max_new_tokens).
-std::string valid_utf8(const std::string& bytes) {
-  std::string out;
-  for (size_t i = 0; i < bytes.size();) {
-    const size_t start = i;
-    if (next_code_point(bytes, i) < 0) out += "\xEF\xBF\xBD";
-    else out.append(bytes, start, i - start);
-  }
-  return out;
-}
-
 }  // namespace
-
-// The text of each token as the GGUF tokenizer decodes it ("" for control tokens, which decoding skips).
-struct Vocabulary {
-  std::vector<std::string> pieces;
-  std::vector<char> skip;
-  bool strip_leading_space = false;  // SentencePiece (not Gemma): the space the encoder prepended
-
-  Vocabulary(const GGUFFile& f, int vocab_size) : pieces(size_t(vocab_size)), skip(size_t(vocab_size), 0) {
-    const GGUFValue* tokens = f.find("tokenizer.ggml.tokens");
-    if (!tokens || !tokens->is_array || tokens->strings.size() != size_t(vocab_size))
-      throw FileError(f.name() + ": tokenizer.ggml.tokens must list the " + std::to_string(vocab_size) + " tokens");
-    const GGUFValue* model = f.find("tokenizer.ggml.model");
-    const std::string kind = model && model->type == GGUFType::String ? model->text : "";
-    NT_CHECK(kind == "gpt2" || kind == "llama",
-             f.name() + ": tokenizer model '" + kind + "' is not supported (gpt2, llama)");
-    const GGUFValue* types = f.find("tokenizer.ggml.token_type");
-    const bool typed = types && types->is_array && types->count == uint64_t(vocab_size) && !types->raw.empty();
-    const size_t item = typed ? types->raw.size() / types->count : 0;
-    auto type_of = [&](size_t i) {
-      int32_t t = 0;
-      if (typed) std::memcpy(&t, types->raw.data() + i * item, std::min<size_t>(item, 4));
-      return t;
-    };
-    const GGUFValue* arch = f.find("general.architecture");
-    const bool gemma = arch && arch->text.rfind("gemma", 0) == 0;
-    strip_leading_space = kind == "llama" && !gemma;
-    const std::vector<int> byte = byte_of_code_point();
-    for (size_t i = 0; i < pieces.size(); ++i) {
-      const std::string& tok = tokens->strings[i];
-      skip[i] = type_of(i) == 3;  // control
-      if (kind == "gpt2" && type_of(i) != 4) {  // user-defined tokens are plain text
-        std::string bytes;
-        for (size_t j = 0; j < tok.size();) {
-          const int cp = next_code_point(tok, j);
-          if (cp >= 0 && cp < 512 && byte[size_t(cp)] >= 0) bytes += char(byte[size_t(cp)]);
-        }
-        pieces[i] = bytes;
-      } else if (kind == "llama" && tok.size() == 6 && tok.compare(0, 3, "<0x") == 0 && tok[5] == '>') {
-        pieces[i] = std::string(1, char(std::stoi(tok.substr(3, 2), nullptr, 16)));  // byte fallback
-      } else {
-        std::string text;
-        for (size_t j = 0; j < tok.size(); ++j) {
-          if (kind == "llama" && tok.compare(j, 3, "\xE2\x96\x81") == 0) { text += ' '; j += 2; }  // U+2581
-          else text += tok[j];
-        }
-        pieces[i] = text;
-      }
-    }
-    for (const char* key : {"tokenizer.ggml.bos_token_id", "tokenizer.ggml.eos_token_id",
-                            "tokenizer.ggml.unknown_token_id", "tokenizer.ggml.padding_token_id"})
-      if (const GGUFValue* v = f.find(key); v && v->is_integer() && v->as_int() >= 0 && v->as_int() < vocab_size)
-        skip[size_t(v->as_int())] = 1;
-  }
-};
 
 struct nt_model {
   ModelSpec spec;
   std::shared_ptr<const Transformer> transformer;
   std::unique_ptr<Session> session;
-  std::vector<int32_t> eos;
-  std::unique_ptr<Vocabulary> vocab;
+  std::unique_ptr<Tokenizer> tokenizer;
 };
 
 extern "C" {
@@ -216,8 +124,7 @@ nt_status nt_model_load(const char* path, const nt_load_options* options, nt_mod
     try {
       auto file = std::make_shared<const GGUFFile>(path);
       m->spec = spec_from_gguf(file);
-      m->eos = gguf_eos_ids(*file, m->spec.config.vocab_size);
-      m->vocab = std::make_unique<Vocabulary>(*file, m->spec.config.vocab_size);
+      m->tokenizer = std::make_unique<Tokenizer>(*file, m->spec.config.vocab_size);
     } catch (const FileError&) {
       throw;
     } catch (const Error& e) {
@@ -246,8 +153,9 @@ int32_t nt_model_n_ctx(const nt_model* model) { return model ? model->session->n
 
 size_t nt_model_eos_ids(const nt_model* model, int32_t* ids, size_t capacity) {
   if (!model) return 0;
-  for (size_t i = 0; ids && i < capacity && i < model->eos.size(); ++i) ids[i] = model->eos[i];
-  return model->eos.size();
+  const std::vector<int32_t>& eos = model->tokenizer->eos_ids();
+  for (size_t i = 0; ids && i < capacity && i < eos.size(); ++i) ids[i] = eos[i];
+  return eos.size();
 }
 
 nt_status nt_detokenize(const nt_model* model, const int32_t* ids, size_t n_ids, char* text, size_t capacity,
@@ -256,19 +164,27 @@ nt_status nt_detokenize(const nt_model* model, const int32_t* ids, size_t n_ids,
     check_pointer(model, "model");
     check_pointer(length, "length");
     NT_CHECK(n_ids == 0 || ids, "ids is NULL");
-    const Vocabulary& v = *model->vocab;
-    std::string bytes;
-    for (size_t i = 0; i < n_ids; ++i) {
-      NT_CHECK(ids[i] >= 0 && size_t(ids[i]) < v.pieces.size(),
-               "token id " + std::to_string(ids[i]) + " is outside the vocabulary");
-      if (!v.skip[size_t(ids[i])]) bytes += v.pieces[size_t(ids[i])];
-    }
-    if (v.strip_leading_space && !bytes.empty() && bytes[0] == ' ') bytes.erase(0, 1);
-    const std::string out = valid_utf8(bytes);
+    std::vector<int32_t> list(ids, ids + n_ids);
+    const std::string out = model->tokenizer->decode(list, true);
     *length = out.size();
     if (!text || capacity < out.size() + 1)
       throw BufferTooSmall("the text needs " + std::to_string(out.size() + 1) + " bytes");
     std::memcpy(text, out.c_str(), out.size() + 1);
+  });
+}
+
+nt_status nt_tokenize(const nt_model* model, const char* text, size_t length, int parse_special, int add_bos,
+                      int32_t* ids, size_t capacity, size_t* n_ids) {
+  return guarded([&] {
+    check_pointer(model, "model");
+    check_pointer(n_ids, "n_ids");
+    NT_CHECK(length == 0 || text, "text is NULL");
+    const std::vector<int32_t> out =
+        model->tokenizer->encode(std::string(text ? text : "", length), parse_special != 0, add_bos != 0);
+    *n_ids = out.size();
+    if (out.size() > capacity || (!ids && !out.empty()))
+      throw BufferTooSmall("the ids need room for " + std::to_string(out.size()));
+    std::copy(out.begin(), out.end(), ids);
   });
 }
 
@@ -299,7 +215,7 @@ nt_status nt_generate(nt_model* model, const int32_t* prompt, size_t n_prompt, i
     SequenceOptions o;
     o.max_new_tokens = max_new_tokens;
     o.sampling = sampling_params(sampling, model->spec.config.vocab_size);
-    o.eos_ids = model->eos;
+    o.eos_ids = model->tokenizer->eos_ids();
     Session& s = *model->session;
     const uint64_t id = s.add(checked_ids(prompt, n_prompt, "prompt"), o, true);
     size_t n = 0;
@@ -328,7 +244,7 @@ nt_status nt_sequence_add(nt_model* model, const int32_t* prompt, size_t n_promp
     SequenceOptions o;
     o.max_new_tokens = max_new_tokens;
     o.sampling = sampling_params(sampling, model->spec.config.vocab_size);
-    o.eos_ids = model->eos;
+    o.eos_ids = model->tokenizer->eos_ids();
     *sequence = model->session->add(checked_ids(prompt, n_prompt, "prompt"), o, false);
   });
 }

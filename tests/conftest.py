@@ -29,9 +29,10 @@ def tiny_vocab(n):
 
 
 def write_tiny_llama(path, matrix_type=ref.Q4_1, embd_type=ref.Q8_0, tied=True, seed=0, arch="llama",
-                     drop=(), config=None, extra=None):
+                     drop=(), config=None, extra=None, tokenizer=None):
     """Writes a tiny random Llama GGUF; returns (config, {name: dequantized float32 weights}). config may
-    also set block_count and eos_token_id apart from the layers written; extra(writer) adds keys."""
+    also set block_count and eos_token_id apart from the layers written; extra(writer) adds keys;
+    tokenizer(writer) writes the tokenizer keys instead of tiny_vocab's (config's vocab_size tokens)."""
     c = dict(TINY, **(config or {}))
     rng = np.random.default_rng(seed)
     w = GGUFWriter(str(path), arch)
@@ -44,15 +45,18 @@ def write_tiny_llama(path, matrix_type=ref.Q4_1, embd_type=ref.Q8_0, tied=True, 
     w.add_rope_freq_base(c["rope_base"])
     w.add_layer_norm_rms_eps(c["norm_eps"])
     w.add_rope_dimension_count(c["head_dim"])
-    tokens, types, merges = tiny_vocab(c["vocab_size"])
-    w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("smollm")
-    w.add_token_list(tokens)
-    w.add_token_types(types)
-    w.add_token_merges(merges)
-    w.add_eos_token_id(c.get("eos_token_id", 1))
-    w.add_bos_token_id(0)
-    w.add_add_bos_token(False)
+    if tokenizer is None:
+        tokens, types, merges = tiny_vocab(c["vocab_size"])
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("smollm")
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        w.add_token_merges(merges)
+        w.add_eos_token_id(c.get("eos_token_id", 1))
+        w.add_bos_token_id(0)
+        w.add_add_bos_token(False)
+    else:
+        tokenizer(w)
     if extra is not None:
         extra(w)
 

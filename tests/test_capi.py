@@ -3,6 +3,7 @@ header and library and run on SmolLM2, its ids equal to the Python API's; every 
 against the Python API on the same files, and bad input answered with a status and a message, never a
 crash, leaving the model usable."""
 import ctypes
+import json
 import shutil
 import subprocess
 from pathlib import Path
@@ -66,6 +67,18 @@ def generate(lib, model, prompt, max_new_tokens, sampling=None):
     return status, list(out[:n.value])
 
 
+def tokenize(lib, model, text: bytes, parse_special=True, add_bos=True):
+    n = ctypes.c_size_t()
+    status = lib.nt_tokenize(model, text, ctypes.c_size_t(len(text)), int(parse_special), int(add_bos), None,
+                             ctypes.c_size_t(0), ctypes.byref(n))
+    if status != NT_ERROR_BUFFER_TOO_SMALL:  # asked with no buffer: the count, unless there are none or it failed
+        return status, []
+    ids = (ctypes.c_int32 * n.value)()
+    assert lib.nt_tokenize(model, text, ctypes.c_size_t(len(text)), int(parse_special), int(add_bos), ids,
+                           ctypes.c_size_t(n.value), ctypes.byref(n)) == NT_OK
+    return NT_OK, list(ids)
+
+
 def detokenize(lib, model, ids):
     length = ctypes.c_size_t()
     status = lib.nt_detokenize(model, ids_array(ids), ctypes.c_size_t(len(ids)), None, ctypes.c_size_t(0),
@@ -74,7 +87,7 @@ def detokenize(lib, model, ids):
     text = ctypes.create_string_buffer(length.value + 1)
     assert lib.nt_detokenize(model, ids_array(ids), ctypes.c_size_t(len(ids)), text, ctypes.c_size_t(len(text)),
                              ctypes.byref(length)) == NT_OK
-    return text.value.decode()
+    return text.raw[:length.value].decode()  # the length, not the NUL: a text may hold NULs
 
 
 @pytest.fixture(scope="module")
@@ -171,17 +184,21 @@ def test_step_api_equals_generate(lib, tiny_c, tiny_py):
 
 
 @pytest.mark.parametrize("model_name", ["smollm2", "gemma3-270m"])
-def test_detokenize_equals_python(lib, smollm2, model_name):
-    """Byte-level BPE (SmolLM2) and SentencePiece with byte fallback (Gemma 3), control tokens left out."""
+def test_tokenize_and_detokenize_equal_python(lib, smollm2, model_name):
+    """Byte-level BPE (SmolLM2) and SentencePiece with byte fallback (Gemma 3) on the tokenizer cross-check
+    texts, with and without special tokens and BOS (test_tokenizers.py checks them against transformers and
+    llama.cpp); decoding leaves control tokens out."""
     py = smollm2 if model_name == "smollm2" else nextoken.load(nextoken.pull(model_name, quiet=True), n_ctx=32)
     status, model = load(lib, py.path, n_ctx=32)
     assert status == NT_OK, lib.nt_last_error()
     try:
-        texts = ["Hello, world! 123", "  leading spaces\tand tabs\nnew line", "naïve café — 日本語 🙂",
-                 "<|im_start|>user\nhi<|im_end|>"]
+        crosscheck = json.loads((Path(__file__).parent / "fixtures" / "tokenizer_crosscheck.json").read_text())
+        texts = [r["text"] for r in crosscheck["models"]["smollm2"]["ids"]] + ["", "<|im_start|>user\nhi<|im_end|>"]
         for text in texts:
-            ids = py.tokenize(text)
-            assert detokenize(lib, model, ids) == py.detokenize(ids), text
+            for parse_special, add_bos in ((True, True), (False, False)):
+                ids = py.tokenize(text, parse_special=parse_special, add_bos=add_bos)
+                assert tokenize(lib, model, text.encode(), parse_special, add_bos) == (NT_OK, ids)
+                assert detokenize(lib, model, ids) == py.detokenize(ids), text
         eos = (ctypes.c_int32 * 8)()
         n = lib.nt_model_eos_ids(model, eos, ctypes.c_size_t(8))
         assert sorted(eos[:n]) == sorted(py.eos_token_ids)
@@ -232,6 +249,11 @@ def test_bad_calls_give_a_status_and_leave_the_model_usable(lib, tiny_c, tiny_mo
                           ctypes.c_size_t(10)) == NT_ERROR_INVALID_ARGUMENT
     assert lib.nt_step(tiny_c, (ctypes.c_uint64 * 1)(12345), ctypes.c_size_t(1), (StepOutput * 1)(), ctypes.c_size_t(1),
                        ctypes.byref(n)) == NT_ERROR_INVALID_ARGUMENT
+    assert tokenize(lib, tiny_c, b"ok \xff")[0] == NT_ERROR_INVALID_ARGUMENT
+    assert b"not valid UTF-8 (at byte 3)" in lib.nt_last_error()
+    ids = (ctypes.c_int32 * 1)()
+    assert lib.nt_tokenize(tiny_c, b" the the", ctypes.c_size_t(8), 1, 1, ids, ctypes.c_size_t(1), ctypes.byref(n)) \
+        == NT_ERROR_BUFFER_TOO_SMALL and n.value == 2
     # after all that, the model answers as before
     assert generate(lib, tiny_c, [5, 6], 8) == (NT_OK, tiny_py.generate([5, 6], max_new_tokens=8))
     assert lib.nt_last_error() == b""

@@ -1,15 +1,26 @@
-"""Tokenizers of the two real models against llama.cpp and transformers on 62 texts written for it
-(tests/fixtures/tokenizer_crosscheck.json, made by tests/make_tokenizer_crosscheck.py, run by hand):
-prose, code, digits, many scripts, emoji, runs of spaces, control characters, special-token spellings.
+"""The GGUF tokenizer (csrc/tokenizer) of the two real models against llama.cpp and transformers on 62
+texts written for it (tests/fixtures/tokenizer_crosscheck.json, made by tests/make_tokenizer_crosscheck.py,
+run by hand): prose, code, digits, many scripts, emoji, runs of spaces, control characters, special-token
+spellings. transformers' GGUF conversion is the reference (we build the same tokenizer); where llama.cpp
+disagrees with it the test says which texts and why, so a change on either side shows.
 
-transformers' GGUF conversion is the reference (we build the same tokenizer); where llama.cpp disagrees
-with it the test says which texts and why, so a change on either side shows."""
+Then against the `tokenizers` library on random text and random ids: tests/hf_gguf_tokenizer.py builds
+from each file's vocabulary the tokenizer transformers' conversion would, and ours must encode and decode
+exactly as it does: on the two real models (byte-level BPE with digit splitting; Gemma's SentencePiece
+BPE, merges by position) and on a tiny Llama 2 style SentencePiece vocabulary (merges by score, with
+ties, given by the file or derived from the vocabulary)."""
 import json
 from pathlib import Path
 
+import numpy as np
 import pytest
+from hypothesis import given, settings, strategies as st
 
+import hf_gguf_tokenizer
 import nextoken
+from nextoken.loaders import gguf
+
+from conftest import write_tiny_llama
 
 CROSSCHECK = json.loads((Path(__file__).parent / "fixtures" / "tokenizer_crosscheck.json").read_text())
 # Gemma 3: llama.cpp covers a run of more than 31 spaces with its longest space token first (31 + the
@@ -57,3 +68,102 @@ def test_decoding_gives_the_text_back(case):
         if name == "gemma3" and "\u2581" in text:
             continue  # a literal U+2581 reads as a space (see above)
         assert model.detokenize(ours(model, text, False)) == text
+
+
+# --- against the tokenizers library on random text ---
+
+# Characters that steer the tokenizers into their corners: spaces of every kind (GPT-2's regex keeps the last
+# one of a run for the next word), apostrophes (its contractions), digits and other numerals (split one by
+# one), letters with combining marks, U+2581 (SentencePiece's space), byte-fallback spellings, emoji.
+CORNERS = [" ", "  ", "\n", "\t", "\r\n", "\u00a0", "\u2028", "\u3000", "\x1c", "\x85", "\x00", "'", "'s", "'ll",
+           "'RE", "1", "42", "\u00bd", "\u0663", "\u00b2", "\u2167", "e\u0301", "\u01c5", "\u2581", "<0x41>", "<", "|>",
+           "\u4e2d\u6587", "\U0001F600", "\U0001F1E6\U0001F1E8", "\u200b", "word", " the", ".", "!?"]
+
+
+def texts(specials):
+    piece = st.one_of(st.sampled_from(CORNERS), st.sampled_from(specials), st.text(max_size=4),
+                      st.characters(max_codepoint=0x2FFF).map(str))
+    return st.lists(piece, max_size=24).map("".join)
+
+
+@pytest.fixture(scope="module", params=["smollm2", "gemma3"])
+def pair(request):
+    """(our tokenizer, the reference tokenizer, its BOS or -1, the file's special and added token texts)"""
+    f = gguf.read(nextoken.pull("gemma3-270m" if request.param == "gemma3" else "smollm2", quiet=True))
+    tokens, types = f.metadata["tokenizer.ggml.tokens"], f.metadata["tokenizer.ggml.token_type"]
+    specials = [tokens[i] for i in np.nonzero(np.isin(types, (3, 4)))[0][:2000].tolist()]
+    return (nextoken.tokenizer.GGUFTokenizer(f.tokenizer), *hf_gguf_tokenizer.build(f.metadata), specials)
+
+
+def check_against_reference(ours, ref, bos, text, ids):
+    for parse_special in (True, False):
+        expected = hf_gguf_tokenizer.encode(ref, bos, text, parse_special)
+        assert ours.encode(text, parse_special) == expected, (text, parse_special)
+        assert ours.decode(expected, False) == ref.decode(expected, skip_special_tokens=False)
+    for skip in (True, False):  # any ids: special ones, byte tokens cut inside a character...
+        assert ours.decode(ids, skip) == ref.decode(ids, skip_special_tokens=skip), (ids, skip)
+
+
+@settings(max_examples=400, derandomize=True, database=None, deadline=None)
+@given(data=st.data())
+def test_equal_to_the_tokenizers_library_on_random_text(pair, data):
+    ours, ref, bos, specials = pair
+    text = data.draw(texts(specials))
+    ids = data.draw(st.lists(st.one_of(st.integers(0, 300), st.integers(0, ours.vocab_size - 1)), max_size=12))
+    check_against_reference(ours, ref, bos, text, ids)
+
+
+def llama2_vocabulary(rng):
+    """A small Llama 2 style SentencePiece vocabulary: <unk>, <s>, </s>, the 256 byte tokens, letters,
+    then pieces of English words with and without their leading U+2581, with scores rounded so that many
+    tie (the merge order then rests on the halves' lengths and the positions), a repeated piece, and two
+    user-defined tokens."""
+    words = "the of and to in is that for it as with was on be by this are at from or which an have not".split()
+    pieces = list(dict.fromkeys(c for w in words for c in "\u2581" + w))
+    for w in words:
+        for k in range(2, len(w) + 2):
+            pieces += ["\u2581" + w[:k - 1], w[:k]]
+    pieces = list(dict.fromkeys(pieces)) + ["th", "<user_a>", "<user_b>"]
+    tokens = ["<unk>", "<s>", "</s>"] + [f"<0x{b:02X}>" for b in range(256)] + pieces
+    types = [2, 3, 3] + [6] * 256 + [1] * (len(pieces) - 2) + [4, 4]
+    scores = [0.0] * 259 + np.round(-rng.random(len(pieces)) * 8).tolist()
+    return tokens, types, scores
+
+
+@pytest.fixture(scope="module", params=["derived merges", "merges in the file"])
+def llama2_pair(request, tmp_path_factory):
+    tokens, types, scores = llama2_vocabulary(np.random.default_rng(7))
+    meta = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
+            "tokenizer.ggml.scores": scores, "general.architecture": "llama", "tokenizer.ggml.bos_token_id": 1,
+            "tokenizer.ggml.eos_token_id": 2, "tokenizer.ggml.unknown_token_id": 0}
+    merges = None
+    if request.param == "merges in the file":  # some order other than the derived one
+        merges = [" ".join(m) for m in hf_gguf_tokenizer.merges_from_vocab(tokens, dict(zip(tokens, range(len(tokens)))),
+                                                                           -np.arange(len(tokens), dtype=float))]
+        meta["tokenizer.ggml.merges"] = merges
+
+    def write(w):
+        w.add_tokenizer_model("llama")
+        w.add_token_list(tokens)
+        w.add_token_types(types)
+        w.add_token_scores(scores)
+        if merges:
+            w.add_token_merges(merges)
+        w.add_bos_token_id(1)
+        w.add_eos_token_id(2)
+        w.add_unk_token_id(0)
+    path = tmp_path_factory.mktemp("spm") / "tiny-llama2-spm.gguf"
+    write_tiny_llama(path, config=dict(vocab_size=len(tokens)), tokenizer=write)
+    ours = nextoken.tokenizer.GGUFTokenizer(gguf.read(path).tokenizer)
+    return (ours, *hf_gguf_tokenizer.build(meta), tokens[:3] + tokens[-2:])
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(data=st.data())
+def test_llama2_sentencepiece_equal_to_the_tokenizers_library(llama2_pair, data):
+    ours, ref, bos, specials = llama2_pair
+    assert bos == 1 and ours.bos_id == 1
+    text = data.draw(st.one_of(texts(specials), st.lists(st.sampled_from(
+        ["the", " the", "that", "th", "e", " ", "and ", "an", "with", "not", "x", "\u00e9"]), max_size=12).map("".join)))
+    ids = data.draw(st.lists(st.integers(0, ours.vocab_size - 1), max_size=12))
+    check_against_reference(ours, ref, bos, text, ids)

@@ -7,7 +7,7 @@
  * that fails changes nothing.
  *
  * Not (yet) in the C API: Hugging Face folders (convert them with `nextoken convert FOLDER OUT.gguf`),
- * text tokenization (token ids in; nt_detokenize for text out), beam search, encoder-decoder models.
+ * beam search, encoder-decoder models.
  */
 #ifndef NEXTOKEN_H
 #define NEXTOKEN_H
@@ -57,6 +57,12 @@ int32_t nt_model_n_ctx(const nt_model* model);
 size_t nt_model_eos_ids(const nt_model* model, int32_t* ids, size_t capacity);
 
 /* ---- text ---- */
+/* The ids of `length` bytes of UTF-8 `text` (no NUL needed), as the Python API's tokenize(): special tokens
+ * written in the text (<|im_start|>, <bos>...) read as themselves when parse_special is nonzero, else as
+ * plain text; the BOS first when add_bos is nonzero and the model's file asks for one. *n_ids: the ids
+ * written, or, with NT_ERROR_BUFFER_TOO_SMALL, how many there are (ids may be NULL to ask). */
+nt_status nt_tokenize(const nt_model* model, const char* text, size_t length, int parse_special, int add_bos,
+                      int32_t* ids, size_t capacity, size_t* n_ids);
 /* The UTF-8 text of `ids` (control tokens such as BOS/EOS left out), NUL-terminated in `text`.
  * *length: the bytes written without the NUL, or, with NT_ERROR_BUFFER_TOO_SMALL, the bytes needed. */
 nt_status nt_detokenize(const nt_model* model, const int32_t* ids, size_t n_ids, char* text, size_t capacity,

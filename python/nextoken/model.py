@@ -17,7 +17,7 @@ from ._core import Error
 from .arrays import as_array, float_array as _float_array, id_array
 from .loaders import gguf, safetensors
 from .sampling import checked_params
-from .tokenizer import StreamDecoder, Tokenizer
+from .tokenizer import GGUFTokenizer, StreamDecoder, Tokenizer
 
 Prompt = Union[str, Sequence[int], np.ndarray]
 MAX_LOGPROBS = 20  # alternatives per token, as the OpenAI API allows
@@ -91,7 +91,7 @@ class Model:
                 raise Error("lora= merges an adapter into a Hugging Face folder's weights; a GGUF file cannot take one")
             f = gguf.read(path)
             spec = f.spec
-            self.tokenizer = Tokenizer.from_gguf(f.metadata)
+            self.tokenizer = GGUFTokenizer(f.tokenizer)
             file_mapped = True   # every matrix views the read-only mapping: int8 may drop its pages
             if compute_type == "int8" and weights is None:
                 cache = _packed_cache_path(path, packed_cache)
@@ -173,16 +173,20 @@ class Model:
         return list(self.tokenizer.eos_ids)
 
     # ---- text <-> ids --------------------------------------------------------------------------------
-    def tokenize(self, text: str, parse_special: bool = True) -> list[int]:
-        """Token ids of `text` (with the BOS id the model wants first, if any).
+    def tokenize(self, text: str, parse_special: bool = True, add_bos: bool = True) -> list[int]:
+        """Token ids of `text`.
 
         parse_special: text spelling a special token (e.g. "<|im_end|>") becomes that token's id, as Hugging
         Face tokenizers do by default, so hand-written chat prompts work. Pass False for untrusted text:
         special tokens are then read as the plain text they look like (llama.cpp's parse_special=False).
+        add_bos: the BOS id first if the model wants one (False for text that continues a prompt).
         """
         if not isinstance(text, str):
             raise Error(f"tokenize() takes a str, got {type(text).__name__}")
-        return self.tokenizer.encode(text, parse_special=parse_special)
+        for name, value in (("parse_special", parse_special), ("add_bos", add_bos)):
+            if not isinstance(value, (bool, np.bool_)):
+                raise Error(f"{name} must be True or False, got {value!r}")
+        return self.tokenizer.encode(text, parse_special=bool(parse_special), add_bos=bool(add_bos))
 
     def detokenize(self, ids: Iterable[int], skip_special_tokens: bool = True) -> str:
         """The text of token ids; special tokens are left out unless skip_special_tokens is False."""

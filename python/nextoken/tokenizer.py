@@ -1,32 +1,17 @@
-"""Text <-> token ids, with Hugging Face `tokenizers`: a folder's tokenizer.json as it is, or one built
-from the vocabulary stored in a GGUF file.
+"""Text <-> token ids: a GGUF file's vocabulary by the core (csrc/tokenizer, the same code the C API's
+nt_tokenize runs), a Hugging Face folder's tokenizer.json with Hugging Face `tokenizers`, a Marian folder
+with sentencepiece.
 
-GGUF keeps the tokenizer as data (tokens, merges, token types, and a pre-tokenizer name); from_gguf turns
-that data into a `tokenizers.Tokenizer` the way the original Hugging Face tokenizer.json was set up.
+The core builds a GGUF vocabulary's tokenizer the way transformers' GGUF conversion builds a
+`tokenizers.Tokenizer` from it (tests/hf_gguf_tokenizer.py does that conversion, to check ours against).
 """
 from __future__ import annotations
 
 import json
 
-import numpy as np
-from tokenizers import AddedToken, Tokenizer as HFTokenizer, decoders, models, pre_tokenizers
+from tokenizers import Tokenizer as HFTokenizer
 
-from . import spm_vocab
 from ._core import Error
-
-CONTROL = 3       # GGUF token types (llama_token_type)
-USER_DEFINED = 4
-
-# Byte-level BPE pre-tokenizers by GGUF's `tokenizer.ggml.pre` name. "smollm" and "starcoder" split
-# digits one by one before GPT-2's regex (llama.cpp's LLAMA_VOCAB_PRE_TYPE_SMOLLM / STARCODER).
-_PRE_TOKENIZERS = {
-    "default": lambda: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    "gpt2": lambda: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
-    "smollm": lambda: pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                               pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]),
-    "starcoder": lambda: pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
-                                                  pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]),
-}
 
 
 def _ids(value) -> list:
@@ -34,32 +19,11 @@ def _ids(value) -> list:
     return [v for v in values if isinstance(v, int) and not isinstance(v, bool)]
 
 
-def _check_gguf_types(meta: dict):
-    """A GGUF file can hold a value of any type under any key: each tokenizer key read here must hold the
-    type it is read as, else a nextoken.Error names the key."""
-    def check(key, ok, what):
-        if key in meta and not ok(meta[key]):
-            value = meta[key]
-            shown = repr(value) if len(repr(value)) <= 40 else repr(value)[:37] + "..."
-            raise Error(f"the GGUF metadata '{key}' must be {what}, got {type(value).__name__} {shown}")
-
-    def number_array(kinds):  # a numpy array of those dtype kinds, or a list of such numbers
-        def ok(v):
-            if isinstance(v, list):
-                return all(isinstance(x, (int, float, np.number)) and np.asarray(x).dtype.kind in kinds for x in v)
-            return isinstance(v, np.ndarray) and v.ndim == 1 and v.dtype.kind in kinds
-        return ok
-    for key in ("tokenizer.ggml.model", "tokenizer.ggml.pre", "tokenizer.chat_template"):
-        check(key, lambda v: isinstance(v, str), "a string")
-    for key in ("tokenizer.ggml.tokens", "tokenizer.ggml.merges"):
-        check(key, lambda v: isinstance(v, list) and all(isinstance(t, str) for t in v), "an array of strings")
-    check("tokenizer.ggml.token_type", number_array("iu"), "an array of integers")
-    check("tokenizer.ggml.scores", number_array("iuf"), "an array of numbers")
-    check("tokenizer.ggml.add_bos_token", lambda v: isinstance(v, (bool, np.bool_)) or
-          isinstance(v, (int, np.integer)) and v in (0, 1), "true or false")
-    for name in ("bos", "eos", "eot", "unknown", "padding"):
-        check(f"tokenizer.ggml.{name}_token_id",
-              lambda v: isinstance(v, (int, np.integer)) and not isinstance(v, (bool, np.bool_)), "an integer")
+def _check_text(text: str):
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as e:
+        raise Error(f"the text is not valid Unicode: {e.reason} at index {e.start}") from None
 
 
 class Tokenizer:
@@ -70,53 +34,11 @@ class Tokenizer:
         self._tk = tk
         self.vocab_size = vocab_size
         self.bos_id = bos_id
-        self.add_bos = bos_id >= 0       # prepended by hand (GGUF vocabularies)
+        self.add_bos = bos_id >= 0       # prepended by hand
         self._add_special = add_special_tokens  # the tokenizer's own post-processor adds them (tokenizer.json)
         self.eos_ids = sorted({i for i in eos_ids if 0 <= i < vocab_size})
         self.chat_template = chat_template
         self._tk_literal = None  # a copy that reads special tokens as plain text, made when first needed
-
-    @classmethod
-    def from_gguf(cls, meta: dict) -> "Tokenizer":
-        """Built from the vocabulary stored in a GGUF file (tokenizer.ggml.*)."""
-        def get(key, default):
-            return meta.get(key, default)
-        _check_gguf_types(meta)
-        tokens = get("tokenizer.ggml.tokens", [])
-        if not tokens:
-            raise Error("the GGUF file has no tokenizer (tokenizer.ggml.tokens)")
-        model, pre = get("tokenizer.ggml.model", ""), get("tokenizer.ggml.pre", "default")
-        bos = int(get("tokenizer.ggml.bos_token_id", -1))
-        eos = [int(get("tokenizer.ggml.eos_token_id", -1)), int(get("tokenizer.ggml.eot_token_id", -1))]
-        template = get("tokenizer.chat_template", "")
-        if model == "llama":  # SentencePiece (Llama 2, Gemma): BOS added unless the file says otherwise
-            tk, add_bos = spm_vocab.build(meta)
-            return cls(tk, len(tokens), eos, False, bos if add_bos else -1, template)
-        if model != "gpt2":
-            raise Error(f"tokenizer model '{model}' is not supported (supported: gpt2 byte-level BPE, "
-                        "llama SentencePiece)")
-        if pre not in _PRE_TOKENIZERS:
-            raise Error(f"pre-tokenizer '{pre}' is not supported (supported: {', '.join(_PRE_TOKENIZERS)})")
-        types = [int(t) for t in get("tokenizer.ggml.token_type", [1] * len(tokens))]
-        if len(types) != len(tokens):
-            raise Error(f"tokenizer.ggml.token_type has {len(types)} entries for {len(tokens)} tokens")
-        vocab = {tok: i for i, tok in enumerate(tokens)}
-        merges = [tuple(m.split(" ", 1)) for m in get("tokenizer.ggml.merges", [])]
-        if any(len(m) != 2 for m in merges):
-            bad = next(" ".join(m) for m in merges if len(m) != 2)
-            raise Error(f"tokenizer.ggml.merges holds {bad!r}: a merge is two tokens separated by a space")
-        try:
-            tk = HFTokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
-        except Exception as e:  # tokenizers raises its own Exception for merges of unknown tokens
-            raise Error(f"the GGUF vocabulary is not a valid BPE: {e}") from None
-        tk.pre_tokenizer = _PRE_TOKENIZERS[pre]()
-        tk.decoder = decoders.ByteLevel()
-        tk.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
-                               for i, ty in enumerate(types) if ty == CONTROL])
-        tk.add_tokens([AddedToken(tokens[i], special=False, normalized=False)
-                       for i, ty in enumerate(types) if ty == USER_DEFINED])
-        add_bos = bool(get("tokenizer.ggml.add_bos_token", False))
-        return cls(tk, len(tokens), eos, False, bos if add_bos else -1, template)
 
     @classmethod
     def from_folder(cls, folder, config: dict, generation_config: dict) -> "Tokenizer":
@@ -143,10 +65,7 @@ class Tokenizer:
         """Token ids of `text`. parse_special: special tokens written in the text (e.g. <|im_start|>) become
         their ids, as Hugging Face does by default; False reads them as plain text (for untrusted text).
         add_bos: the BOS (or what tokenizer.json's post-processor adds) when the model asks for it."""
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise Error(f"the text is not valid Unicode: {e.reason} at index {e.start}") from None
+        _check_text(text)
         tk = self._tk
         if not parse_special:
             if self._tk_literal is None:
@@ -168,6 +87,32 @@ class Tokenizer:
 
     def decode(self, ids, skip_special_tokens: bool = True) -> str:
         return self._tk.decode(list(ids), skip_special_tokens=skip_special_tokens)
+
+
+class GGUFTokenizer(Tokenizer):
+    """A GGUF file's vocabulary (tokenizer.ggml.*), encoded and decoded by the core: core_tokenizer is
+    loaders.gguf.read(path).tokenizer."""
+
+    def __init__(self, core_tokenizer):
+        self._core = core_tokenizer
+        self.vocab_size = core_tokenizer.vocab_size
+        self.bos_id = core_tokenizer.bos_id
+        self.add_bos = self.bos_id >= 0
+        self.eos_ids = sorted(core_tokenizer.eos_ids)
+        self.chat_template = core_tokenizer.chat_template
+
+    def encode(self, text: str, parse_special: bool = True, add_bos: bool = True) -> list[int]:
+        _check_text(text)
+        return self._core.encode(text, parse_special, add_bos)
+
+    def has_special(self, ids) -> bool:
+        return any(self._core.is_special(i) for i in ids)
+
+    def token_text(self, token_id: int) -> str:
+        return self._core.token_text(token_id)
+
+    def decode(self, ids, skip_special_tokens: bool = True) -> str:
+        return self._core.decode(list(ids), skip_special_tokens)
 
 
 class StreamDecoder:
@@ -244,10 +189,7 @@ class MarianTokenizer(Tokenizer):
         self.chat_template = ""
 
     def encode(self, text: str, parse_special: bool = True, add_bos: bool = True) -> list[int]:
-        try:
-            text.encode("utf-8")
-        except UnicodeEncodeError as e:
-            raise Error(f"the text is not valid Unicode: {e.reason} at index {e.start}") from None
+        _check_text(text)
         code = []
         if text.startswith(">>") and (end := text.find("<<")) != -1:
             code, text = [text[:end + 2]], text[end + 2:]

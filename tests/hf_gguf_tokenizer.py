@@ -1,6 +1,12 @@
-"""SentencePiece vocabularies of GGUF files (tokenizer.ggml.model == "llama") as a `tokenizers.Tokenizer`,
-built the way transformers' GGUF conversion builds them (integrations/gguf/gguf_tokenizer_mapping.py).
+"""The reference that nextoken's GGUF tokenizer (csrc/tokenizer) is checked against: a Hugging Face
+`tokenizers.Tokenizer` built from a GGUF file's vocabulary the way transformers' GGUF conversion builds
+it (integrations/gguf/gguf_tokenizer_mapping.py), written with the `tokenizers` components directly.
 
+build(metadata) -> (tokenizer, bos id to prepend or -1); encode(tokenizer, bos, text, parse_special).
+
+Byte-level BPE ("gpt2"): the file's merges; the pre-tokenizer by tokenizer.ggml.pre.
+
+SentencePiece ("llama"):
 The model is a BPE with byte fallback whose merges are recovered from the vocabulary as transformers'
 `generate_merges` does: every cut of a token into two halves that are tokens too, best first. The sort key
 is the token's score, except for Gemma, whose scores do not follow its merge order: there it is the
@@ -8,7 +14,6 @@ token's position in the file. Ties go to the longer left half, then the longer r
 
   Gemma (gemma, gemma2, gemma3): tokens made only of whitespace that include a space are respelled as
       '▁' * length; normalizer Replace(' ', '▁'); no prefix space; decoder Replace + ByteFallback + Fuse.
-  Phi-3: normalizer Prepend('▁') + Replace(' ', '▁'), no pre-tokenizer.
   others (Llama 2 style): Metaspace pre-tokenizer putting '▁' before the start of the text (not after a
       special token: prepend_scheme "first"); the decoder strips that one space again. Like transformers,
       tokenizer.ggml.add_space_prefix is not consulted.
@@ -20,10 +25,52 @@ returned flag says so.
 from __future__ import annotations
 
 import gc
+
 import numpy as np
 from tokenizers import AddedToken, Tokenizer, decoders, models, normalizers, pre_tokenizers
 
-from ._core import Error
+# Byte-level BPE pre-tokenizers by GGUF's `tokenizer.ggml.pre` name. "smollm" and "starcoder" split
+# digits one by one before GPT-2's regex (llama.cpp's LLAMA_VOCAB_PRE_TYPE_SMOLLM / STARCODER).
+_PRE_TOKENIZERS = {
+    "default": lambda: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    "gpt2": lambda: pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True),
+    "smollm": lambda: pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                               pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]),
+    "starcoder": lambda: pre_tokenizers.Sequence([pre_tokenizers.Digits(individual_digits=True),
+                                                  pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)]),
+}
+
+
+
+
+def build(meta: dict):
+    """(tokenizer, BOS id to prepend or -1) for a GGUF file's metadata."""
+    tokens = list(meta["tokenizer.ggml.tokens"])
+    bos = int(meta.get("tokenizer.ggml.bos_token_id", -1))
+    if meta.get("tokenizer.ggml.model") == "llama":
+        tk, add_bos = _build_spm(meta)
+        return tk, bos if add_bos else -1
+    types = [int(t) for t in meta.get("tokenizer.ggml.token_type", [1] * len(tokens))]
+    vocab = {tok: i for i, tok in enumerate(tokens)}
+    merges = [tuple(m.split(" ", 1)) for m in meta.get("tokenizer.ggml.merges", [])]
+    tk = Tokenizer(models.BPE(vocab=vocab, merges=merges, fuse_unk=False, byte_fallback=False))
+    tk.pre_tokenizer = _PRE_TOKENIZERS[meta.get("tokenizer.ggml.pre", "default")]()
+    tk.decoder = decoders.ByteLevel()
+    tk.add_special_tokens([AddedToken(tokens[i], special=True, normalized=False)
+                           for i, ty in enumerate(types) if ty == CONTROL])
+    tk.add_tokens([AddedToken(tokens[i], special=False, normalized=False)
+                   for i, ty in enumerate(types) if ty == USER_DEFINED])
+    return tk, bos if meta.get("tokenizer.ggml.add_bos_token", False) else -1
+
+
+def encode(tk, bos: int, text: str, parse_special: bool = True) -> list:
+    """What nextoken's tokenize(text, parse_special) should give."""
+    tk.encode_special_tokens = not parse_special
+    try:
+        return ([bos] if bos >= 0 else []) + tk.encode(text, add_special_tokens=False).ids
+    finally:
+        tk.encode_special_tokens = False
+
 
 CONTROL, USER_DEFINED = 3, 4
 GEMMA = ("gemma", "gemma2", "gemma3")
@@ -159,7 +206,7 @@ def merges_from_vocab(tokens: list, vocab: dict, key) -> list:
     return list(zip(names[lid[order]].tolist(), names[rid[order]].tolist()))
 
 
-def build(meta: dict) -> tuple[Tokenizer, bool]:
+def _build_spm(meta: dict) -> tuple[Tokenizer, bool]:
     """The tokenizer of a GGUF SentencePiece vocabulary (without post-processor), and whether BOS is added."""
     enabled = gc.isenabled()
     gc.disable()                 # ~10**6 new tuples and strings: the cyclic collector would only slow this down
@@ -175,8 +222,6 @@ def _build(meta: dict) -> tuple[Tokenizer, bool]:
     n = len(tokens)
     types = np.asarray(meta.get("tokenizer.ggml.token_type", np.ones(n)), np.int64)
     scores = meta.get("tokenizer.ggml.scores", np.zeros(n))
-    if types.shape != (n,) or np.shape(scores) != (n,):
-        raise Error(f"tokenizer.ggml.token_type / scores must have one entry per token ({n})")
     arch = meta.get("general.architecture", "")
     gemma = arch in GEMMA
     spelled = ["\u2581" * len(t) if " " in t and not t.strip() else t for t in tokens] if gemma else tokens
@@ -196,10 +241,7 @@ def _build(meta: dict) -> tuple[Tokenizer, bool]:
         tk.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse()])
     else:
         tk = _bpe(vocab, merges)
-        if arch == "phi3":
-            tk.normalizer = normalizers.Sequence([normalizers.Prepend("\u2581"), normalizers.Replace(" ", "\u2581")])
-        else:
-            tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
+        tk.pre_tokenizer = pre_tokenizers.Metaspace(replacement="\u2581", prepend_scheme="first", split=False)
         tk.decoder = decoders.Sequence([decoders.Replace("\u2581", " "), decoders.ByteFallback(), decoders.Fuse(),
                                         decoders.Strip(" ", 1, 0)])
     control = [tokens[i] for i in np.nonzero(types == CONTROL)[0].tolist()]
@@ -216,7 +258,4 @@ def _build(meta: dict) -> tuple[Tokenizer, bool]:
 
 
 def _bpe(vocab, merges, **kw) -> Tokenizer:
-    try:
-        return Tokenizer(models.BPE(vocab, merges, fuse_unk=True, byte_fallback=True, **kw))
-    except Exception as e:  # tokenizers raises its own Exception type
-        raise Error(f"the GGUF vocabulary is not a valid BPE: {e}") from None
+    return Tokenizer(models.BPE(vocab, merges, fuse_unk=True, byte_fallback=True, **kw))
