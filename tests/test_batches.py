@@ -219,6 +219,16 @@ def test_context_shift_runs_past_n_ctx_as_a_fresh_run_of_the_kept_tokens(tmp_pat
         model.generate(prompt, max_new_tokens=4, context_shift="yes")
     stream = model.stream(prompt, max_new_tokens=None, context_shift=True, eos_token_id=[])
     assert len([next(stream) for _ in range(100)]) == 100  # runs on without end, through several shifts
+    # the sequence keeps the tokens the model still sees (after the shift above: the 4 kept, then from the
+    # 15th on), never more than the n_ctx in the cache plus the newest token (not fed yet), however long
+    s = model.add_sequence(prompt, max_new_tokens=None, context_shift=True, n_keep=4, eos_token_id=[])
+    new = [model.step([s])[0].token for _ in range(10)]
+    assert model.sequence_tokens(s) == (prompt + new)[:4] + (prompt + new)[14:]
+    for _ in range(100):
+        new.append(model.step([s])[0].token)
+        assert len(model.sequence_tokens(s)) <= 24 + 1
+    assert model.sequence_tokens(s)[:4] == prompt[:4] and model.sequence_tokens(s)[-1] == new[-1]
+    model.free_sequence(s)
 
 
 def test_context_shift_needs_relative_positions():

@@ -28,10 +28,12 @@ struct Session::Sequence {
   uint64_t id;
   std::unique_ptr<KVCache> cache;
   std::shared_ptr<const KVCache> cross;  // encoder-decoder: the source's keys and values (forks share them)
-  std::vector<int32_t> tokens;   // prompt, then the generated tokens
+  // Prompt, then the generated tokens, less those a context shift dropped from the cache (so that an
+  // endless stream keeps n_ctx of them, and the penalties look at what the model sees): the cache holds
+  // tokens[0 .. cache->length), the rest are still to be fed.
+  std::vector<int32_t> tokens;
   int n_prompt;
   int n_generated = 0;
-  // The tokens not yet in the cache: tokens[cache->length + n_shifted ..). The cache holds the others.
   int n_shifted = 0;             // positions context shifts dropped
   SequenceOptions options;
   Sampler sampler;
@@ -40,7 +42,7 @@ struct Session::Sequence {
   bool pulled;
   std::deque<StepOutput> queue;  // pulled: tokens stepped but not yet taken by next()
 
-  int n_fed() const { return cache->length + n_shifted; }
+  int n_fed() const { return cache->length; }
   int n_pending() const { return int(tokens.size()) - n_fed(); }
 };
 
@@ -133,6 +135,7 @@ void Session::shift_context(Sequence& s) {
   const int from = keep + discard;
   cache.move_down(from, discard);
   model_->rerotate_keys(cache, keep, cache.length, discard);
+  s.tokens.erase(s.tokens.begin() + keep, s.tokens.begin() + from);
   s.n_shifted += discard;
 }
 
@@ -267,7 +270,7 @@ void Session::free(uint64_t id) {
   auto it = sequences_.find(id);
   if (it == sequences_.end()) return;  // freeing twice is harmless
   Sequence& s = *it->second;
-  if (s.n_shifted == 0 && s.cache->length > 0 && !s.cross) {  // the cache holds exactly tokens[0 .. length)
+  if (s.n_shifted == 0 && s.cache->length > 0 && !s.cross) {  // the cache is what tokens[0 .. length) alone give
     retained_tokens_.assign(s.tokens.begin(), s.tokens.begin() + s.cache->length);
     retained_ = std::move(s.cache);
   }

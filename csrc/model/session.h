@@ -63,7 +63,7 @@ class Session {
   uint64_t fork(uint64_t id, uint64_t seed);
   // Ends a sequence; its cache is kept for the next add() whose prompt extends its tokens.
   void free(uint64_t id);
-  // Prompt and generated tokens of a sequence; whether it has finished.
+  // Prompt and generated tokens of a sequence (less those a context shift dropped); whether it has finished.
   std::vector<int32_t> tokens(uint64_t id);
   bool finished(uint64_t id);
 

@@ -108,7 +108,8 @@ nt_status nt_sequence_add(nt_model* model, const int32_t* prompt, size_t n_promp
  * *n_out = n. */
 nt_status nt_step(nt_model* model, const uint64_t* sequences, size_t n, nt_step_output* out, size_t capacity,
                   size_t* n_out);
-/* The prompt and generated ids of a sequence; *length as in nt_detokenize. */
+/* The prompt and generated ids of a sequence (less those a context shift dropped: the ones the model
+ * still sees); *length as in nt_detokenize. */
 nt_status nt_sequence_tokens(nt_model* model, uint64_t sequence, int32_t* ids, size_t capacity, size_t* length);
 /* Ends a sequence (its cache is kept for a later prompt that extends it). */
 nt_status nt_sequence_free(nt_model* model, uint64_t sequence);

@@ -532,7 +532,8 @@ class Model:
         self._model.free(_check_int("sequence_id", sequence_id, 0, 2**64 - 1))
 
     def sequence_tokens(self, sequence_id: int) -> list[int]:
-        """The prompt and generated tokens of a sequence."""
+        """The prompt and generated tokens of a sequence, less those a context shift dropped (the ones the
+        model still sees, which are also the ones repetition penalties look at)."""
         return self._model.tokens(_check_int("sequence_id", sequence_id, 0, 2**64 - 1))
 
     # ---- chat ----------------------------------------------------------------------------------------

@@ -128,25 +128,25 @@ class StreamDecoder:
 
     def __init__(self, tokenizer: Tokenizer):
         self._tokenizer = tokenizer
-        self._ids: list[int] = []
-        self._prefix = 0  # window start: tokens before it are never decoded again
-        self._read = 0    # tokens before this one have been released
+        self._ids: list[int] = []  # the window: the prefix (released already), then the tokens held back
+        self._read = 0             # where the prefix ends
 
     def push(self, token: int) -> str:
         self._ids.append(token)
-        prefix_text = self._tokenizer.decode(self._ids[self._prefix:self._read]) if self._read > self._prefix else ""
-        text = self._tokenizer.decode(self._ids[self._prefix:])
+        prefix_text = self._tokenizer.decode(self._ids[:self._read]) if self._read else ""
+        text = self._tokenizer.decode(self._ids)
         if text.endswith("\ufffd") or len(text) <= len(prefix_text):
             return ""
-        self._prefix, self._read = self._read, len(self._ids)
+        del self._ids[:self._read]  # the released tokens are the next prefix; those before are never needed again
+        self._read = len(self._ids)
         return text[len(prefix_text):]
 
     def flush(self) -> str:
         """The text still held back. Tokens that end inside a character (cut by max_new_tokens or a stop)
         decode to U+FFFD: that incomplete character is dropped."""
-        prefix_text = self._tokenizer.decode(self._ids[self._prefix:self._read]) if self._read > self._prefix else ""
-        text = self._tokenizer.decode(self._ids[self._prefix:]) if len(self._ids) > self._read else prefix_text
-        self._prefix = self._read = len(self._ids)
+        prefix_text = self._tokenizer.decode(self._ids[:self._read]) if self._read else ""
+        text = self._tokenizer.decode(self._ids) if len(self._ids) > self._read else prefix_text
+        self._ids, self._read = [], 0
         return text[len(prefix_text):].rstrip("\ufffd")
 
 
