@@ -130,6 +130,7 @@ def test_empty_prompt(tiny):
     (dict(top_p=-1.0), "top_p"), (dict(top_k=-3), "top_k"), (dict(top_k=2.5), "top_k"),
     (dict(max_new_tokens=-1), "max_new_tokens"), (dict(min_new_tokens=-2), "min_new_tokens"),
     (dict(seed=-1), "seed"), (dict(stop=[""]), "stop"),
+    (dict(temperature=1.0, num_return_sequences=10**9), r"num_return_sequences must be an integer in \[1, 512\]"),
 ])
 def test_bad_generation_parameters(tiny, bad, match):
     with pytest.raises(nextoken.Error, match=match):
@@ -140,6 +141,14 @@ def test_bad_generation_parameters(tiny, bad, match):
 def test_bad_load_parameters(tiny_model_path, kw):
     with pytest.raises(nextoken.Error):
         nextoken.load(tiny_model_path[0], **kw)
+
+
+def test_a_context_larger_than_memory_is_named_before_anything_is_sized_by_it(tiny_model_path):
+    """n_ctx = 2**31 - 1 raised MemoryError from the RoPE tables, 2**26 ran for minutes filling 17 GB of them:
+    both are now an Error that gives the KV cache one sequence would need (the tiny model: 2 layers x 2 KV
+    heads x 16 x 4 bytes x 2 = 512 bytes per position, so 2**31 - 1 positions need 1024 GiB)."""
+    with pytest.raises(nextoken.Error, match=r"n_ctx = 2147483647 needs 1024.0 GiB of KV cache for one sequence"):
+        nextoken.load(tiny_model_path[0], n_ctx=2**31 - 1)
 
 
 def test_ops_reject_non_numeric_input():

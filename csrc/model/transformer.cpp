@@ -1,8 +1,11 @@
 // transformer.cpp: see transformer.h.
 #include "transformer.h"
 
+#include <unistd.h>
+
 #include <algorithm>
 #include <cmath>
+#include <cstdio>
 #include <initializer_list>
 #include <string>
 
@@ -64,6 +67,19 @@ Transformer::Transformer(const ModelConfig& config, const TensorMap& tensors, in
   NT_CHECK(n_threads > 0, "n_threads must be positive, got " + std::to_string(n_threads));
   NT_CHECK(config_.relative_span == 0 || max_positions <= config_.relative_span,
            "the relative-position bias table spans fewer positions than n_ctx");
+  // One sequence's KV cache at full length must fit in this machine's memory. It is allocated lazily, but a
+  // context that could never be filled is a mistake to report now, before the tables sized by it are built.
+  const double kv_bytes = 2.0 * config_.n_layers * config_.n_kv_heads *
+                          double(kv_row_bytes(config_.kv_type, config_.head_dim)) * max_positions;
+  const double memory = double(sysconf(_SC_PHYS_PAGES)) * double(sysconf(_SC_PAGESIZE));
+  const auto gib = [](double bytes) {
+    char text[32];
+    std::snprintf(text, sizeof(text), "%.1f", bytes / double(1 << 30));
+    return std::string(text);
+  };
+  NT_CHECK(memory <= 0 || kv_bytes <= memory,
+           "n_ctx = " + std::to_string(max_positions) + " needs " + gib(kv_bytes) + " GiB of KV cache for one sequence, more than the " +
+               gib(memory) + " GiB of memory this machine has");
   if (config_.positions == Positions::Rope) {
     const int half = config_.head_dim / 2;
     for (const std::vector<float>& inv_freq : config_.rope_inv_freq) {

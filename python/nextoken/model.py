@@ -271,7 +271,8 @@ class Model:
         if beam_only:
             raise Error(f"{', '.join(beam_only)} only apply to beam search (num_beams > 1)")
         logprobs = params.pop("logprobs", None)
-        n_return = _check_int("num_return_sequences", params.pop("num_return_sequences", 1), 1)
+        # as many as num_beams may be (one forward pass's worth); more is a typo, not a request for 10**9 runs
+        n_return = _check_int("num_return_sequences", params.pop("num_return_sequences", 1), 1, 512)
         batch = _is_batch(prompt)
         prompts = _rows(prompt) if batch else [prompt]
         if n_return > 1:
