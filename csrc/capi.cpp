@@ -5,11 +5,13 @@
 #include <sched.h>
 
 #include <algorithm>
+#include <cmath>
 #include <cstring>
 #include <new>
 #include <string>
 
 #include "loaders/gguf_models.h"
+#include "model/beam_search.h"
 #include "tokenizer/tokenizer.h"
 #include "model/session.h"
 #include "parallel.h"
@@ -232,6 +234,57 @@ nt_status nt_generate(nt_model* model, const int32_t* prompt, size_t n_prompt, i
     }
     s.free(id);
     *n_out = n;
+  });
+}
+
+void nt_beam_options_init(nt_beam_options* o) {
+  if (o) *o = nt_beam_options{4, 1, 1.0, 0, 0, 1.0f, 0};
+}
+
+nt_status nt_beam_search(nt_model* model, const int32_t* prompt, size_t n_prompt, int32_t max_new_tokens,
+                         const nt_beam_options* options, int32_t* out, size_t capacity, int32_t* lengths,
+                         float* scores, size_t n_capacity) {
+  return guarded([&] {
+    check_pointer(model, "model");
+    nt_beam_options given;
+    nt_beam_options_init(&given);
+    if (options) given = *options;
+    NT_CHECK(given.early_stopping >= 0 && given.early_stopping <= 2,
+             "early_stopping must be 0 (heuristic), 1 (stop) or 2 (never), got " + std::to_string(given.early_stopping));
+    NT_CHECK(std::isfinite(given.length_penalty), "length_penalty must be finite");
+    BeamOptions o;
+    o.num_beams = given.num_beams;
+    o.num_return_sequences = given.num_return_sequences;
+    o.max_new_tokens = max_new_tokens;
+    o.min_new_tokens = given.min_new_tokens;
+    o.length_penalty = given.length_penalty;
+    o.early_stopping = given.early_stopping == 1 ? EarlyStopping::Stop
+                       : given.early_stopping == 2 ? EarlyStopping::Never : EarlyStopping::Heuristic;
+    o.eos_ids = model->tokenizer->eos_ids();
+    SamplingParams processors;  // greedy: only the logits processors apply
+    processors.more.repetition_penalty = given.repetition_penalty;
+    processors.more.no_repeat_ngram_size = given.no_repeat_ngram_size;
+    check_sampling_params(processors, model->spec.config.vocab_size);
+    o.processors = processors.more;
+    const std::vector<int32_t> ids = checked_ids(prompt, n_prompt, "prompt");
+    NT_CHECK(max_new_tokens > 0, "max_new_tokens must be positive, got " + std::to_string(max_new_tokens));
+    NT_CHECK(o.num_return_sequences > 0 && o.num_return_sequences <= o.num_beams,
+             "num_return_sequences must be in [1, num_beams = " + std::to_string(o.num_beams) + "], got " +
+                 std::to_string(o.num_return_sequences));
+    const size_t n = size_t(o.num_return_sequences);
+    check_pointer(out, "out");
+    check_pointer(lengths, "lengths");
+    check_pointer(scores, "scores");
+    NT_CHECK(capacity >= n * size_t(max_new_tokens) && n_capacity >= n,
+             "out needs room for num_return_sequences * max_new_tokens = " + std::to_string(n * size_t(max_new_tokens)) +
+                 " ids and lengths / scores for " + std::to_string(n));
+    const std::vector<Hypothesis> best = beam_search(*model->transformer, model->session->n_ctx(), ids, o,
+                                                     model->session->n_threads());
+    for (size_t i = 0; i < best.size(); ++i) {
+      std::copy(best[i].tokens.begin(), best[i].tokens.end(), out + i * size_t(max_new_tokens));
+      lengths[i] = int32_t(best[i].tokens.size());
+      scores[i] = best[i].score;
+    }
   });
 }
 

@@ -13,6 +13,8 @@ import pytest
 
 import nextoken
 
+from conftest import write_tiny_llama
+
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "c" / "generate.c"
 NT_OK, NT_ERROR_INVALID_ARGUMENT, NT_ERROR_MODEL_FILE, NT_ERROR_BUFFER_TOO_SMALL = 0, 1, 2, 4
 
@@ -27,6 +29,13 @@ class Sampling(ctypes.Structure):
 class LoadOptions(ctypes.Structure):
     _fields_ = [("n_ctx", ctypes.c_int32), ("n_threads", ctypes.c_int32), ("compute_type", ctypes.c_char_p),
                 ("kv_cache", ctypes.c_char_p), ("packed_cache", ctypes.c_char_p)]
+
+
+class BeamOptions(ctypes.Structure):
+    _fields_ = [("num_beams", ctypes.c_int32), ("num_return_sequences", ctypes.c_int32),
+                ("length_penalty", ctypes.c_double), ("early_stopping", ctypes.c_int32),
+                ("min_new_tokens", ctypes.c_int32), ("repetition_penalty", ctypes.c_float),
+                ("no_repeat_ngram_size", ctypes.c_int32)]
 
 
 class StepOutput(ctypes.Structure):
@@ -181,6 +190,49 @@ def test_step_api_equals_generate(lib, tiny_c, tiny_py):
     assert lib.nt_sequence_tokens(tiny_c, ctypes.c_uint64(seqs[0]), None, ctypes.c_size_t(0), ctypes.byref(length)) \
         == NT_ERROR_INVALID_ARGUMENT
     assert b"no sequence" in lib.nt_last_error()
+
+
+def beam_search(lib, model, prompt, max_new_tokens, options):
+    n = options.num_return_sequences
+    out, lengths, scores = (ctypes.c_int32 * (n * max_new_tokens))(), (ctypes.c_int32 * n)(), (ctypes.c_float * n)()
+    status = lib.nt_beam_search(model, ids_array(prompt), ctypes.c_size_t(len(prompt)), max_new_tokens,
+                                ctypes.byref(options), out, ctypes.c_size_t(len(out)), lengths, scores, ctypes.c_size_t(n))
+    return status, [(list(out[i * max_new_tokens:i * max_new_tokens + lengths[i]]), scores[i]) for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def tiny_eos34(lib, tmp_path_factory):
+    """The tiny model with EOS id 34, which its beams reach (finished hypotheses of 6 and 7 tokens below)."""
+    path = tmp_path_factory.mktemp("eos34") / "tiny-eos34.gguf"
+    write_tiny_llama(path, config=dict(eos_token_id=34))
+    status, model = load(lib, path)
+    assert status == NT_OK, lib.nt_last_error()
+    yield model, nextoken.load(path, n_ctx=256, n_threads=2)
+    lib.nt_model_free(model)
+
+
+@pytest.mark.parametrize("early_stopping, c_early_stopping", [(False, 0), (True, 1), ("never", 2)])
+def test_beam_search_equals_python(lib, tiny_eos34, early_stopping, c_early_stopping):
+    """The same beams and float32 scores as Model.beam_search (checked against transformers in test_beams.py)."""
+    tiny_c, tiny_py = tiny_eos34
+    o = BeamOptions()
+    lib.nt_beam_options_init(ctypes.byref(o))
+    assert (o.num_beams, o.num_return_sequences, o.length_penalty, o.early_stopping) == (4, 1, 1.0, 0)
+    o.num_beams, o.num_return_sequences, o.length_penalty, o.early_stopping = 5, 3, 0.7, c_early_stopping
+    o.repetition_penalty, o.no_repeat_ngram_size, o.min_new_tokens = 1.3, 3, 2
+    lengths = []
+    for prompt in ([5, 6, 7], [1, 250, 3, 3, 3], [42]):
+        expected = tiny_py.beam_search(prompt, 12, num_beams=5, num_return_sequences=3, length_penalty=0.7,
+                                       early_stopping=early_stopping, repetition_penalty=1.3, no_repeat_ngram_size=3,
+                                       min_new_tokens=2, return_scores=True)
+        status, got = beam_search(lib, tiny_c, prompt, 12, o)
+        assert status == NT_OK, lib.nt_last_error()
+        assert got == [(list(ids), np.float32(score)) for ids, score in expected]
+        lengths += [len(ids) for ids, _ in got]
+    assert min(lengths) < 12  # some beams ended in EOS
+    o.num_return_sequences = 6
+    assert beam_search(lib, tiny_c, [5], 4, o)[0] == NT_ERROR_INVALID_ARGUMENT
+    assert b"num_return_sequences must be in [1, num_beams = 5]" in lib.nt_last_error()
 
 
 @pytest.mark.parametrize("model_name", ["smollm2", "gemma3-270m"])

@@ -7,7 +7,7 @@
  * that fails changes nothing.
  *
  * Not (yet) in the C API: Hugging Face folders (convert them with `nextoken convert FOLDER OUT.gguf`),
- * beam search, encoder-decoder models.
+ * encoder-decoder models.
  */
 #ifndef NEXTOKEN_H
 #define NEXTOKEN_H
@@ -93,6 +93,27 @@ void nt_sampling_init(nt_sampling* sampling);
  * (which is included). Writes them to `out` (capacity >= max_new_tokens) and their count to *n_out. */
 nt_status nt_generate(nt_model* model, const int32_t* prompt, size_t n_prompt, int32_t max_new_tokens,
                       const nt_sampling* sampling, int32_t* out, size_t capacity, size_t* n_out);
+
+/* ---- beam search: Hugging Face generate(num_beams=...), the same beams and scores ---- */
+typedef struct {
+  int32_t num_beams;            /* 2 .. 512; default 4 */
+  int32_t num_return_sequences; /* 1 .. num_beams; default 1 */
+  double length_penalty;        /* a finished beam scores (sum of log-probabilities) / length ** this; default 1 */
+  int32_t early_stopping;       /* 0 (default): HF's early_stopping=False; 1: True; 2: "never" */
+  int32_t min_new_tokens;       /* EOS is masked out until this many new tokens exist; default 0 */
+  float repetition_penalty;     /* 1: off */
+  int32_t no_repeat_ngram_size; /* 0: off */
+} nt_beam_options;
+
+/* Fills *options with the defaults. */
+void nt_beam_options_init(nt_beam_options* options);
+/* The num_return_sequences best continuations of the prompt (up to max_new_tokens new ids each, the last
+ * an EOS id unless the length ran out), best first: continuation i at out[i * max_new_tokens ...],
+ * lengths[i] ids long, scoring scores[i]. Capacities: out num_return_sequences * max_new_tokens ids,
+ * lengths and scores num_return_sequences entries (n_capacity). options may be NULL: the defaults. */
+nt_status nt_beam_search(nt_model* model, const int32_t* prompt, size_t n_prompt, int32_t max_new_tokens,
+                         const nt_beam_options* options, int32_t* out, size_t capacity, int32_t* lengths,
+                         float* scores, size_t n_capacity);
 
 /* ---- the step API: sequences a caller schedules itself (a server, a speculative decoder) ---- */
 typedef struct {
