@@ -171,6 +171,9 @@ ATTENTION_CASES = [  # T, pos0, H, H_kv, D
     (1, 0, 1, 1, 16), (5, 0, 2, 1, 16), (33, 0, 9, 3, 64), (70, 0, 4, 4, 32),
     (13, 20, 4, 2, 64), (3, 61, 8, 2, 128), (100, 31, 2, 2, 80),
     (9, 4, 4, 2, 8), (40, 0, 3, 3, 12), (6, 35, 2, 1, 24),  # head dims off the vector width: the scalar path
+    # keys in several 256-key segments, merged; decode splits them over the threads (split-K); groups of
+    # 9 and 20 query heads per key/value head (more than the 16 that share one pass)
+    (3, 600, 9, 3, 64), (2, 520, 20, 1, 32), (4, 300, 2, 1, 24),
 ]
 
 
@@ -184,10 +187,10 @@ def test_attention_prefill_matches_softmax_reference(T, pos0, H, H_kv, D):
     close(ops.attention_prefill(q, k, v, pos0, n_threads=2), ref.attention(q, k, v, pos0))
 
 
-@pytest.mark.parametrize("window", [1, 5, 16])
-def test_attention_sliding_window(window):
+@pytest.mark.parametrize("window, pos0", [(1, 9), (5, 9), (16, 9), (300, 500)])
+def test_attention_sliding_window(window, pos0):
     rng = np.random.default_rng(window)
-    T, pos0, H, H_kv, D = 23, 9, 4, 2, 32
+    T, H, H_kv, D = 23, 4, 2, 32
     q = rng.standard_normal((T, H, D)).astype(np.float32)
     k = rng.standard_normal((H_kv, pos0 + T, D)).astype(np.float32)
     v = rng.standard_normal((H_kv, pos0 + T, D)).astype(np.float32)

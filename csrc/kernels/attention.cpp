@@ -1,11 +1,12 @@
 // attention.cpp: fused causal attention over the KV cache, CPU, compiled once per ISA.
 //
 // H = query heads, H_kv = key/value heads, D = head dim (at most 256; fastest a multiple of 16), S = cache
-// capacity. Every query row is reduced alone by attend_row(), in the same order whatever the other rows
-// of the call: a token decoded through the cache gets exactly the output it gets inside a prefill or a
-// batch of other sequences.
+// capacity. Every query row is reduced alone, in segments of its keys merged in a fixed order, whatever
+// the other rows of the call and however the work is split: a token decoded through the cache gets
+// exactly the output it gets inside a prefill or a batch of other sequences.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "../parallel.h"
 #include "isa_kernels.h"
@@ -15,13 +16,10 @@ namespace nextoken {
 namespace NT_ISA {
 namespace {
 
-constexpr int KEY_BLOCK = 32;  // keys scored together before the running softmax is rescaled
+constexpr int KEY_BLOCK = 32;      // keys scored together before the running softmax is rescaled
+constexpr int SEGMENT_KEYS = 256;  // keys reduced alone before the segments of a row are merged
+constexpr int MAX_GROUP = 16;      // query heads that share one pass over a segment's keys
 
-// out (D) = softmax(scale * k[0:n] q + bias[0:n]) v[0:n]; k, v: (n, D) rows; bias may be null. Online softmax (Milakov &
-// Gimelshein): a running max m, running denominator l, and the output accumulator rescaled by
-// e^(m_old - m_new) whenever a block of keys raises the max. DV = D / VL vectors per head row is a
-// template parameter so that the row lives in registers; the output accumulates in two copies (even and
-// odd keys), so each key's FMAs need not wait for the previous key's.
 // Vector i (elements VL i .. VL i + VL - 1) and element i of a key or value row as stored in the cache.
 template <DType KV>
 inline vfloat row_vector(const uint8_t* row, int i) {
@@ -54,105 +52,155 @@ inline float row_value(const uint8_t* row, int i) {
   }
 }
 
+// A segment's result for one head: the unnormalised output (D floats), then the running max m and the
+// denominator l of its online softmax. partial_floats(D) floats each.
+inline int partial_floats(int D) { return D + 2; }
+
+// One segment of keys, k[0:n] and v[0:n], for the G <= MAX_GROUP query heads q[0:G] (rows D apart) that
+// share them (a GQA group): partial[g] = softmax state of scale * k q[g] + bias[g] over the segment (bias[g] may be
+// null). Online softmax (Milakov & Gimelshein): a running max m, running denominator l, and the output
+// accumulator rescaled by e^(m_old - m_new) whenever a block of keys raises the max. Each block of keys
+// is read from memory once and used by every head of the group from L1; each head's arithmetic is the
+// same, in the same order, whatever G is. DV = D / VL vectors per head row is a template parameter so
+// that the row lives in registers; the output accumulates in two copies (even and odd keys), so each
+// key's FMAs need not wait for the previous key's.
 template <int DV, DType KV>
-void attend_row(float* out, const float* q, const void* k_rows, const void* v_rows, int n, float scale,
-                const float* bias, int) {
+void attend_segment(float* partial, const float* q, int G, float scale, const uint8_t* k, const uint8_t* v, int n,
+                    const float* const* bias, int) {
   constexpr int D = VL * DV;
   const size_t rb = kv_row_bytes(KV, D);
-  const uint8_t* k = static_cast<const uint8_t*>(k_rows);
-  const uint8_t* v = static_cast<const uint8_t*>(v_rows);
-  vfloat qv[DV], acc[2][DV];
-  for (int i = 0; i < DV; ++i) {
-    qv[i] = loadv(q + VL * i) * scale;
-    acc[0][i] = acc[1][i] = splat(0.0f);
+  for (int g = 0; g < G; ++g) {
+    float* state = partial + size_t(g) * partial_floats(D);
+    for (int i = 0; i < D; ++i) state[i] = 0.0f;
+    state[D] = -INFINITY;
+    state[D + 1] = 0.0f;
   }
-  float m = -INFINITY, l = 0.0f;
+  alignas(64) float acc_odd[MAX_GROUP][D];  // the odd keys' accumulator of each head
+  for (int g = 0; g < G; ++g)
+    for (int i = 0; i < D; ++i) acc_odd[g][i] = 0.0f;
   alignas(64) float s[KEY_BLOCK];
   for (int j0 = 0; j0 < n; j0 += KEY_BLOCK) {
     const int nb = std::min(KEY_BLOCK, n - j0);
-    float block_max = -INFINITY;
-    for (int j = 0; j < nb; ++j) {
-      const uint8_t* kj = k + size_t(j0 + j) * rb;
-      vfloat dot = qv[0] * row_vector<KV>(kj, 0);
-      for (int i = 1; i < DV; ++i) dot += qv[i] * row_vector<KV>(kj, i);
-      s[j] = bias ? hsum(dot) + bias[j0 + j] : hsum(dot);
-      block_max = std::max(block_max, s[j]);
-    }
-    for (int j = nb; j < KEY_BLOCK; ++j) s[j] = -INFINITY;
-    const float m_new = std::max(m, block_max);
-    const float correction = std::exp(m - m_new);  // 0 on the first block (m = -inf)
-    for (int j = 0; j < KEY_BLOCK; j += VL) storev(s + j, expv(loadv(s + j) - m_new));
-    float block_sum = 0.0f;
-    for (int j = 0; j < nb; ++j) block_sum += s[j];
-    l = l * correction + block_sum;
-    for (int i = 0; i < DV; ++i) {
-      acc[0][i] *= correction;
-      acc[1][i] *= correction;
-    }
-    int j = 0;
-    for (; j + 2 <= nb; j += 2) {
-      const uint8_t* vj = v + size_t(j0 + j) * rb;
-      const vfloat p0 = splat(s[j]), p1 = splat(s[j + 1]);
+    for (int g = 0; g < G; ++g) {
+      float* state = partial + size_t(g) * partial_floats(D);
+      vfloat qv[DV], acc[2][DV];
+      for (int i = 0; i < DV; ++i) qv[i] = loadv(q + size_t(g) * D + VL * i) * scale;
+      float block_max = -INFINITY;
+      for (int j = 0; j < nb; ++j) {
+        const uint8_t* kj = k + size_t(j0 + j) * rb;
+        vfloat dot = qv[0] * row_vector<KV>(kj, 0);
+        for (int i = 1; i < DV; ++i) dot += qv[i] * row_vector<KV>(kj, i);
+        s[j] = bias[g] ? hsum(dot) + bias[g][j0 + j] : hsum(dot);
+        block_max = std::max(block_max, s[j]);
+      }
+      for (int j = nb; j < KEY_BLOCK; ++j) s[j] = -INFINITY;
+      const float m = state[D], m_new = std::max(m, block_max);
+      const float correction = std::exp(m - m_new);  // 0 on the first block (m = -inf)
+      for (int j = 0; j < KEY_BLOCK; j += VL) storev(s + j, expv(loadv(s + j) - m_new));
+      float block_sum = 0.0f;
+      for (int j = 0; j < nb; ++j) block_sum += s[j];
+      state[D + 1] = state[D + 1] * correction + block_sum;
+      state[D] = m_new;
       for (int i = 0; i < DV; ++i) {
-        acc[0][i] += p0 * row_vector<KV>(vj, i);
-        acc[1][i] += p1 * row_vector<KV>(vj + rb, i);
+        acc[0][i] = loadv(state + VL * i) * correction;
+        acc[1][i] = loadv(acc_odd[g] + VL * i) * correction;
+      }
+      int j = 0;
+      for (; j + 2 <= nb; j += 2) {
+        const uint8_t* vj = v + size_t(j0 + j) * rb;
+        const vfloat p0 = splat(s[j]), p1 = splat(s[j + 1]);
+        for (int i = 0; i < DV; ++i) {
+          acc[0][i] += p0 * row_vector<KV>(vj, i);
+          acc[1][i] += p1 * row_vector<KV>(vj + rb, i);
+        }
+      }
+      if (j < nb) {
+        const uint8_t* vj = v + size_t(j0 + j) * rb;
+        const vfloat p0 = splat(s[j]);
+        for (int i = 0; i < DV; ++i) acc[0][i] += p0 * row_vector<KV>(vj, i);
+      }
+      for (int i = 0; i < DV; ++i) {
+        storev(state + VL * i, acc[0][i]);
+        storev(acc_odd[g] + VL * i, acc[1][i]);
       }
     }
-    if (j < nb) {
-      const uint8_t* vj = v + size_t(j0 + j) * rb;
-      const vfloat p0 = splat(s[j]);
-      for (int i = 0; i < DV; ++i) acc[0][i] += p0 * row_vector<KV>(vj, i);
-    }
-    m = m_new;
   }
-  const float inv_l = 1.0f / l;
-  for (int i = 0; i < DV; ++i) storev(out + VL * i, (acc[0][i] + acc[1][i]) * inv_l);
+  for (int g = 0; g < G; ++g) {
+    float* state = partial + size_t(g) * partial_floats(D);
+    for (int i = 0; i < DV; ++i) storev(state + VL * i, loadv(state + VL * i) + loadv(acc_odd[g] + VL * i));
+  }
 }
 
-// The same for head dims that are not a multiple of 16 (tiny models), a float at a time.
+// The same for head dims that are not a multiple of 16 (tiny models), a float at a time, a head at a time.
 template <DType KV>
-void attend_row_any(float* out, const float* q, const void* k_rows, const void* v_rows, int n, float scale,
-                    const float* bias, int D) {
+void attend_segment_any(float* partial, const float* q, int G, float scale, const uint8_t* k, const uint8_t* v, int n,
+                        const float* const* bias, int D) {
   const size_t rb = kv_row_bytes(KV, D);
-  const uint8_t* k = static_cast<const uint8_t*>(k_rows);
-  const uint8_t* v = static_cast<const uint8_t*>(v_rows);
-  float acc[256] = {}, s[KEY_BLOCK];
-  float m = -INFINITY, l = 0.0f;
-  for (int j0 = 0; j0 < n; j0 += KEY_BLOCK) {
-    const int nb = std::min(KEY_BLOCK, n - j0);
-    float block_max = -INFINITY;
-    for (int j = 0; j < nb; ++j) {
-      const uint8_t* kj = k + size_t(j0 + j) * rb;
-      float dot = 0.0f;
-      for (int i = 0; i < D; ++i) dot += q[i] * scale * row_value<KV>(kj, i);
-      s[j] = bias ? dot + bias[j0 + j] : dot;
-      block_max = std::max(block_max, s[j]);
+  for (int g = 0; g < G; ++g) {
+    const float* qg = q + size_t(g) * D;
+    float* acc = partial + size_t(g) * partial_floats(D);
+    float s[KEY_BLOCK];
+    float m = -INFINITY, l = 0.0f;
+    for (int i = 0; i < D; ++i) acc[i] = 0.0f;
+    for (int j0 = 0; j0 < n; j0 += KEY_BLOCK) {
+      const int nb = std::min(KEY_BLOCK, n - j0);
+      float block_max = -INFINITY;
+      for (int j = 0; j < nb; ++j) {
+        const uint8_t* kj = k + size_t(j0 + j) * rb;
+        float dot = 0.0f;
+        for (int i = 0; i < D; ++i) dot += qg[i] * scale * row_value<KV>(kj, i);
+        s[j] = bias[g] ? dot + bias[g][j0 + j] : dot;
+        block_max = std::max(block_max, s[j]);
+      }
+      const float m_new = std::max(m, block_max), correction = std::exp(m - m_new);
+      float block_sum = 0.0f;
+      for (int j = 0; j < nb; ++j) block_sum += s[j] = std::exp(s[j] - m_new);
+      l = l * correction + block_sum;
+      for (int i = 0; i < D; ++i) acc[i] *= correction;
+      for (int j = 0; j < nb; ++j)
+        for (int i = 0; i < D; ++i) acc[i] += s[j] * row_value<KV>(v + size_t(j0 + j) * rb, i);
+      m = m_new;
     }
-    const float m_new = std::max(m, block_max), correction = std::exp(m - m_new);
-    float block_sum = 0.0f;
-    for (int j = 0; j < nb; ++j) block_sum += s[j] = std::exp(s[j] - m_new);
-    l = l * correction + block_sum;
-    for (int i = 0; i < D; ++i) acc[i] *= correction;
-    for (int j = 0; j < nb; ++j)
-      for (int i = 0; i < D; ++i) acc[i] += s[j] * row_value<KV>(v + size_t(j0 + j) * rb, i);
-    m = m_new;
+    acc[D] = m;
+    acc[D + 1] = l;
   }
-  for (int i = 0; i < D; ++i) out[i] = acc[i] / l;
 }
 
-using AttendRow = void (*)(float*, const float*, const void*, const void*, int, float, const float*, int);
+using AttendSegment = void (*)(float*, const float*, int, float, const uint8_t*, const uint8_t*, int,
+                               const float* const*, int);
 
 // The instantiation for head dim D (at most 256; vectorised for multiples of 16) and cache type KV.
 template <DType KV>
-AttendRow attend_row_for(int D) {
-  if (D % 16 != 0) return attend_row_any<KV>;
+AttendSegment attend_segment_for(int D) {
+  if (D % 16 != 0) return attend_segment_any<KV>;
   constexpr int U = 16 / VL;  // vectors per 16 floats
-  static constexpr AttendRow table[16] = {
-      attend_row<1 * U, KV>,  attend_row<2 * U, KV>,  attend_row<3 * U, KV>,  attend_row<4 * U, KV>,
-      attend_row<5 * U, KV>,  attend_row<6 * U, KV>,  attend_row<7 * U, KV>,  attend_row<8 * U, KV>,
-      attend_row<9 * U, KV>,  attend_row<10 * U, KV>, attend_row<11 * U, KV>, attend_row<12 * U, KV>,
-      attend_row<13 * U, KV>, attend_row<14 * U, KV>, attend_row<15 * U, KV>, attend_row<16 * U, KV>};
+  static constexpr AttendSegment table[16] = {
+      attend_segment<1 * U, KV>,  attend_segment<2 * U, KV>,  attend_segment<3 * U, KV>,  attend_segment<4 * U, KV>,
+      attend_segment<5 * U, KV>,  attend_segment<6 * U, KV>,  attend_segment<7 * U, KV>,  attend_segment<8 * U, KV>,
+      attend_segment<9 * U, KV>,  attend_segment<10 * U, KV>, attend_segment<11 * U, KV>, attend_segment<12 * U, KV>,
+      attend_segment<13 * U, KV>, attend_segment<14 * U, KV>, attend_segment<15 * U, KV>, attend_segment<16 * U, KV>};
   return table[D / 16 - 1];
+}
+
+// out (D) = softmax over all of a head's segments: their partials (stride floats apart) merged in order,
+// each rescaled to the overall max (one segment: its output over its l, nothing rescaled).
+void combine_segments(float* out, const float* partial, int n_segments, size_t stride, int D) {
+  if (n_segments == 1) {
+    const float inv_l = 1.0f / partial[D + 1];
+    for (int i = 0; i < D; ++i) out[i] = partial[i] * inv_l;
+    return;
+  }
+  float m = -INFINITY, l = 0.0f;
+  for (int s = 0; s < n_segments; ++s) m = std::max(m, partial[s * stride + size_t(D)]);
+  for (int i = 0; i < D; ++i) out[i] = 0.0f;
+  for (int s = 0; s < n_segments; ++s) {
+    const float* p = partial + s * stride;
+    const float w = std::exp(p[D] - m);
+    l += p[D + 1] * w;
+    for (int i = 0; i < D; ++i) out[i] += p[i] * w;
+  }
+  const float inv_l = 1.0f / l;
+  for (int i = 0; i < D; ++i) out[i] *= inv_l;
 }
 
 // The first key a query at position p sees: 0, or with a sliding window of W the last W positions.
@@ -163,33 +211,82 @@ inline int first_key(int p, int window) { return window > 0 && p >= window ? p -
 void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs, int H, int H_kv, int D, float scale,
                int window, const float* rel_bias, int rel_span, DType kv_type, int n_threads) {
   const int group = H / H_kv;
-  const AttendRow attend_row = kv_type == DType::F16    ? attend_row_for<DType::F16>(D)
-                               : kv_type == DType::BF16 ? attend_row_for<DType::BF16>(D)
-                               : kv_type == DType::Q8_0 ? attend_row_for<DType::Q8_0>(D)
-                                                        : attend_row_for<DType::F32>(D);
+  const AttendSegment attend = kv_type == DType::F16    ? attend_segment_for<DType::F16>(D)
+                               : kv_type == DType::BF16 ? attend_segment_for<DType::BF16>(D)
+                               : kv_type == DType::Q8_0 ? attend_segment_for<DType::Q8_0>(D)
+                                                        : attend_segment_for<DType::F32>(D);
   const size_t row_bytes = kv_row_bytes(kv_type, D);
+  const size_t per_head = size_t(partial_floats(D)), per_group = per_head * size_t(group);
   // first_row[s]: the index of sequence s's first query row among all rows.
   int first_row[MAX_ATTENTION_SEQS + 1];
   first_row[0] = 0;
   for (int s = 0; s < n_seqs; ++s) first_row[s + 1] = first_row[s] + seqs[s].T;
-  const int n_items = first_row[n_seqs] * H;  // one item per (query row, head)
-  // Items are claimed in chunks of consecutive (row, head) pairs: in decode a chunk holds neighbouring
-  // heads, which share their keys in a GQA group; in prefill, later rows cost more, and chunks claimed
-  // one at a time even the threads' loads out. Each item is reduced by one thread in one fixed order.
-  parallel_for(n_items, n_threads, 1, [&](int begin, int end) {
+  const int n_rows = first_row[n_seqs];
+  struct Keys {
+    const AttentionSeq* seq;
+    int p, first, last, n_segments;
+  };
+  const auto keys_of = [&](int row) {
+    const int s = int(std::upper_bound(first_row, first_row + n_seqs + 1, row) - first_row) - 1;
+    const AttentionSeq& seq = seqs[s];
+    const int p = seq.pos0 + row - first_row[s];
+    const int first = seq.n_keys > 0 ? 0 : first_key(p, window), last = seq.n_keys > 0 ? seq.n_keys - 1 : p;
+    return Keys{&seq, p, first, last, (last - first) / SEGMENT_KEYS + 1};
+  };
+  // Segment `segment` of row `row`'s keys for the query heads of key/value head `kv_head`.
+  const auto run_segment = [&](float* partial, int row, int kv_head, const Keys& keys, int segment) {
+    const int first = keys.first + segment * SEGMENT_KEYS, n = std::min(SEGMENT_KEYS, keys.last + 1 - first);
+    const size_t offset = (size_t(kv_head) * keys.seq->S + first) * row_bytes;
+    for (int g0 = 0; g0 < group; g0 += MAX_GROUP) {
+      const int G = std::min(MAX_GROUP, group - g0);
+      const float* bias[MAX_GROUP] = {};
+      for (int g = 0; rel_bias && g < G; ++g) {  // T5's bias of key j for the query at p: rel_bias[h][(j - p) + span - 1]
+        const int h = kv_head * group + g0 + g;
+        bias[g] = rel_bias + size_t(h) * (2 * rel_span - 1) + (rel_span - 1) - keys.p + first;
+      }
+      attend(partial + size_t(g0) * per_head, q + (size_t(row) * H + size_t(kv_head) * group + g0) * D, G, scale,
+             static_cast<const uint8_t*>(keys.seq->k) + offset, static_cast<const uint8_t*>(keys.seq->v) + offset, n,
+             bias, D);
+    }
+  };
+  // A row's keys go in segments of SEGMENT_KEYS from its first key, each reduced alone and then merged in
+  // order: a row's output depends on its keys alone, not on how the work was split. With few rows
+  // (decode) the segments are spread over the threads (split-K, so that every thread works whatever the
+  // head count); with many, each (row, key/value head) goes to one thread, which runs its segments in turn.
+  const int n_items = n_rows * H_kv;
+  if (n_items >= 4 * n_threads) {
+    parallel_for(n_items, n_threads, 1, [&](int begin, int end) {
+      std::vector<float> partial;
+      for (int item = begin; item < end; ++item) {
+        const int row = item / H_kv, kv_head = item % H_kv;
+        const Keys keys = keys_of(row);
+        partial.resize(size_t(keys.n_segments) * per_group);
+        for (int segment = 0; segment < keys.n_segments; ++segment)
+          run_segment(partial.data() + size_t(segment) * per_group, row, kv_head, keys, segment);
+        for (int g = 0; g < group; ++g)
+          combine_segments(out + (size_t(row) * H + size_t(kv_head) * group + g) * D, partial.data() + g * per_head,
+                           keys.n_segments, per_group, D);
+      }
+    });
+    return;
+  }
+  std::vector<int> first_segment(size_t(n_rows) + 1, 0);  // of each row, counting every row's segments
+  for (int row = 0; row < n_rows; ++row) first_segment[size_t(row) + 1] = first_segment[size_t(row)] + keys_of(row).n_segments;
+  const int n_segments = first_segment[size_t(n_rows)];
+  std::vector<float> partial(size_t(n_segments) * H_kv * per_group);  // (segment, kv head, head in group)
+  parallel_for(n_segments * H_kv, n_threads, 1, [&](int begin, int end) {
     for (int item = begin; item < end; ++item) {
-      const int row = item / H, h = item % H;
-      const int s = int(std::upper_bound(first_row, first_row + n_seqs + 1, row) - first_row) - 1;
-      const AttentionSeq& seq = seqs[s];
-      const int p = seq.pos0 + row - first_row[s];
-      const int first = seq.n_keys > 0 ? 0 : first_key(p, window), last = seq.n_keys > 0 ? seq.n_keys - 1 : p;
-      const size_t kv = (size_t(h / group) * seq.S + first) * row_bytes;
-      // T5's bias of key j for the query at p: rel_bias[h][(j - p) + rel_span - 1]
-      const float* bias = rel_bias ? rel_bias + size_t(h) * (2 * rel_span - 1) + (rel_span - 1) - p + first : nullptr;
-      attend_row(out + size_t(item) * D, q + size_t(item) * D, static_cast<const uint8_t*>(seq.k) + kv,
-                 static_cast<const uint8_t*>(seq.v) + kv, last + 1 - first, scale, bias, D);
+      const int segment = item / H_kv, kv_head = item % H_kv;
+      const int row = int(std::upper_bound(first_segment.begin(), first_segment.end(), segment) - first_segment.begin()) - 1;
+      run_segment(partial.data() + size_t(item) * per_group, row, kv_head, keys_of(row), segment - first_segment[size_t(row)]);
     }
   });
+  for (int row = 0; row < n_rows; ++row)
+    for (int h = 0; h < H; ++h)
+      combine_segments(out + (size_t(row) * H + h) * D,
+                       partial.data() + (size_t(first_segment[size_t(row)]) * H_kv + size_t(h / group)) * per_group +
+                           size_t(h % group) * per_head,
+                       first_segment[size_t(row) + 1] - first_segment[size_t(row)], size_t(H_kv) * per_group, D);
 }
 
 }  // namespace NT_ISA
