@@ -8,7 +8,8 @@ engine alike. Figures: prefill tok/s for 128- and 512-token prompts, decode tok/
 after a 128- and a 2048-token prompt (greedy, EOS ignored), the aggregate decode tok/s of 8 sequences run
 as one batch (8 different 128-token prompts, 64 new tokens each; the time of 64 new tokens minus the time
 of 1, so prefill is not counted; engines that cannot batch show "-"), load time, peak RSS, and the achieved decode
-bandwidth (weight bytes read per token x tok/s, as gpt-fast reports it). Medians and min-max over the
+bandwidth (weight bytes read per token x tok/s, as gpt-fast reports it) beside the machine's read
+bandwidth measured in the same run (numpy, the same thread count), which bounds decode. Medians and min-max over the
 repeats after one warm-up; ratios are to llama-cpp-python (flash attention on) when it is installed.
 
 Engines: nextoken (compute_type float32, the default), nextoken-int8, nextoken-int8-kvf16 / -kvq8 (kv_cache "f16" / "q8_0"), llama.cpp (llama-cpp-python, flash attention on and default), ctranslate2 (int8,
@@ -261,6 +262,28 @@ def decode_bytes_per_token(path: Path) -> int:
     return total
 
 
+def read_bandwidth(threads: int) -> float:
+    """The machine's sustained read bandwidth in GB/s, measured now: `threads` threads each take the max of
+    its share of a 1 GiB array (numpy's reductions release the GIL; max was the fastest of sum, max and
+    bitwise-or here, so the least compute-bound), best of 5. A decode step that reads B bytes of weights
+    cannot beat bandwidth / B tokens/s."""
+    import threading
+
+    import numpy as np
+    data = np.ones(2**28, np.float32)  # written once, so every page exists before timing
+    parts = np.array_split(data, threads)
+    best = 0.0
+    for _ in range(5):
+        workers = [threading.Thread(target=np.maximum.reduce, args=(part,)) for part in parts]
+        t = time.perf_counter()
+        for w in workers:
+            w.start()
+        for w in workers:
+            w.join()
+        best = max(best, data.nbytes / (time.perf_counter() - t) / 1e9)
+    return best
+
+
 def machine() -> str:
     try:
         for line in open("/proc/cpuinfo"):
@@ -332,10 +355,12 @@ def main():
         p.wait()
 
     weight_bytes = decode_bytes_per_token(path)
+    bandwidth = read_bandwidth(args.threads)
     base = "llama.cpp-fa" if "llama.cpp-fa" in results else None
     print(f"\n{path.name} | {machine()} | {args.threads} threads | median (min-max) of {args.repeats} | "
-          f"decode reads {weight_bytes / 1e6:.1f} MB/token" + (f" | skipped (not installed): {', '.join(skipped)}" if skipped else ""))
-    header = ["engine"] + [f"{f[0]} tok/s" for f in figures] + ["decode_128 GB/s", "load s", "peak RSS MiB"]
+          f"decode reads {weight_bytes / 1e6:.1f} MB/token | read bandwidth {bandwidth:.1f} GB/s, so decode "
+          f"<= {bandwidth * 1e9 / weight_bytes:.0f} tok/s" + (f" | skipped (not installed): {', '.join(skipped)}" if skipped else ""))
+    header = ["engine"] + [f"{f[0]} tok/s" for f in figures] + ["decode_128 GB/s (% of bound)", "load s", "peak RSS MiB"]
     rows = []
     for e, r in results.items():
         row = [e]
@@ -348,7 +373,11 @@ def main():
             if base and e != base and results[base][name]:
                 cell += f" {med / statistics.median(results[base][name]):.2f}x"
             row.append(cell)
-        row.append(f"{statistics.median(r['decode_128']) * weight_bytes / 1e9:.1f}" if "decode_128" in r else "-")
+        if r.get("decode_128"):
+            achieved = statistics.median(r["decode_128"]) * weight_bytes / 1e9
+            row.append(f"{achieved:.1f} ({100 * achieved / bandwidth:.0f} %)")
+        else:
+            row.append("-")
         row.append(f"{r['load_s']:.2f}")
         row.append(f"{r['peak_rss_mib']:.0f}")
         rows.append(row)
@@ -360,6 +389,7 @@ def main():
     Path(args.json).parent.mkdir(parents=True, exist_ok=True)
     Path(args.json).write_text(json.dumps({"model": str(path), "cpu": machine(), "threads": args.threads,
                                            "repeats": args.repeats, "decode_bytes_per_token": weight_bytes,
+                                           "read_bandwidth_gb_s": bandwidth,
                                            "results": results}, indent=1))
 
 
