@@ -220,7 +220,7 @@ Tokenizer::Tokenizer(const GGUFFile& f, int vocab_size) : added_(std::make_uniqu
   const bool scored = numbers_key(f, "tokenizer.ggml.scores", false, scores);
   const int64_t named[] = {id_key(f, "tokenizer.ggml.bos_token_id"), id_key(f, "tokenizer.ggml.eos_token_id"),
                            id_key(f, "tokenizer.ggml.unknown_token_id"), id_key(f, "tokenizer.ggml.padding_token_id")};
-  id_key(f, "tokenizer.ggml.eot_token_id");
+  id_key(f, "tokenizer.ggml.eot_token_id");  // read by gguf_eos_ids below: its type checked here too
   const std::string kind = model ? *model : "";
   NT_CHECK(kind == "gpt2" || kind == "llama",
            "tokenizer model '" + kind + "' is not supported (supported: gpt2 byte-level BPE, llama SentencePiece)");
