@@ -13,7 +13,7 @@ namespace nextoken {
 // Keys and values of every layer: (n_layers, H_kv, S, D) each, S = capacity in positions, stored as
 // config.kv_type (F32; F16 / BF16: half the memory and half the bytes each decode step reads; Q8_0: 34
 // bytes per 32 values).
-// calloc'd, so a cache sized for the whole context costs memory only for the positions written.
+// Zeroed lazily (buffers.h), so a cache sized for the whole context costs memory only for the positions written.
 struct KVCache {
   KVCache(const ModelConfig& c, int capacity)
       : capacity(capacity),
