@@ -48,13 +48,18 @@ class HFConfig:
         rope_theta + rope_scaling, as one dict with rope_type and rope_theta."""
         params = self.get("rope_parameters")
         if params is not None:
+            if not isinstance(params, dict):
+                raise Error(f"{self.source}: 'rope_parameters' must be an object, got {params!r}"[:300])
             if layer_type is not None and layer_type in params:
                 params = params[layer_type]
             if not isinstance(params, dict) or "rope_theta" not in params:
                 raise Error(f"{self.source}: 'rope_parameters' has no rope_theta"
                             + (f" for {layer_type}" if layer_type else ""))
             return params
-        params = dict(self.get("rope_scaling") or {})
+        scaling = self.get("rope_scaling") or {}
+        if not isinstance(scaling, dict):
+            raise Error(f"{self.source}: 'rope_scaling' must be an object, got {scaling!r}"[:300])
+        params = dict(scaling)
         params.setdefault("rope_type", params.pop("type", "default"))
         params["rope_theta"] = self.get("rope_theta", 10000.0)
         return params
