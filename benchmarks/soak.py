@@ -106,18 +106,22 @@ def batches(model, n_ctx):
 
 
 def steps(model, n_ctx):
+    """One yield per round, after its sequences are freed, like the other phases' per call: sampled
+    mid-round, memory would rise and fall with the round's caches (freed caches go back to the system)."""
     for i in itertools.count():
         seqs = [model.add_sequence(model.tokenize(f"{p} {i}"), max_new_tokens=None, min_new_tokens=10**9,
                                    context_shift=True, temperature=0.8, seed=i) for p in PROMPTS[:4]]
         n_steps = 3 * n_ctx // 2
+        tokens = 0
         try:
             for k in range(n_steps):
                 if k == n_steps // 2:
                     seqs.append(model.fork_sequence(seqs[0], seed=i + 1))
-                yield len(model.step())
+                tokens += len(model.step())
         finally:
             for s in seqs:
                 model.free_sequence(s)
+        yield tokens
 
 
 def loads(path, args, n):
