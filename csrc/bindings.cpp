@@ -17,6 +17,7 @@
 
 #include "kernels/kernels.h"
 #include "loaders/gguf_models.h"
+#include "loaders/hf_models.h"
 #include "model/beam_search.h"
 #include "model/session.h"
 #include "parallel.h"
@@ -265,6 +266,152 @@ py::dict read_gguf(const std::string& path) {
     tensors.append(py::make_tuple(role, int(t.type), t.rows, t.cols, data));
   }
   out["tensors"] = tensors;
+  return out;
+}
+
+// ---- Hugging Face folders (csrc/loaders/safetensors.h, hf_models.h) ----
+
+// A JSON value as Python's json module reads it (integers beyond int64 saturated).
+py::object json_value(const JSON& v) {
+  switch (v.kind) {
+    case JSON::Kind::Null: return py::none();
+    case JSON::Kind::Bool: return py::bool_(v.boolean);
+    case JSON::Kind::Number: return v.integral ? py::object(py::int_(v.integer)) : py::object(py::float_(v.number));
+    case JSON::Kind::String: return file_text(v.text);
+    case JSON::Kind::Array: {
+      py::list out;
+      for (const JSON& item : v.items) out.append(json_value(item));
+      return std::move(out);
+    }
+    case JSON::Kind::Object: {
+      py::dict out;
+      for (const auto& [key, item] : v.members) out[file_text(key)] = json_value(item);
+      return std::move(out);
+    }
+  }
+  return py::none();
+}
+
+// A value of a config dict (what json.loads gives) as JSON; anything else is a nextoken::Error.
+JSON to_json(const py::handle& o, const std::string& what, int depth = 0) {
+  NT_CHECK(depth <= 256, what + " is nested deeper than 256 levels");
+  JSON v;
+  if (o.is_none()) return v;
+  if (py::isinstance<py::bool_>(o)) {
+    v.kind = JSON::Kind::Bool;
+    v.boolean = o.cast<bool>();
+  } else if (py::isinstance<py::int_>(o)) {
+    v.kind = JSON::Kind::Number;
+    v.integral = true;
+    int overflow = 0;
+    const long long x = PyLong_AsLongLongAndOverflow(o.ptr(), &overflow);
+    v.integer = overflow > 0 ? INT64_MAX : overflow < 0 ? INT64_MIN : x;
+    v.number = double(v.integer);
+  } else if (py::isinstance<py::float_>(o)) {
+    v.kind = JSON::Kind::Number;
+    v.number = o.cast<double>();
+  } else if (py::isinstance<py::str>(o)) {
+    v.kind = JSON::Kind::String;
+    py::ssize_t n = 0;
+    const char* utf8 = PyUnicode_AsUTF8AndSize(o.ptr(), &n);
+    if (!utf8) {
+      PyErr_Clear();
+      throw Error(what + " holds a string that is not valid Unicode");
+    }
+    v.text.assign(utf8, size_t(n));
+  } else if (py::isinstance<py::list>(o) || py::isinstance<py::tuple>(o)) {
+    v.kind = JSON::Kind::Array;
+    for (const py::handle& item : o) v.items.push_back(to_json(item, what, depth + 1));
+  } else if (py::isinstance<py::dict>(o)) {
+    v.kind = JSON::Kind::Object;
+    for (const auto& [key, item] : o.cast<py::dict>()) {
+      NT_CHECK(py::isinstance<py::str>(key), what + " has a key that is not a string");
+      v.members.emplace_back(to_json(key, what, depth + 1).text, to_json(item, what, depth + 1));
+    }
+  } else {
+    throw Error(what + " holds a value of type " + std::string(py::str(py::type::of(o).attr("__name__"))));
+  }
+  return v;
+}
+
+// Safetensors tensors as {name: (ggml type, rows, cols, uint8 array)}, the arrays keeping `owner` alive.
+py::dict tensor_dict(const std::map<std::string, TensorView>& tensors, const py::object& owner) {
+  py::dict out;
+  for (const auto& [name, t] : tensors) {
+    const size_t nbytes = size_t(t.rows) * row_bytes(t.type, t.cols);
+    py::array_t<uint8_t> data({py::ssize_t(nbytes)}, {py::ssize_t(1)}, static_cast<const uint8_t*>(t.data), owner);
+    data.attr("setflags")(py::arg("write") = false);  // a read-only file mapping
+    out[file_text(name)] = py::make_tuple(int(t.type), t.rows, t.cols, data);
+  }
+  return out;
+}
+
+py::object owner_of(std::shared_ptr<const SafetensorsFiles> files) {
+  return py::capsule(new std::shared_ptr<const SafetensorsFiles>(std::move(files)),
+                     [](void* p) { delete static_cast<std::shared_ptr<const SafetensorsFiles>*>(p); });
+}
+
+py::dict read_hf(const std::string& path) {
+  std::optional<HFFolder> folder;
+  {
+    py::gil_scoped_release release;
+    folder.emplace(read_hf_folder(path));
+  }
+  py::dict out;
+  out["config"] = json_value(folder->config);
+  out["generation_config"] = json_value(folder->generation_config);
+  out["preprocessor_config"] = json_value(folder->preprocessor_config);
+  out["tensors"] = tensor_dict(folder->weights->tensors(), owner_of(folder->weights));
+  return out;
+}
+
+py::dict read_safetensors(const std::string& path) {
+  auto files = std::make_shared<SafetensorsFiles>();
+  {
+    py::gil_scoped_release release;
+    files->add(path);
+  }
+  return tensor_dict(files->tensors(), owner_of(files));
+}
+
+// The spec of a folder's config (a dict) and tensors ({name: (type, rows, cols, uint8 array)}), as
+// read_gguf gives one: its weights view the given arrays or the spec's converted copies.
+py::dict spec_from_hf_dict(const py::dict& config, const py::dict& tensors, const std::string& name) {
+  const JSON c = to_json(config, name + "/config.json");
+  std::map<std::string, TensorView> views;
+  py::list arrays;  // what the views point into, kept alive with the spec
+  for (const auto& [key, value] : tensors) {
+    const std::string tensor = py::str(key);
+    auto [type, rows, cols, data] = value.cast<std::tuple<int, int64_t, int64_t, ByteArray>>();
+    const DType t = checked_dtype(type);
+    NT_CHECK(rows >= 0 && cols >= 0 && size_t(data.nbytes()) == size_t(rows) * row_bytes(t, cols),
+             "tensor '" + tensor + "' has " + std::to_string(data.nbytes()) + " bytes for its shape");
+    views[tensor] = TensorView{t, data.data(), rows, cols};
+    arrays.append(data);
+  }
+  auto spec = std::make_unique<ModelSpec>();
+  {
+    py::gil_scoped_release release;
+    *spec = spec_from_hf(c, views, name);
+  }
+  py::dict out;
+  out["architecture"] = spec->architecture;
+  out["config"] = config_dict(spec->config);
+  out["context_length"] = spec->context_length;
+  py::list rope;
+  for (const JSON& p : spec->rope_parameters) rope.append(json_value(p));
+  out["rope_parameters"] = rope;
+  const ModelSpec* raw = spec.get();
+  const py::object owner = py::make_tuple(py::capsule(spec.release(), [](void* p) { delete static_cast<ModelSpec*>(p); }),
+                                          arrays);
+  py::list roles;
+  for (const auto& [role, t] : raw->tensors) {
+    const size_t nbytes = size_t(t.rows) * row_bytes(t.type, t.cols);
+    py::array_t<uint8_t> data({py::ssize_t(nbytes)}, {py::ssize_t(1)}, static_cast<const uint8_t*>(t.data), owner);
+    data.attr("setflags")(py::arg("write") = false);
+    roles.append(py::make_tuple(role, int(t.type), t.rows, t.cols, data));
+  }
+  out["tensors"] = roles;
   return out;
 }
 
@@ -647,7 +794,19 @@ py::array_t<float> op_sampling_distribution(const FloatArray& logits, const IdAr
 
 PYBIND11_MODULE(_core, m) {
   m.doc() = "nextoken's C++ core: kernels and the transformer";
-  py::register_exception<Error>(m, "Error", PyExc_ValueError);
+  // Error -> nextoken.Error (a ValueError). Messages quote file contents, which need not be UTF-8: decoded with
+  // U+FFFD for bad bytes (pybind11's own translation would raise UnicodeDecodeError instead).
+  static py::exception<Error> error_type(m, "Error", PyExc_ValueError);
+  py::register_exception_translator([](std::exception_ptr p) {
+    try {
+      if (p) std::rethrow_exception(p);
+    } catch (const Error& e) {
+      const std::string what = e.what();
+      py::object message = py::reinterpret_steal<py::object>(
+          PyUnicode_DecodeUTF8(what.data(), py::ssize_t(what.size()), "replace"));
+      PyErr_SetObject(error_type.ptr(), message.ptr());
+    }
+  });
   m.def("cpu_isa", &cpu_isa, "The instruction set the CPU kernels run with.");
 
   m.def("read_gguf", &read_gguf, py::arg("path"),
@@ -669,6 +828,16 @@ PYBIND11_MODULE(_core, m) {
       .def_property_readonly("bos_id", &Tokenizer::bos_id)
       .def_property_readonly("eos_ids", &Tokenizer::eos_ids)
       .def_property_readonly("chat_template", &Tokenizer::chat_template);
+  m.def("read_hf_folder", &read_hf, py::arg("path"),
+        "A Hugging Face folder: {config, generation_config, preprocessor_config (dicts), tensors {name: (type,\n"
+        "rows, cols, bytes)}} read by csrc/loaders/safetensors (views of the mapped files).");
+  m.def("read_safetensors", &read_safetensors, py::arg("path"),
+        "The tensors of one safetensors file: {name: (ggml type, rows, cols, bytes)}.");
+  m.def("spec_from_hf", &spec_from_hf_dict, py::arg("config"), py::arg("tensors"), py::arg("name"),
+        "The spec of a folder's config dict and tensors {name: (type, rows, cols, bytes)}: {architecture, config,\n"
+        "context_length, rope_parameters, tensors [(role, type, rows, cols, bytes)]}, for the model_types\n"
+        "hf_model_types() lists (csrc/loaders/hf_models).");
+  m.def("hf_model_types", &hf_model_types, "The Hugging Face model_types spec_from_hf maps.");
   m.def("gguf_architectures", &gguf_architectures, "The GGUF architectures read_gguf maps.");
   m.def("weight_types", [] {
     py::dict types;

@@ -1118,6 +1118,17 @@ def test_gguf_names_not_utf8(tiny_path, tmp_path, where):
         nextoken.load(path, n_ctx=16)
 
 
+def test_error_messages_quoting_bytes_that_are_not_utf8(tiny_path, tmp_path):
+    """Was UnicodeDecodeError (found by test_fuzz_gguf_file flipping a byte of tokenizer.ggml.pre): an Error
+    whose message quotes a file's value reaches Python with U+FFFD for the bytes that are not UTF-8."""
+    data = Path(tiny_path).read_bytes()
+    assert data.count(b"smollm") == 1
+    path = tmp_path / "pre.gguf"
+    path.write_bytes(data.replace(b"smollm", b"\x8cmollm"))
+    with pytest.raises(nextoken.Error, match="pre-tokenizer '\ufffdmollm' is not supported"):
+        nextoken.load(path, n_ctx=16)
+
+
 # ---- defects the targets found in the C++ loaders and gemma3.py, fixed: their reproducers ----------------------
 def test_gguf_empty_tensor_dims_are_named(tiny_path, tmp_path):
     """Was "has rows of 64 weights, not whole F32 blocks" for dims [64, 0]."""

@@ -11,16 +11,6 @@ namespace nextoken {
 
 namespace {
 
-// 1 / base^(2i / dim): the exponent in float32, the power in double rounded to float32 once.
-std::vector<float> rope_inv_freq(double base, int dim) {
-  std::vector<float> inv(size_t(dim / 2));
-  for (int i = 0; i < dim / 2; ++i) {
-    const float exponent = float(2 * i) / float(dim);
-    inv[size_t(i)] = 1.0f / float(std::pow(base, double(exponent)));
-  }
-  return inv;
-}
-
 std::string describe(const GGUFValue& v) {
   if (v.is_array) return "an array of " + std::to_string(v.count);
   if (v.type == GGUFType::String) {  // messages are text: bytes that are not UTF-8 shown as '?'
@@ -35,10 +25,11 @@ std::string describe(const GGUFValue& v) {
   return s.str();
 }
 
-// Reads one architecture's keys and hands out the file's tensors once each, collecting them by role.
-class Mapper {
+// Reads one architecture's keys; hands out the file's tensors by role (spec.h).
+class Mapper : public WeightCollector {
  public:
-  Mapper(std::shared_ptr<const GGUFFile> file, const std::string& arch) : f_(*file), arch_(arch) {
+  Mapper(std::shared_ptr<const GGUFFile> file, const std::string& arch)
+      : WeightCollector(file->tensors(), file->name()), f_(*file), arch_(arch) {
     spec.architecture = arch;
     spec.file = std::move(file);
   }
@@ -76,8 +67,6 @@ class Mapper {
     return positive_int("vocab_size", tokens && tokens->is_array ? int64_t(tokens->count) : 0);
   }
 
-  bool has(const std::string& name) const { return f_.tensors().count(name) != 0; }
-
   // block_count, bounded by the tensors the file holds (each layer has several) before anything is sized by it.
   int layer_count() const {
     const int n = positive_int("block_count");
@@ -87,93 +76,14 @@ class Mapper {
     return n;
   }
 
-  const TensorView* take(const std::string& name, bool required) {
-    auto it = f_.tensors().find(name);
-    if (it == f_.tensors().end()) {
-      if (required) throw Error(f_.name() + " has no tensor '" + name + "'");
-      return nullptr;
-    }
-    taken_.insert(name);
-    return &it->second;
-  }
-
-  void matrix(const std::string& role, const std::string& name, bool required = true) {
-    if (const TensorView* t = take(name, required)) spec.tensors[role] = *t;
-  }
-
-  // A norm weight or bias, as float32.
-  void vector(const std::string& role, const std::string& name, bool required = true) {
-    if (const TensorView* t = take(name, required)) spec.tensors[role] = as_vector(name, *t);
-  }
-
-  std::vector<float> floats(const std::string& name, const TensorView& t) {
-    if (t.rows != 1 && t.cols != 1)
-      throw Error(f_.name() + ": tensor '" + name + "' should be a vector, has shape (" + std::to_string(t.rows) +
-                  ", " + std::to_string(t.cols) + ")");
-    std::vector<float> v(size_t(t.rows * t.cols));
-    const auto* bytes = static_cast<const uint8_t*>(t.data);
-    for (size_t i = 0; i < v.size(); ++i) {
-      if (t.type == DType::F32) {
-        std::memcpy(&v[i], bytes + 4 * i, 4);
-      } else if (t.type == DType::F16 || t.type == DType::BF16) {
-        uint16_t h;
-        std::memcpy(&h, bytes + 2 * i, 2);
-        if (t.type == DType::F16) {
-          v[i] = f16_to_f32(h);
-        } else {
-          const uint32_t bits = uint32_t(h) << 16;
-          std::memcpy(&v[i], &bits, 4);
-        }
-      } else {
-        throw Error(f_.name() + ": tensor '" + name + "' (a norm weight or bias) must be F32, F16 or BF16");
-      }
-    }
-    return v;
-  }
-
-  TensorView as_vector(const std::string& name, const TensorView& t) {
-    if (t.type == DType::F32 && (t.rows == 1 || t.cols == 1)) return TensorView{DType::F32, t.data, 1, t.rows * t.cols};
-    spec.converted.push_back(floats(name, t));
-    const std::vector<float>& v = spec.converted.back();
-    return TensorView{DType::F32, v.data(), 1, int64_t(v.size())};
-  }
-
-  // A layer weight by role: norms as float32 vectors, anything else a matrix with its bias if present.
-  void layer(const std::string& role, const std::string& name) {
-    if (role.size() >= 4 && role.compare(role.size() - 4, 4, "norm") == 0) {
-      vector(role, name + ".weight");
-    } else {
-      matrix(role, name + ".weight");
-      vector(role + ".bias", name + ".bias", false);
-    }
-  }
-
   void check_all_taken(int n_layers) const {
-    std::vector<std::string> left;
-    for (const auto& [name, t] : f_.tensors())
-      if (!taken_.count(name)) left.push_back(name);
-    if (left.empty()) return;
-    std::string names;
-    for (size_t i = 0; i < left.size() && i < 3; ++i) names += (i ? ", '" : "'") + left[i] + "'";
-    if (left.size() > 3) names += " and " + std::to_string(left.size() - 3) + " more";
-    throw Error(f_.name() + ": tensor " + names + " not used by this model (a " + arch_ + " model of " +
-                std::to_string(n_layers) + " layers)");
+    WeightCollector::check_all_taken(" (a " + arch_ + " model of " + std::to_string(n_layers) + " layers)");
   }
-
-  ModelSpec spec;
 
  private:
   const GGUFFile& f_;
   std::string arch_;
-  std::set<std::string> taken_;
 };
-
-ModelConfig base_config(int n_layers) {
-  ModelConfig c;  // config.h's defaults are Llama's
-  c.n_layers = n_layers;
-  c.layers.assign(size_t(n_layers), LayerConfig{});
-  return c;
-}
 
 void map_llama(Mapper& m) {
   ModelConfig c = base_config(m.layer_count());

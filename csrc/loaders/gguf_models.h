@@ -1,8 +1,8 @@
 // gguf_models.h: what a GGUF file's architecture keys and tensor names mean, for the architectures
 // llama.cpp stores under `llama` (Llama, SmolLM, Mistral-style GQA) and `gemma3`.
 //
-// This is the one place that maps GGUF files (Python's loader and the C API both call it). Hugging Face
-// folders are mapped in python/nextoken/architectures/, where the many config.json spellings live.
+// This is the one place that maps GGUF files (Python's loader and the C API both call it); hf_models.h
+// maps Hugging Face folders.
 #pragma once
 
 #include <memory>
@@ -10,19 +10,9 @@
 #include <vector>
 
 #include "gguf.h"
+#include "spec.h"
 
 namespace nextoken {
-
-// A model's config and its weights by role (weights.h), as views of the file, plus the float32 vectors
-// converted at load (norms and biases: weights.h takes them as F32).
-struct ModelSpec {
-  std::string architecture;
-  ModelConfig config;
-  TensorMap tensors;                       // role -> view (into `file` or `converted`)
-  int context_length = 0;                  // what the model was trained for (0: unknown)
-  std::shared_ptr<const GGUFFile> file;    // keeps the views alive
-  std::vector<std::vector<float>> converted;
-};
 
 // Names of the GGUF architectures spec_from_gguf maps.
 std::vector<std::string> gguf_architectures();

@@ -35,7 +35,7 @@ def convert(folder, out, weights: str | None = None, lora=None, n_threads: int =
     if weights is not None:
         spec = architectures.quantize_roles(spec, weights, _core.ops.quantize, n_threads)
     module = architectures.module_for(spec.architecture)
-    if not hasattr(module, "to_gguf"):
+    if module is None:
         raise Error(f"convert does not write {spec.architecture} models yet")
     writer = gguf.GGUFWriter(str(out), module.GGUF_ARCHITECTURES[0])
     try:

@@ -1,12 +1,13 @@
-"""Per-architecture knowledge, as data: how a Hugging Face folder's config keys and tensor names map onto
-the one transformer of csrc/model/config.h and the weight roles of csrc/model/weights.h. (GGUF files are
-mapped in C++, csrc/loaders/gguf_models.cpp, which the C API shares; loaders/gguf.py returns their Spec.)
+"""Per-architecture knowledge, as data: how a model file's keys and tensor names map onto the one
+transformer of csrc/model/config.h and the weight roles of csrc/model/weights.h.
 
-One small module per family (llama.py, gpt2.py, gemma3.py, t5.py, bart.py, ...). Each has
-`from_hf(folder)`, returning a `Spec`: the config dict `_core.Transformer` takes and the weights by
-role, and where a GGUF form exists, `to_gguf` for nextoken convert. The helpers here are what every module shares: handing out a file's tensors once each (so a
-missing one and a left-over one are both reported by name), converting small vectors to float32, and
-RoPE frequencies computed as Hugging Face computes them.
+GGUF files and the decoder-only Hugging Face folders (llama, mistral, qwen2, gpt2, gemma3) are mapped in
+C++ (csrc/loaders/gguf_models.cpp, hf_models.cpp), which the C API shares; loaders/gguf.py and from_hf
+below return their Spec. The encoder-decoder families are mapped here, one small module each (t5.py,
+bart.py, vision_encoder_decoder.py) with `from_hf(folder)` returning a `Spec`: the config dict
+`_core.Transformer` takes and the weights by role. llama.py and gemma3.py hold `to_gguf` for nextoken
+convert. The helpers here are what the modules share: handing out a file's tensors once each (so a missing
+one and a left-over one are both reported by name), converting small vectors to float32.
 """
 from __future__ import annotations
 
@@ -16,6 +17,7 @@ from dataclasses import dataclass, field
 
 import numpy as np
 
+from .. import _core
 from .._core import Error
 
 F32, F16, BF16 = 0, 1, 30
@@ -173,48 +175,22 @@ def rope_inv_freq(base: float, dim: int) -> np.ndarray:
     return (np.float32(1.0) / power).astype(np.float32)
 
 
-def scaled_rope_inv_freq(base: float, dim: int, scaling: dict | None, what: str) -> np.ndarray:
-    """Default, linear or llama3 RoPE (the `rope_type` of a Hugging Face rope_parameters / rope_scaling)."""
-    inv_freq = rope_inv_freq(base, dim)
-    kind = (scaling or {}).get("rope_type", (scaling or {}).get("type", "default"))
-    if kind == "default":
-        return inv_freq
-    if kind == "linear":
-        return (inv_freq / np.float32(positive_float(scaling.get("factor"), f"{what} factor"))).astype(np.float32)
-    if kind == "llama3":
-        factor = positive_float(scaling.get("factor"), f"{what} factor")
-        low = positive_float(scaling.get("low_freq_factor"), f"{what} low_freq_factor")
-        high = positive_float(scaling.get("high_freq_factor"), f"{what} high_freq_factor")
-        old = positive_float(scaling.get("original_max_position_embeddings"), f"{what} original_max_position_embeddings")
-        if high <= low:
-            raise Error(f"{what}: high_freq_factor must exceed low_freq_factor")
-        # Python scalars stay "weak" beside float32 arrays, so every step rounds to float32 as torch does.
-        low_wavelen, high_wavelen = old / low, old / high
-        wavelen = 2 * math.pi / inv_freq
-        scaled = np.where(wavelen > low_wavelen, inv_freq / factor, inv_freq)
-        smooth = (old / wavelen - low) / (high - low)
-        smoothed = (1 - smooth) * scaled / factor + smooth * scaled
-        medium = ~(wavelen < high_wavelen) & ~(wavelen > low_wavelen)
-        return np.where(medium, smoothed, scaled).astype(np.float32)
-    raise Error(f"{what}: RoPE scaling '{kind}' is not supported (default, linear, llama3)")
-
-
 # ---- the registry ------------------------------------------------------------------------------------------
 def _modules():
-    from . import bart, gemma3, gpt2, llama, t5, vision_encoder_decoder
-    return (llama, gpt2, gemma3, t5, bart, vision_encoder_decoder)
+    from . import bart, gemma3, llama, t5, vision_encoder_decoder
+    return (llama, gemma3, t5, bart, vision_encoder_decoder)
 
 
 def supported_hf() -> list:
-    return [t for m in _modules() for t in getattr(m, "HF_MODEL_TYPES", ())]
+    return list(_core.hf_model_types()) + [t for m in _modules() for t in getattr(m, "HF_MODEL_TYPES", ())]
 
 
 def module_for(architecture: str):
-    """The module that maps `architecture` (a Spec's), e.g. llama.py for "mistral"."""
+    """The module that writes a spec of `architecture` as GGUF (llama.py for "mistral"), or None."""
     for m in _modules():
-        if architecture in getattr(m, "GGUF_ARCHITECTURES", ()) + getattr(m, "HF_MODEL_TYPES", ()):
+        if architecture in getattr(m, "CONVERTS", ()):
             return m
-    raise Error(f"unknown architecture '{architecture}'")
+    return None
 
 
 _LAYER_COUNTS = ("num_hidden_layers", "n_layer", "num_layers", "num_decoder_layers", "encoder_layers", "decoder_layers")
@@ -235,8 +211,12 @@ def _check_layer_counts(folder):
 def from_hf(folder, n_ctx: int = 2048) -> Spec:
     """The Spec of a Hugging Face folder (loaders.safetensors.HFFolder), by config.json's model_type. n_ctx:
     the longest sequence, for the modules whose weights depend on it (T5's relative-bias table)."""
-    _check_layer_counts(folder)
     model_type = folder.config.get("model_type")
+    if model_type in _core.hf_model_types():
+        f = _core.spec_from_hf(folder.config, {name: (t.type, t.rows, t.cols, t.data)
+                                               for name, t in folder.tensors.items()}, folder.source)
+        return Spec(f["architecture"], f["config"], f["tensors"], f["context_length"], f["rope_parameters"])
+    _check_layer_counts(folder)
     for m in _modules():
         if model_type in getattr(m, "HF_MODEL_TYPES", ()):
             return m.from_hf(folder, n_ctx) if getattr(m, "TAKES_N_CTX", False) else m.from_hf(folder)

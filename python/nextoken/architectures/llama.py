@@ -1,6 +1,6 @@
-"""The Llama family: Hugging Face `llama`, `mistral` and `qwen2` folders, and how they are written as GGUF
-`llama` (nextoken convert; GGUF files are read by csrc/loaders/gguf_models.cpp). Pre-norm RMSNorm,
-SwiGLU, RoPE; Mistral adds a sliding window, Qwen2 q/k/v biases.
+"""The Llama family (Hugging Face `llama`, `mistral` and `qwen2` folders, mapped by
+csrc/loaders/hf_models.cpp) written as GGUF `llama` by nextoken convert. Pre-norm RMSNorm, SwiGLU, RoPE;
+Mistral adds a sliding window, Qwen2 q/k/v biases.
 
 GGUF stores q and k rows permuted for RoPE on adjacent pairs (llama.cpp's converter does this); Hugging
 Face rotates the halves of each head."""
@@ -9,56 +9,10 @@ from __future__ import annotations
 import numpy as np
 
 from .._core import Error
-from . import Spec, Weights, base_config, rope_inv_freq, write_gguf_sizes
-from .hf import HFConfig
+from . import Spec, rope_inv_freq, write_gguf_sizes
 
 GGUF_ARCHITECTURES = ("llama",)  # what convert writes these folders as
-HF_MODEL_TYPES = ("llama", "mistral", "qwen2")
-
-# Hugging Face name of each layer role, after "model.layers.{i}.".
-_HF_LAYER = {"attn_norm": "input_layernorm", "ffn_norm": "post_attention_layernorm",
-             "attn_q": "self_attn.q_proj", "attn_k": "self_attn.k_proj", "attn_v": "self_attn.v_proj",
-             "attn_output": "self_attn.o_proj", "ffn_gate": "mlp.gate_proj", "ffn_up": "mlp.up_proj",
-             "ffn_down": "mlp.down_proj"}
-
-
-def from_hf(folder) -> Spec:
-    c = HFConfig(folder.config, folder.config_source)
-    model_type = c.require("model_type")
-    n_layers, dim, n_heads = c.int("num_hidden_layers"), c.int("hidden_size"), c.int("num_attention_heads")
-    head_dim = c.int("head_dim", dim // n_heads)
-    if model_type == "mistral":
-        default_types = ["sliding_attention" if c.get("sliding_window") else "full_attention"] * n_layers
-    elif model_type == "qwen2":
-        first = c.int("max_window_layers", n_layers) if c.get("use_sliding_window", False) else n_layers
-        default_types = ["sliding_attention" if i >= first else "full_attention" for i in range(n_layers)]
-    else:
-        default_types = ["full_attention"] * n_layers
-    config = base_config(
-        n_layers=n_layers, dim=dim, n_heads=n_heads, head_dim=head_dim,
-        hidden_dim=c.int("intermediate_size"), n_kv_heads=c.int("num_key_value_heads", n_heads),
-        vocab_size=c.int("vocab_size"), norm_eps=c.float("rms_norm_eps", 1e-6), activation=c.activation("hidden_act"),
-        sliding_window=c.sliding_windows(c.layer_types(n_layers, default_types)),
-        rope_inv_freq=[c.rope_inv_freq(head_dim)])
-    w = Weights(folder.tensors, folder.source)
-    w.matrix("token_embd", "model.embed_tokens.weight")
-    w.vector("output_norm", "model.norm.weight")
-    tied_head(w, c)
-    for i in range(n_layers):
-        for role, name in _HF_LAYER.items():
-            w.layer(f"blk.{i}.{role}", f"model.layers.{i}.{name}")
-    w.check_all_taken(f" (a {model_type} model of {n_layers} layers)")
-    return Spec(model_type, config, w.roles, c.get("max_position_embeddings", 0), [c.rope_parameters()])
-
-
-def tied_head(w: Weights, c: HFConfig, name: str = "lm_head.weight"):
-    """The output matrix: its own tensor, or none where the embeddings are tied (transformers 5 stores a tied
-    weight once)."""
-    if w.has(name):
-        w.matrix("output", name)
-    elif not c.get("tie_word_embeddings", True):
-        raise Error(f"{c.source}: tie_word_embeddings is false but the weights have no '{name}'")
-
+CONVERTS = ("llama", "mistral", "qwen2")  # the spec architectures it writes
 
 # ---- writing GGUF (nextoken convert) --------------------------------------------------------------------------
 def to_gguf(spec: Spec, writer):

@@ -10,10 +10,14 @@ import numpy as np
 
 from .._core import Error
 from . import Spec, Tensor, Weights, as_float32, base_config, split_roles, transposed
-from .gpt2 import _rows
 from .hf import HFConfig
 
 HF_MODEL_TYPES = ("vision-encoder-decoder",)
+
+
+def _rows(t: Tensor, first: int, count: int) -> Tensor:
+    row = t.data.size // t.rows
+    return Tensor(t.type, count, t.cols, t.data[first * row:(first + count) * row])
 
 
 def from_hf(folder) -> Spec:
