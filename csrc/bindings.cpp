@@ -21,6 +21,7 @@
 #include "model/beam_search.h"
 #include "model/session.h"
 #include "parallel.h"
+#include "tokenizer/hf_vocabulary.h"
 #include "tokenizer/tokenizer.h"
 
 namespace py = pybind11;
@@ -812,8 +813,8 @@ PYBIND11_MODULE(_core, m) {
   m.def("read_gguf", &read_gguf, py::arg("path"),
         "A GGUF file: {metadata, architecture, config, context_length, tensors [(role, type, rows, cols, bytes)]}\n"
         "mapped by csrc/loaders (the architectures it knows: gguf_architectures()).");
-  py::class_<Tokenizer, std::shared_ptr<Tokenizer>>(m, "GGUFTokenizer",
-                                                    "A GGUF file's vocabulary as text <-> ids (csrc/tokenizer).")
+  py::class_<Tokenizer, std::shared_ptr<Tokenizer>>(m, "CoreTokenizer",
+                                                    "A vocabulary as text <-> ids (csrc/tokenizer).")
       .def("encode", [](const Tokenizer& t, const std::string& text, bool parse_special, bool add_bos) {
              py::gil_scoped_release release;
              return t.encode(text, parse_special, add_bos);
@@ -838,6 +839,12 @@ PYBIND11_MODULE(_core, m) {
         "context_length, rope_parameters, tensors [(role, type, rows, cols, bytes)]}, for the model_types\n"
         "hf_model_types() lists (csrc/loaders/hf_models).");
   m.def("hf_model_types", &hf_model_types, "The Hugging Face model_types spec_from_hf maps.");
+  m.def("folder_tokenizer", [](const std::string& folder, int vocab_size, const std::vector<int32_t>& eos_ids) {
+        py::gil_scoped_release release;
+        return std::make_shared<Tokenizer>(hf_vocabulary(folder, vocab_size, eos_ids));
+      }, py::arg("folder"), py::arg("vocab_size"), py::arg("eos_ids"),
+      "A folder's tokenizer.json read by the core (csrc/tokenizer/hf_vocabulary.h: the byte-level BPEs it reads),\n"
+      "as the C API reads it.");
   m.def("gguf_architectures", &gguf_architectures, "The GGUF architectures read_gguf maps.");
   m.def("weight_types", [] {
     py::dict types;

@@ -3,6 +3,7 @@
 #include "../include/nextoken/nextoken.h"
 
 #include <sched.h>
+#include <sys/stat.h>
 
 #include <algorithm>
 #include <cmath>
@@ -11,7 +12,9 @@
 #include <string>
 
 #include "loaders/gguf_models.h"
+#include "loaders/hf_models.h"
 #include "model/beam_search.h"
+#include "tokenizer/hf_vocabulary.h"
 #include "tokenizer/tokenizer.h"
 #include "model/session.h"
 #include "parallel.h"
@@ -90,9 +93,17 @@ SamplingParams sampling_params(const nt_sampling* s, int vocab_size) {
 
 struct nt_model {
   ModelSpec spec;
+  std::shared_ptr<const SafetensorsFiles> folder_weights;  // a Hugging Face folder's tensors (the spec views them)
   std::shared_ptr<const Transformer> transformer;
   std::unique_ptr<Session> session;
-  std::unique_ptr<Tokenizer> tokenizer;
+  std::unique_ptr<Tokenizer> tokenizer;  // null where the folder's tokenizer.json is not read (tokenizer_error)
+  std::string tokenizer_error;
+  std::vector<int32_t> eos_ids;
+
+  const Tokenizer& text() const {
+    NT_CHECK(tokenizer, "this model has no tokenizer the C API reads (tokenize in the caller): " + tokenizer_error);
+    return *tokenizer;
+  }
 };
 
 extern "C" {
@@ -123,10 +134,26 @@ nt_status nt_model_load(const char* path, const nt_load_options* options, nt_mod
     }
     check_threads(n_threads);
     auto m = std::make_unique<nt_model>();
+    struct stat st;
+    const bool folder = stat(path, &st) == 0 && S_ISDIR(st.st_mode);
+    NT_CHECK(!folder || !o.packed_cache, "packed_cache keeps a GGUF file's repacked weights; a folder has none");
     try {
-      auto file = std::make_shared<const GGUFFile>(path);
-      m->spec = spec_from_gguf(file);
-      m->tokenizer = std::make_unique<Tokenizer>(*file, m->spec.config.vocab_size);
+      if (folder) {
+        const HFFolder f = read_hf_folder(path);
+        m->folder_weights = f.weights;
+        m->spec = spec_from_hf(f.config, f.weights->tensors(), f.name);
+        m->eos_ids = hf_eos_ids(f, m->spec.config.vocab_size);
+        try {  // a tokenizer.json the core does not read leaves the model to ids (nt_tokenize says why)
+          m->tokenizer = std::make_unique<Tokenizer>(hf_vocabulary(path, m->spec.config.vocab_size, m->eos_ids));
+        } catch (const Error& e) {
+          m->tokenizer_error = e.what();
+        }
+      } else {
+        auto file = std::make_shared<const GGUFFile>(path);
+        m->spec = spec_from_gguf(file);
+        m->tokenizer = std::make_unique<Tokenizer>(*file, m->spec.config.vocab_size);
+        m->eos_ids = m->tokenizer->eos_ids();
+      }
     } catch (const FileError&) {
       throw;
     } catch (const Error& e) {
@@ -135,10 +162,11 @@ nt_status nt_model_load(const char* path, const nt_load_options* options, nt_mod
     ModelConfig c = m->spec.config;
     c.kv_type = kv == "f16" ? DType::F16 : kv == "bf16" ? DType::BF16 : kv == "q8_0" ? DType::Q8_0 : DType::F32;
     try {
-      const PackedCache cache{o.packed_cache ? o.packed_cache : "", m->spec.file->identity()};
+      const PackedCache cache{o.packed_cache ? o.packed_cache : "", folder ? "" : m->spec.file->identity()};
+      // A folder's spec holds converted copies in RAM, whose pages must not be dropped after repacking.
       m->transformer = std::make_shared<Transformer>(c, m->spec.tensors, o.n_ctx,
                                                      compute == "int8" ? ComputeType::Int8 : ComputeType::Float32,
-                                                     true, n_threads, cache);
+                                                     !folder, n_threads, cache);
     } catch (const Error& e) {
       throw FileError(std::string(path) + ": " + e.what());
     }
@@ -155,7 +183,7 @@ int32_t nt_model_n_ctx(const nt_model* model) { return model ? model->session->n
 
 size_t nt_model_eos_ids(const nt_model* model, int32_t* ids, size_t capacity) {
   if (!model) return 0;
-  const std::vector<int32_t>& eos = model->tokenizer->eos_ids();
+  const std::vector<int32_t>& eos = model->eos_ids;
   for (size_t i = 0; ids && i < capacity && i < eos.size(); ++i) ids[i] = eos[i];
   return eos.size();
 }
@@ -167,7 +195,7 @@ nt_status nt_detokenize(const nt_model* model, const int32_t* ids, size_t n_ids,
     check_pointer(length, "length");
     NT_CHECK(n_ids == 0 || ids, "ids is NULL");
     std::vector<int32_t> list(ids, ids + n_ids);
-    const std::string out = model->tokenizer->decode(list, true);
+    const std::string out = model->text().decode(list, true);
     *length = out.size();
     if (!text || capacity < out.size() + 1)
       throw BufferTooSmall("the text needs " + std::to_string(out.size() + 1) + " bytes");
@@ -182,7 +210,7 @@ nt_status nt_tokenize(const nt_model* model, const char* text, size_t length, in
     check_pointer(n_ids, "n_ids");
     NT_CHECK(length == 0 || text, "text is NULL");
     const std::vector<int32_t> out =
-        model->tokenizer->encode(std::string(text ? text : "", length), parse_special != 0, add_bos != 0);
+        model->text().encode(std::string(text ? text : "", length), parse_special != 0, add_bos != 0);
     *n_ids = out.size();
     if (out.size() > capacity || (!ids && !out.empty()))
       throw BufferTooSmall("the ids need room for " + std::to_string(out.size()));
@@ -217,7 +245,7 @@ nt_status nt_generate(nt_model* model, const int32_t* prompt, size_t n_prompt, i
     SequenceOptions o;
     o.max_new_tokens = max_new_tokens;
     o.sampling = sampling_params(sampling, model->spec.config.vocab_size);
-    o.eos_ids = model->tokenizer->eos_ids();
+    o.eos_ids = model->eos_ids;
     Session& s = *model->session;
     const uint64_t id = s.add(checked_ids(prompt, n_prompt, "prompt"), o, true);
     size_t n = 0;
@@ -260,7 +288,7 @@ nt_status nt_beam_search(nt_model* model, const int32_t* prompt, size_t n_prompt
     o.length_penalty = given.length_penalty;
     o.early_stopping = given.early_stopping == 1 ? EarlyStopping::Stop
                        : given.early_stopping == 2 ? EarlyStopping::Never : EarlyStopping::Heuristic;
-    o.eos_ids = model->tokenizer->eos_ids();
+    o.eos_ids = model->eos_ids;
     SamplingParams processors;  // greedy: only the logits processors apply
     processors.more.repetition_penalty = given.repetition_penalty;
     processors.more.no_repeat_ngram_size = given.no_repeat_ngram_size;
@@ -297,7 +325,7 @@ nt_status nt_sequence_add(nt_model* model, const int32_t* prompt, size_t n_promp
     SequenceOptions o;
     o.max_new_tokens = max_new_tokens;
     o.sampling = sampling_params(sampling, model->spec.config.vocab_size);
-    o.eos_ids = model->tokenizer->eos_ids();
+    o.eos_ids = model->eos_ids;
     *sequence = model->session->add(checked_ids(prompt, n_prompt, "prompt"), o, false);
   });
 }

@@ -16,6 +16,7 @@ import nextoken
 from conftest import write_tiny_llama
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "c" / "generate.c"
+HF = Path(__file__).resolve().parent / "fixtures" / "hf"
 NT_OK, NT_ERROR_INVALID_ARGUMENT, NT_ERROR_MODEL_FILE, NT_ERROR_BUFFER_TOO_SMALL = 0, 1, 2, 4
 
 
@@ -256,6 +257,73 @@ def test_tokenize_and_detokenize_equal_python(lib, smollm2, model_name):
         assert sorted(eos[:n]) == sorted(py.eos_token_ids)
     finally:
         lib.nt_model_free(model)
+
+
+@pytest.mark.parametrize("name", ["llama", "mistral", "qwen2", "gpt2", "gemma3", "gemma3_bf16"])
+def test_hugging_face_folders_equal_python(lib, name):
+    """A folder loaded by the C API (csrc/loaders/hf_models.cpp, the mapping the Python API uses too, which
+    test_hf.py checks against transformers): logits, greedy and sampled tokens, EOS ids and the tokenizer.json
+    (the fixtures' byte-level BPE) equal the Python API's."""
+    folder = HF / name
+    py = nextoken.load(folder, n_ctx=64, n_threads=2)
+    status, model = load(lib, folder, n_ctx=64)
+    assert status == NT_OK, lib.nt_last_error()
+    try:
+        prompt = py.tokenize("the cat sat on the mat")
+        V = lib.nt_model_vocab_size(model)
+        logits = np.empty(V, np.float32)
+        assert lib.nt_forward(model, ids_array(prompt), ctypes.c_size_t(len(prompt)),
+                              logits.ctypes.data_as(ctypes.c_void_p), ctypes.c_size_t(V)) == NT_OK
+        np.testing.assert_array_equal(logits, py.forward(prompt)[-1])  # the same code on the same weights
+        assert generate(lib, model, prompt, 12) == (NT_OK, py.generate(prompt, max_new_tokens=12))
+        s = Sampling()
+        lib.nt_sampling_init(ctypes.byref(s))
+        s.temperature, s.top_p, s.seed = 0.8, 0.9, 3
+        assert generate(lib, model, prompt, 12, s) == (NT_OK, py.generate(prompt, max_new_tokens=12, temperature=0.8,
+                                                                         top_p=0.9, seed=3))
+        for text in ("the cat sat on the mat", " two  spaces\n", "<s>special</s>", ""):
+            for parse_special, add_bos in ((True, True), (False, False)):
+                expected = py.tokenize(text, parse_special=parse_special, add_bos=add_bos)
+                assert tokenize(lib, model, text.encode(), parse_special, add_bos) == (NT_OK, expected)
+            ids = py.tokenize(text)
+            assert detokenize(lib, model, ids) == py.detokenize(ids)
+        eos = (ctypes.c_int32 * 8)()
+        n = lib.nt_model_eos_ids(model, eos, ctypes.c_size_t(8))
+        assert sorted(eos[:n]) == sorted(py.eos_token_ids)
+    finally:
+        lib.nt_model_free(model)
+
+
+def test_folder_with_a_tokenizer_the_core_does_not_read_still_generates(lib, tmp_path):
+    """The model loads and runs on ids; nt_tokenize says why it cannot (the Python API reads such a
+    tokenizer.json with the tokenizers library)."""
+    folder = tmp_path / "llama"
+    shutil.copytree(HF / "llama", folder)
+    tj = json.loads((folder / "tokenizer.json").read_text())
+    tj["normalizer"] = {"type": "NFC"}
+    (folder / "tokenizer.json").write_text(json.dumps(tj))
+    status, model = load(lib, folder, n_ctx=64)
+    assert status == NT_OK, lib.nt_last_error()
+    try:
+        assert generate(lib, model, [5, 6, 7], 4)[0] == NT_OK
+        assert tokenize(lib, model, b"the cat")[0] == NT_ERROR_INVALID_ARGUMENT
+        assert b"a normalizer is not read by the core" in lib.nt_last_error()
+    finally:
+        lib.nt_model_free(model)
+
+
+@pytest.mark.parametrize("edit, message", [
+    (lambda f: (f / "config.json").write_text("{"), "not valid JSON"),
+    (lambda f: (f / "model.safetensors").unlink(), "no model.safetensors"),
+    (lambda f: (f / "config.json").write_text(json.dumps({"model_type": "t5"})), "unsupported model_type 't5'"),
+])
+def test_bad_folders_give_a_status_and_a_message(lib, tmp_path, edit, message):
+    folder = tmp_path / "llama"
+    shutil.copytree(HF / "llama", folder)
+    edit(folder)
+    status, model = load(lib, folder)
+    assert status == NT_ERROR_MODEL_FILE and model.value is None
+    assert message in lib.nt_last_error().decode()
 
 
 @pytest.mark.parametrize("content, status, message", [

@@ -167,3 +167,64 @@ def test_llama2_sentencepiece_equal_to_the_tokenizers_library(llama2_pair, data)
         ["the", " the", "that", "th", "e", " ", "and ", "an", "with", "not", "x", "\u00e9"]), max_size=12).map("".join)))
     ids = data.draw(st.lists(st.integers(0, ours.vocab_size - 1), max_size=12))
     check_against_reference(ours, ref, bos, text, ids)
+
+
+# --- a folder's tokenizer.json read by the core (what the C API's nt_tokenize runs on a folder) ---
+
+@pytest.fixture(scope="module", params=["fixture", "fixture with a BOS", "smollm2"])
+def folder_pair(request, tmp_path_factory):
+    """(the core's reading of a tokenizer.json, the tokenizers library's, its added token texts): the Hugging
+    Face fixtures' tokenizer.json (GPT-2's pre-tokenizer), the same with a post-processor that puts <s> first,
+    and SmolLM2's vocabulary written as tokenizer.json by the tokenizers library (Digits, then ByteLevel)."""
+    from tokenizers import Tokenizer
+    folder = tmp_path_factory.mktemp("tokenizer_json")
+    if request.param == "smollm2":
+        f = gguf.read(nextoken.pull("smollm2", quiet=True))
+        ref, _ = hf_gguf_tokenizer.build(f.metadata)
+        vocab_size = len(f.metadata["tokenizer.ggml.tokens"])
+        ref.save(str(folder / "tokenizer.json"))
+    else:
+        tj = json.loads((Path(__file__).parent / "fixtures" / "hf" / "llama" / "tokenizer.json").read_text())
+        if request.param == "fixture with a BOS":
+            tj["post_processor"]["single"].insert(0, {"SpecialToken": {"id": "<s>", "type_id": 0}})
+            tj["post_processor"]["special_tokens"] = {"<s>": {"id": "<s>", "ids": [0], "tokens": ["<s>"]}}
+        (folder / "tokenizer.json").write_text(json.dumps(tj))
+        ref, vocab_size = Tokenizer.from_file(str(folder / "tokenizer.json")), 320
+    core = nextoken._core.folder_tokenizer(str(folder), vocab_size, [1])
+    added = [t.content for t in ref.get_added_tokens_decoder().values()]
+    return core, ref, added
+
+
+@settings(max_examples=150, derandomize=True, database=None, deadline=None)
+@given(data=st.data())
+def test_tokenizer_json_read_by_the_core_equals_the_tokenizers_library(folder_pair, data):
+    core, ref, added = folder_pair
+    text = data.draw(texts(added))
+    for parse_special in (True, False):
+        ref.encode_special_tokens = not parse_special
+        expected = ref.encode(text, add_special_tokens=True).ids
+        ref.encode_special_tokens = False
+        assert core.encode(text, parse_special, True) == expected, (text, parse_special)
+    ids = data.draw(st.lists(st.integers(0, core.vocab_size - 1), max_size=12))
+    for skip in (True, False):
+        assert core.decode(ids, skip) == ref.decode(ids, skip_special_tokens=skip), (ids, skip)
+    assert core.eos_ids == [1]
+
+
+@pytest.mark.parametrize("edit,match", [
+    (lambda tj: tj.update(normalizer={"type": "NFC"}), "a normalizer is not read by the core"),
+    (lambda tj: tj.update(pre_tokenizer={"type": "Metaspace"}), "the pre-tokenizer .*Metaspace.* is not read"),
+    (lambda tj: tj["model"].update(type="WordPiece"), "the model WordPiece is not read"),
+    (lambda tj: tj["model"].update(ignore_merges=True), "ignore_merges is not read"),
+    (lambda tj: tj["added_tokens"][0].update(lstrip=True), "'<s>' has lstrip"),
+    (lambda tj: tj["model"]["vocab"].update({"zz": 400}), "the id of 'zz' is 400, outside the model's 320 tokens"),
+    (lambda tj: tj["model"].update(merges=[5]), "a merge must be 'left right' or \\[left, right\\], got 5"),
+    (lambda tj: tj["post_processor"]["single"].append({"SpecialToken": {"id": "</s>", "type_id": 0}}),
+     "the post-processor .* is not read"),
+])
+def test_tokenizer_json_the_core_does_not_read_is_named(tmp_path, edit, match):
+    tj = json.loads((Path(__file__).parent / "fixtures" / "hf" / "llama" / "tokenizer.json").read_text())
+    edit(tj)
+    (tmp_path / "tokenizer.json").write_text(json.dumps(tj))
+    with pytest.raises(nextoken.Error, match=match):
+        nextoken._core.folder_tokenizer(str(tmp_path), 320, [])

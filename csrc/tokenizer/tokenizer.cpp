@@ -205,32 +205,55 @@ bool Tokenizer::Merge::operator<(const Merge& o) const {
 
 Tokenizer::~Tokenizer() = default;
 
-Tokenizer::Tokenizer(const GGUFFile& f, int vocab_size) : added_(std::make_unique<AddedTokens>()) {
-  const std::vector<std::string>* raw = strings_key(f, "tokenizer.ggml.tokens");
-  if (!raw || raw->empty()) throw Error("the GGUF file has no tokenizer (tokenizer.ggml.tokens)");
-  const size_t n = raw->size();
-  NT_CHECK(n == size_t(vocab_size), "tokenizer.ggml.tokens lists " + std::to_string(n) + " tokens for the model's " +
-                                        std::to_string(vocab_size));
+Vocabulary gguf_vocabulary(const GGUFFile& f, int vocab_size) {
+  Vocabulary v;
+  const std::vector<std::string>* tokens = strings_key(f, "tokenizer.ggml.tokens");
+  if (!tokens || tokens->empty()) throw Error("the GGUF file has no tokenizer (tokenizer.ggml.tokens)");
+  NT_CHECK(tokens->size() == size_t(vocab_size), "tokenizer.ggml.tokens lists " + std::to_string(tokens->size()) +
+                                                     " tokens for the model's " + std::to_string(vocab_size));
+  v.tokens = *tokens;
   const std::string* model = string_key(f, "tokenizer.ggml.model");
-  const std::string* pre = string_key(f, "tokenizer.ggml.pre");
-  const std::vector<std::string>* merges = strings_key(f, "tokenizer.ggml.merges");
-  if (const std::string* t = string_key(f, "tokenizer.chat_template")) chat_template_ = *t;
-  std::vector<double> types(n, 1.0), scores(n, 0.0);
-  const bool typed = numbers_key(f, "tokenizer.ggml.token_type", true, types);
-  const bool scored = numbers_key(f, "tokenizer.ggml.scores", false, scores);
-  const int64_t named[] = {id_key(f, "tokenizer.ggml.bos_token_id"), id_key(f, "tokenizer.ggml.eos_token_id"),
-                           id_key(f, "tokenizer.ggml.unknown_token_id"), id_key(f, "tokenizer.ggml.padding_token_id")};
+  v.model = model ? *model : "";
+  if (const std::string* pre = string_key(f, "tokenizer.ggml.pre")) v.pre = *pre;
+  if (const std::vector<std::string>* merges = strings_key(f, "tokenizer.ggml.merges")) {
+    v.merges = *merges;
+    v.has_merges = true;
+  }
+  if (const std::string* t = string_key(f, "tokenizer.chat_template")) v.chat_template = *t;
+  numbers_key(f, "tokenizer.ggml.token_type", true, v.types);
+  numbers_key(f, "tokenizer.ggml.scores", false, v.scores);
+  v.bos = id_key(f, "tokenizer.ggml.bos_token_id");
+  v.eos = id_key(f, "tokenizer.ggml.eos_token_id");
+  v.unk = id_key(f, "tokenizer.ggml.unknown_token_id");
+  v.pad = id_key(f, "tokenizer.ggml.padding_token_id");
   id_key(f, "tokenizer.ggml.eot_token_id");  // read by gguf_eos_ids below: its type checked here too
-  const std::string kind = model ? *model : "";
+  const std::string* arch = string_key(f, "general.architecture");
+  v.gemma = v.model == "llama" && arch && (*arch == "gemma" || *arch == "gemma2" || *arch == "gemma3");
+  v.add_bos = bool_key(f, "tokenizer.ggml.add_bos_token", v.model == "llama");
+  v.eos_ids = gguf_eos_ids(f, vocab_size);
+  return v;
+}
+
+Tokenizer::Tokenizer(const GGUFFile& f, int vocab_size) : Tokenizer(gguf_vocabulary(f, vocab_size)) {}
+
+Tokenizer::Tokenizer(const Vocabulary& v) : added_(std::make_unique<AddedTokens>()) {
+  const std::vector<std::string>* raw = &v.tokens;
+  const size_t n = raw->size();
+  NT_CHECK(n > 0, "the vocabulary is empty");
+  const std::vector<std::string>* merges = v.has_merges ? &v.merges : nullptr;
+  chat_template_ = v.chat_template;
+  const bool typed = !v.types.empty(), scored = !v.scores.empty();
+  std::vector<double> types = typed ? v.types : std::vector<double>(n, 1.0);
+  std::vector<double> scores = scored ? v.scores : std::vector<double>(n, 0.0);
+  const int64_t named[] = {v.bos, v.eos, v.unk, v.pad};
+  const std::string& kind = v.model;
   NT_CHECK(kind == "gpt2" || kind == "llama",
            "tokenizer model '" + kind + "' is not supported (supported: gpt2 byte-level BPE, llama SentencePiece)");
   kind_ = kind == "gpt2" ? Kind::ByteLevel : Kind::SentencePiece;
-  const std::string* arch_name = string_key(f, "general.architecture");
-  const std::string arch = arch_name ? *arch_name : "";
-  const bool gemma = kind_ == Kind::SentencePiece && (arch == "gemma" || arch == "gemma2" || arch == "gemma3");
+  const bool gemma = kind_ == Kind::SentencePiece && v.gemma;
 
   if (kind_ == Kind::ByteLevel) {
-    const std::string p = pre ? *pre : "default";
+    const std::string& p = v.pre;
     NT_CHECK(p == "default" || p == "gpt2" || p == "smollm" || p == "starcoder",
              "pre-tokenizer '" + p + "' is not supported (supported: default, gpt2, smollm, starcoder)");
     split_digits_ = p == "smollm" || p == "starcoder";  // llama.cpp's LLAMA_VOCAB_PRE_TYPE_SMOLLM / STARCODER
@@ -318,12 +341,12 @@ Tokenizer::Tokenizer(const GGUFFile& f, int vocab_size) : added_(std::make_uniqu
   for (size_t i = 0; i < n; ++i)
     special_[i] = reachable_[i] && special_texts.count(tokens_[i]);
 
-  if (bool_key(f, "tokenizer.ggml.add_bos_token", kind_ == Kind::SentencePiece) && named[0] != -1) {
+  if (v.add_bos && named[0] != -1) {
     NT_CHECK(named[0] >= 0 && named[0] < int64_t(n), "tokenizer.ggml.bos_token_id " + std::to_string(named[0]) +
                                                          " is outside the vocabulary of " + std::to_string(n) + " tokens");
     bos_ = int32_t(named[0]);
   }
-  eos_ = gguf_eos_ids(f, vocab_size);
+  eos_ = v.eos_ids;
 }
 
 bool Tokenizer::is_special(int32_t id) const { return id >= 0 && size_t(id) < special_.size() && special_[size_t(id)]; }

@@ -26,10 +26,32 @@ namespace nextoken {
 
 class GGUFFile;
 
+// A vocabulary as a GGUF file's tokenizer.ggml.* keys describe it (also what a Hugging Face tokenizer.json
+// is turned into: hf_tokenizer.h).
+struct Vocabulary {
+  std::string model;                // "gpt2" (byte-level BPE) or "llama" (SentencePiece)
+  std::string pre = "default";      // the byte-level pre-tokenizer
+  bool gemma = false;               // SentencePiece as Gemma spells it (no space put before the text)
+  std::vector<std::string> tokens;
+  std::vector<double> types;        // per token (empty: all normal)
+  std::vector<double> scores;       // per token (empty: none)
+  std::vector<std::string> merges;  // "left right", by rank
+  bool has_merges = false;
+  int64_t bos = -1, eos = -1, unk = -1, pad = -1;
+  bool add_bos = false;             // put the BOS first
+  std::string chat_template;
+  std::vector<int32_t> eos_ids;     // what ends a generation
+};
+
+// The vocabulary of a GGUF file; throws nextoken::Error naming the key if its tokenizer keys are missing
+// or of the wrong type.
+Vocabulary gguf_vocabulary(const GGUFFile& file, int vocab_size);
+
 class Tokenizer {
  public:
-  // Throws nextoken::Error naming the key if the file's tokenizer keys are missing, of the wrong type, or
-  // not a vocabulary of `vocab_size` tokens that this class reads.
+  // Throws nextoken::Error unless `vocabulary` is one this class reads.
+  explicit Tokenizer(const Vocabulary& vocabulary);
+  // The tokenizer of a GGUF file whose model has `vocab_size` tokens.
   Tokenizer(const GGUFFile& file, int vocab_size);
   ~Tokenizer();
 

@@ -1,13 +1,12 @@
 /* nextoken.h: the C API of libnextoken, for programs in C, C++, Rust, Go... that embed the engine.
  *
- * A model (nt_model) is loaded once from a GGUF file and shared by any number of threads; each
- * generation is a sequence of the model's session, so concurrent calls are safe and calls that overlap
- * run in one forward pass. Every function returns NT_OK or an error code; the message of the calling
+ * A model (nt_model) is loaded once from a GGUF file or a Hugging Face folder and shared by any number
+ * of threads; each generation is a sequence of the model's session, so concurrent calls are safe and
+ * calls that overlap run in one forward pass. Every function returns NT_OK or an error code; the message of the calling
  * thread's last error is nt_last_error(). No function aborts or throws across this boundary, and a call
  * that fails changes nothing.
  *
- * Not (yet) in the C API: Hugging Face folders (convert them with `nextoken convert FOLDER OUT.gguf`),
- * encoder-decoder models.
+ * Not (yet) in the C API: encoder-decoder models (T5, BART, Marian, vision encoder-decoder).
  */
 #ifndef NEXTOKEN_H
 #define NEXTOKEN_H
@@ -41,12 +40,15 @@ typedef struct {
   int32_t n_threads;        /* 0 (default): every core this process may run on; at most 512 */
   const char* compute_type; /* "float32" (default: exact) or "int8" (activations int8 per block, faster) */
   const char* kv_cache;     /* "f32" (default), "f16", "bf16" or "q8_0" */
-  const char* packed_cache; /* int8: a file that keeps the repacked weights for the next load (NULL: none) */
+  const char* packed_cache; /* int8, GGUF: a file that keeps the repacked weights for the next load (NULL: none) */
 } nt_load_options;
 
 /* Fills *options with the defaults. */
 void nt_load_options_init(nt_load_options* options);
-/* Loads a GGUF file (options may be NULL: the defaults); *model is set only on NT_OK. */
+/* Loads a GGUF file, or a Hugging Face folder (config.json and safetensors weights) of a decoder-only model:
+ * llama, mistral, qwen2, gpt2, gemma3 (options may be NULL: the defaults); *model is set only on NT_OK.
+ * A folder's tokenizer.json is read when it is a byte-level BPE (GPT-2's pre-tokenizer, optionally after
+ * individual digits); with another, the model loads and nt_tokenize / nt_detokenize fail, saying why. */
 nt_status nt_model_load(const char* path, const nt_load_options* options, nt_model** model);
 /* Frees a model (NULL is allowed); no call on it may be running. */
 void nt_model_free(nt_model* model);

@@ -18,7 +18,7 @@ class GGUFFile:
     metadata: dict   # every key/value (numeric arrays as numpy arrays, other arrays as lists)
     spec: Spec       # config and weights by role (numpy views of the file mapping)
     identity: str    # path, size, mtime and header hash: what a cache made from the file is checked against
-    tokenizer: object  # _core.GGUFTokenizer: the file's vocabulary (tokenizer.GGUFTokenizer wraps it)
+    tokenizer: object  # _core.CoreTokenizer: the file's vocabulary (tokenizer.GGUFTokenizer wraps it)
 
 
 def read(path) -> GGUFFile:

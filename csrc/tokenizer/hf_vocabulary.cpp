@@ -1,0 +1,138 @@
+// hf_vocabulary.cpp: see hf_vocabulary.h. The GGUF form it builds is the one `nextoken convert` writes
+// for the same tokenizer.json, so a folder and its converted file tokenize alike.
+#include "hf_vocabulary.h"
+
+#include <sys/stat.h>
+
+namespace nextoken {
+
+namespace {
+
+constexpr int CONTROL = 3, USER_DEFINED = 4, UNUSED = 5;  // GGUF token types
+
+const JSON* member(const JSON& object, const std::string& key) {
+  const JSON* v = object.find(key);
+  return v && !v->is_null() ? v : nullptr;
+}
+
+std::string type_of(const JSON* v) {
+  const JSON* t = v ? v->find("type") : nullptr;
+  return t && t->is_string() ? t->text : v ? v->describe() : "None";
+}
+
+bool is_gpt2_byte_level(const JSON& p) {
+  const JSON* prefix = member(p, "add_prefix_space");
+  const JSON* regex = member(p, "use_regex");
+  return type_of(&p) == "ByteLevel" && !(prefix && !(prefix->kind == JSON::Kind::Bool && !prefix->boolean)) &&
+         !(regex && !(regex->kind == JSON::Kind::Bool && regex->boolean));
+}
+
+// "default" (GPT-2's regex) or "smollm" (each digit apart first); anything else is not read.
+std::string pre_tokenizer(const JSON* p, const std::string& source) {
+  if (p && is_gpt2_byte_level(*p)) return "default";
+  if (p && type_of(p) == "Sequence") {
+    const JSON* steps = member(*p, "pretokenizers");
+    if (steps && steps->is_array() && steps->items.size() == 2 && type_of(&steps->items[0]) == "Digits" &&
+        is_gpt2_byte_level(steps->items[1])) {
+      const JSON* individual = member(steps->items[0], "individual_digits");
+      if (individual && individual->kind == JSON::Kind::Bool && individual->boolean) return "smollm";
+    }
+  }
+  throw Error(source + ": the pre-tokenizer " + (p ? p->describe() : "None") + " is not read by the core (byte-level "
+              "BPE with GPT-2's ByteLevel pre-tokenizer, optionally after individual Digits, is)");
+}
+
+bool is_file(const std::string& path) {
+  struct stat st;
+  return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
+}
+
+}  // namespace
+
+Vocabulary hf_vocabulary(const std::string& folder, int vocab_size, const std::vector<int32_t>& eos_ids) {
+  const std::string path = folder + "/tokenizer.json";
+  if (!is_file(path)) throw Error(folder + " has no tokenizer.json");
+  const JSON tj = read_json_file(path);
+  const JSON* model = member(tj, "model");
+  if (!model || type_of(model) != "BPE")
+    throw Error(path + ": the model " + type_of(model) + " is not read by the core (byte-level BPE is)");
+  if (member(tj, "normalizer")) throw Error(path + ": a normalizer is not read by the core");
+  for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
+    if (const JSON* v = member(*model, key); v && !(v->is_string() && v->text.empty()))
+      throw Error(path + ": the BPE's " + key + " is not read by the core");
+  for (const char* key : {"byte_fallback", "ignore_merges"})
+    if (const JSON* v = member(*model, key); v && !(v->kind == JSON::Kind::Bool && !v->boolean))
+      throw Error(path + ": the BPE's " + key + " is not read by the core");
+  if (const JSON* v = member(*model, "dropout"); v && !(v->is_number() && v->number == 0))
+    throw Error(path + ": BPE dropout is not read by the core");
+
+  Vocabulary v;
+  v.model = "gpt2";
+  v.pre = pre_tokenizer(member(tj, "pre_tokenizer"), path);
+  v.tokens.resize(size_t(vocab_size));
+  v.types.assign(size_t(vocab_size), UNUSED);
+  for (int i = 0; i < vocab_size; ++i) v.tokens[size_t(i)] = "[PAD" + std::to_string(i) + "]";  // ids no token names
+  const auto place = [&](const std::string& token, const JSON& id, int type) {
+    if (!id.is_integer() || id.integer < 0 || id.integer >= vocab_size)
+      throw Error(path + ": the id of '" + token + "' is " + id.describe() + ", outside the model's " +
+                  std::to_string(vocab_size) + " tokens");
+    v.tokens[size_t(id.integer)] = token;
+    v.types[size_t(id.integer)] = type;
+  };
+  const JSON* vocab = member(*model, "vocab");
+  if (!vocab || !vocab->is_object()) throw Error(path + ": the BPE has no vocab object");
+  for (const auto& [token, id] : vocab->members) place(token, id, 1);
+  if (const JSON* added = member(tj, "added_tokens")) {
+    for (const JSON& a : added->is_array() ? added->items : std::vector<JSON>{}) {
+      const JSON* content = member(a, "content");
+      const JSON* id = member(a, "id");
+      if (!content || !content->is_string() || !id)
+        throw Error(path + ": an added token needs a content string and an id, got " + a.describe());
+      for (const char* rule : {"lstrip", "rstrip", "single_word"})
+        if (const JSON* r = member(a, rule); r && !(r->kind == JSON::Kind::Bool && !r->boolean))
+          throw Error(path + ": the added token '" + content->text + "' has " + rule + ", which the core does not read");
+      const JSON* special = member(a, "special");
+      place(content->text, *id, special && special->kind == JSON::Kind::Bool && special->boolean ? CONTROL : USER_DEFINED);
+    }
+  }
+  const JSON* merges = member(*model, "merges");
+  v.has_merges = true;
+  for (const JSON& m : merges && merges->is_array() ? merges->items : std::vector<JSON>{}) {
+    if (m.is_string() && m.text.find(' ') != std::string::npos) v.merges.push_back(m.text);
+    else if (m.is_array() && m.items.size() == 2 && m.items[0].is_string() && m.items[1].is_string())
+      v.merges.push_back(m.items[0].text + " " + m.items[1].text);
+    else throw Error(path + ": a merge must be 'left right' or [left, right], got " + m.describe());
+  }
+
+  // The post-processor may put a BOS first; anything else it would add is not read.
+  if (const JSON* post = member(tj, "post_processor"); post && type_of(post) != "ByteLevel") {
+    const JSON* single = type_of(post) == "TemplateProcessing" ? member(*post, "single") : nullptr;
+    bool ok = single && single->is_array();
+    size_t sequence_at = 0;
+    std::string bos;
+    for (size_t i = 0; ok && i < single->items.size(); ++i) {
+      const JSON& piece = single->items[i];
+      if (const JSON* s = member(piece, "SpecialToken"); s && i == 0 && member(*s, "id") && member(*s, "id")->is_string())
+        bos = member(*s, "id")->text;
+      else if (member(piece, "Sequence")) sequence_at = i;
+      else ok = false;
+    }
+    ok = ok && single->items.size() == (bos.empty() ? 1u : 2u) && sequence_at == single->items.size() - 1;
+    if (!ok) throw Error(path + ": the post-processor " + post->describe() + " is not read by the core");
+    if (!bos.empty()) {
+      for (size_t i = 0; i < v.tokens.size() && v.bos < 0; ++i)
+        if (v.tokens[i] == bos && v.types[i] != UNUSED) v.bos = int64_t(i);
+      if (v.bos < 0) throw Error(path + ": the post-processor adds '" + bos + "', which is not a token");
+      v.add_bos = true;
+    }
+  }
+  v.eos_ids = eos_ids;
+  const std::string config_path = folder + "/tokenizer_config.json";
+  if (is_file(config_path)) {
+    const JSON config = read_json_file(config_path);
+    if (const JSON* t = member(config, "chat_template"); t && t->is_string()) v.chat_template = t->text;
+  }
+  return v;
+}
+
+}  // namespace nextoken
