@@ -193,6 +193,11 @@ py::dict config_dict(const ModelConfig& c) {
   d["qk_norm"] = c.qk_norm;
   d["embed_scale"] = c.embed_scale;
   d["final_softcap"] = c.final_softcap;
+  d["causal"] = c.causal;
+  d["cross_attention"] = c.cross_attention;
+  d["embed_norm"] = c.embed_norm;
+  d["relative_span"] = c.relative_span;
+  d["head_scale"] = c.head_scale;
   std::vector<int> windows, rope_tables;
   for (const LayerConfig& l : c.layers) {
     windows.push_back(l.sliding_window);
@@ -375,10 +380,31 @@ py::dict read_safetensors(const std::string& path) {
   return tensor_dict(files->tensors(), owner_of(files));
 }
 
-// The spec of a folder's config (a dict) and tensors ({name: (type, rows, cols, uint8 array)}), as
-// read_gguf gives one: its weights view the given arrays or the spec's converted copies.
-py::dict spec_from_hf_dict(const py::dict& config, const py::dict& tensors, const std::string& name) {
+// A spec's {architecture, config, context_length, tensors [(role, type, rows, cols, uint8 array)]}, the
+// arrays keeping `owner` alive.
+py::dict spec_dict(const ModelSpec& spec, const py::object& owner) {
+  py::dict out;
+  out["architecture"] = spec.architecture;
+  out["config"] = config_dict(spec.config);
+  out["context_length"] = spec.context_length;
+  py::list roles;
+  for (const auto& [role, t] : spec.tensors) {
+    const size_t nbytes = size_t(t.rows) * row_bytes(t.type, t.cols);
+    py::array_t<uint8_t> data({py::ssize_t(nbytes)}, {py::ssize_t(1)}, static_cast<const uint8_t*>(t.data), owner);
+    data.attr("setflags")(py::arg("write") = false);
+    roles.append(py::make_tuple(role, int(t.type), t.rows, t.cols, data));
+  }
+  out["tensors"] = roles;
+  return out;
+}
+
+// The spec of a folder's config and generation_config (dicts) and tensors ({name: (type, rows, cols, uint8
+// array)}), as read_gguf gives one: its weights view the given arrays or the spec's converted copies. Adds
+// rope_parameters, and for encoder-decoder models encoder (a spec dict), generation and vision (dicts).
+py::dict spec_from_hf_dict(const py::dict& config, const py::dict& generation_config, const py::dict& tensors,
+                           const std::string& name, int n_ctx) {
   const JSON c = to_json(config, name + "/config.json");
+  const JSON g = to_json(generation_config, name + "/generation_config.json");
   std::map<std::string, TensorView> views;
   py::list arrays;  // what the views point into, kept alive with the spec
   for (const auto& [key, value] : tensors) {
@@ -393,26 +419,24 @@ py::dict spec_from_hf_dict(const py::dict& config, const py::dict& tensors, cons
   auto spec = std::make_unique<ModelSpec>();
   {
     py::gil_scoped_release release;
-    *spec = spec_from_hf(c, views, name);
+    *spec = spec_from_hf(c, g, views, name, n_ctx);
   }
-  py::dict out;
-  out["architecture"] = spec->architecture;
-  out["config"] = config_dict(spec->config);
-  out["context_length"] = spec->context_length;
-  py::list rope;
-  for (const JSON& p : spec->rope_parameters) rope.append(json_value(p));
-  out["rope_parameters"] = rope;
   const ModelSpec* raw = spec.get();
   const py::object owner = py::make_tuple(py::capsule(spec.release(), [](void* p) { delete static_cast<ModelSpec*>(p); }),
                                           arrays);
-  py::list roles;
-  for (const auto& [role, t] : raw->tensors) {
-    const size_t nbytes = size_t(t.rows) * row_bytes(t.type, t.cols);
-    py::array_t<uint8_t> data({py::ssize_t(nbytes)}, {py::ssize_t(1)}, static_cast<const uint8_t*>(t.data), owner);
-    data.attr("setflags")(py::arg("write") = false);
-    roles.append(py::make_tuple(role, int(t.type), t.rows, t.cols, data));
+  py::dict out = spec_dict(*raw, owner);
+  py::list rope;
+  for (const JSON& p : raw->rope_parameters) rope.append(json_value(p));
+  out["rope_parameters"] = rope;
+  out["encoder"] = raw->encoder ? py::object(spec_dict(*raw->encoder, owner)) : py::object(py::none());
+  out["generation"] = raw->generation.is_object() ? json_value(raw->generation) : py::object(py::dict());
+  py::dict vision = raw->vision.is_object() ? json_value(raw->vision).cast<py::dict>() : py::dict();
+  for (const auto& [key, t] : raw->vision_tensors) {
+    py::array_t<float> values({py::ssize_t(t.rows), py::ssize_t(t.cols)}, static_cast<const float*>(t.data), owner);
+    values.attr("setflags")(py::arg("write") = false);
+    vision[key.c_str()] = t.rows == 1 ? values.attr("reshape")(-1) : py::object(values);
   }
-  out["tensors"] = roles;
+  out["vision"] = vision;
   return out;
 }
 
@@ -834,10 +858,12 @@ PYBIND11_MODULE(_core, m) {
         "rows, cols, bytes)}} read by csrc/loaders/safetensors (views of the mapped files).");
   m.def("read_safetensors", &read_safetensors, py::arg("path"),
         "The tensors of one safetensors file: {name: (ggml type, rows, cols, bytes)}.");
-  m.def("spec_from_hf", &spec_from_hf_dict, py::arg("config"), py::arg("tensors"), py::arg("name"),
-        "The spec of a folder's config dict and tensors {name: (type, rows, cols, bytes)}: {architecture, config,\n"
-        "context_length, rope_parameters, tensors [(role, type, rows, cols, bytes)]}, for the model_types\n"
-        "hf_model_types() lists (csrc/loaders/hf_models).");
+  m.def("spec_from_hf", &spec_from_hf_dict, py::arg("config"), py::arg("generation_config"), py::arg("tensors"),
+        py::arg("name"), py::arg("n_ctx"),
+        "The spec of a folder's config and generation_config dicts and tensors {name: (type, rows, cols, bytes)}:\n"
+        "{architecture, config, context_length, tensors [(role, type, rows, cols, bytes)], rope_parameters, encoder\n"
+        "(such a dict, or None), generation, vision}, for the model_types hf_model_types() lists\n"
+        "(csrc/loaders/hf_models).");
   m.def("hf_model_types", &hf_model_types, "The Hugging Face model_types spec_from_hf maps.");
   m.def("folder_tokenizer", [](const std::string& folder, int vocab_size, const std::vector<int32_t>& eos_ids) {
         py::gil_scoped_release release;

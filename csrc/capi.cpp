@@ -91,20 +91,89 @@ SamplingParams sampling_params(const nt_sampling* s, int vocab_size) {
 
 }  // namespace
 
+struct nt_model;
+namespace {
+void generation_settings(nt_model& m);
+}
+
 struct nt_model {
   ModelSpec spec;
   std::shared_ptr<const SafetensorsFiles> folder_weights;  // a Hugging Face folder's tensors (the spec views them)
   std::shared_ptr<const Transformer> transformer;
+  // Encoder-decoder models: the encoder, and what generation takes from the folder's configs.
+  std::shared_ptr<const Transformer> encoder;
+  int32_t decoder_start = -1, forced_bos = -1;
+  std::vector<std::vector<int32_t>> bad_words;
+  bool renormalize = false;
   std::unique_ptr<Session> session;
   std::unique_ptr<Tokenizer> tokenizer;  // null where the folder's tokenizer.json is not read (tokenizer_error)
   std::string tokenizer_error;
   std::vector<int32_t> eos_ids;
+
+  // The source's hidden states (n_states rows) and the decoder's first ids of an encoder-decoder model, as
+  // the Python API's generate(source) starts; a decoder-only model's prompt is left as it is.
+  std::vector<float> encode(std::vector<int32_t>& prompt, int& n_states) const {
+    n_states = 0;
+    if (!encoder) return {};
+    const int T = int(prompt.size());
+    encoder->check_tokens(prompt.data(), T, 0, encoder->max_positions());
+    std::vector<float> states(size_t(T) * size_t(encoder->config().dim));
+    encoder->encode(prompt.data(), nullptr, T, states.data(), session->n_threads());
+    n_states = T;
+    prompt = {decoder_start};
+    return states;
+  }
 
   const Tokenizer& text() const {
     NT_CHECK(tokenizer, "this model has no tokenizer the C API reads (tokenize in the caller): " + tokenizer_error);
     return *tokenizer;
   }
 };
+
+namespace {
+
+// An id that a folder's config gives, checked against the vocabulary; null is -1 where `optional`.
+int32_t config_id(const JSON& v, const char* key, int vocab_size, bool optional) {
+  if (v.is_null() && optional) return -1;
+  if (!v.is_integer() || v.integer < 0 || v.integer >= vocab_size)
+    throw Error(std::string(key) + " must be an integer in [0, " + std::to_string(vocab_size) + "), got " + v.describe());
+  return int32_t(v.integer);
+}
+
+// decoder_start_token_id, forced_bos_token_id, bad_words_ids and renormalize_logits of an encoder-decoder
+// folder, as the Python API applies them by default.
+void generation_settings(nt_model& m) {
+  NT_CHECK(!m.spec.vision.is_object(), "a vision encoder-decoder takes images, which the C API does not (the Python "
+                                       "API does)");
+  const JSON& g = m.spec.generation;
+  const int V = m.spec.config.vocab_size;
+  const JSON none;
+  const auto value = [&](const char* key) { const JSON* v = g.find(key); return v ? *v : none; };
+  m.decoder_start = config_id(value("decoder_start_token_id"), "decoder_start_token_id", V, false);
+  m.forced_bos = config_id(value("forced_bos_token_id"), "forced_bos_token_id", V, true);
+  const JSON bad = value("bad_words_ids");
+  NT_CHECK(bad.is_null() || bad.is_array(), "bad_words_ids must be a list of token-id lists");
+  for (const JSON& word : bad.items) {
+    NT_CHECK(word.is_array() && !word.items.empty(), "bad_words_ids must be a list of non-empty token-id lists");
+    std::vector<int32_t> ids;
+    for (const JSON& id : word.items) ids.push_back(config_id(id, "a bad_words_ids id", V, false));
+    m.bad_words.push_back(ids);
+  }
+  const JSON renormalize = value("renormalize_logits");
+  m.renormalize = renormalize.kind == JSON::Kind::Bool && renormalize.boolean;
+}
+
+SequenceOptions sequence_options(const nt_model& m, int32_t max_new_tokens, const nt_sampling* sampling) {
+  SequenceOptions o;
+  o.max_new_tokens = max_new_tokens;
+  o.sampling = sampling_params(sampling, m.spec.config.vocab_size);
+  o.sampling.more.bad_words_ids = m.bad_words;  // Marian bans its pad id
+  o.eos_ids = m.eos_ids;
+  o.forced_bos = m.forced_bos;
+  return o;
+}
+
+}  // namespace
 
 extern "C" {
 
@@ -141,7 +210,7 @@ nt_status nt_model_load(const char* path, const nt_load_options* options, nt_mod
       if (folder) {
         const HFFolder f = read_hf_folder(path);
         m->folder_weights = f.weights;
-        m->spec = spec_from_hf(f.config, f.weights->tensors(), f.name);
+        m->spec = spec_from_hf(f.config, f.generation_config, f.weights->tensors(), f.name, o.n_ctx);
         m->eos_ids = hf_eos_ids(f, m->spec.config.vocab_size);
         try {  // a tokenizer.json the core does not read leaves the model to ids (nt_tokenize says why)
           m->tokenizer = std::make_unique<Tokenizer>(hf_vocabulary(path, m->spec.config.vocab_size, m->eos_ids));
@@ -169,6 +238,18 @@ nt_status nt_model_load(const char* path, const nt_load_options* options, nt_mod
                                                      !folder, n_threads, cache);
     } catch (const Error& e) {
       throw FileError(std::string(path) + ": " + e.what());
+    }
+    if (m->spec.encoder) {
+      try {
+        generation_settings(*m);
+        ModelConfig e = m->spec.encoder->config;
+        e.kv_type = c.kv_type;
+        m->encoder = std::make_shared<Transformer>(e, m->spec.encoder->tensors, o.n_ctx,
+                                                   compute == "int8" ? ComputeType::Int8 : ComputeType::Float32,
+                                                   false, n_threads, PackedCache{});
+      } catch (const Error& e) {
+        throw FileError(std::string(path) + ": " + e.what());
+      }
     }
     m->session = std::make_unique<Session>(m->transformer, o.n_ctx, n_threads);
     *model = m.release();
@@ -223,6 +304,8 @@ nt_status nt_forward(nt_model* model, const int32_t* ids, size_t n_ids, float* l
     check_pointer(model, "model");
     const std::vector<int32_t> tokens = checked_ids(ids, n_ids, "ids");
     check_pointer(logits, "logits");
+    NT_CHECK(!model->encoder, "nt_forward runs decoder-only models; this one is an encoder-decoder (nt_generate takes "
+                              "the source as its prompt)");
     const int V = model->spec.config.vocab_size;
     NT_CHECK(capacity >= size_t(V), "logits has room for " + std::to_string(capacity) + " floats, needs " + std::to_string(V));
     model->session->forward(tokens.data(), int(tokens.size()), 0, logits, false);
@@ -242,12 +325,12 @@ nt_status nt_generate(nt_model* model, const int32_t* prompt, size_t n_prompt, i
     check_pointer(out, "out");
     NT_CHECK(capacity >= size_t(max_new_tokens), "out has room for " + std::to_string(capacity) + " ids, needs " +
                                                      std::to_string(max_new_tokens));
-    SequenceOptions o;
-    o.max_new_tokens = max_new_tokens;
-    o.sampling = sampling_params(sampling, model->spec.config.vocab_size);
-    o.eos_ids = model->eos_ids;
+    const SequenceOptions o = sequence_options(*model, max_new_tokens, sampling);
+    std::vector<int32_t> ids = checked_ids(prompt, n_prompt, "prompt");
+    int n_states = 0;
+    const std::vector<float> states = model->encode(ids, n_states);
     Session& s = *model->session;
-    const uint64_t id = s.add(checked_ids(prompt, n_prompt, "prompt"), o, true);
+    const uint64_t id = s.add(ids, o, true, states.empty() ? nullptr : states.data(), n_states);
     size_t n = 0;
     try {
       for (;;) {
@@ -294,7 +377,12 @@ nt_status nt_beam_search(nt_model* model, const int32_t* prompt, size_t n_prompt
     processors.more.no_repeat_ngram_size = given.no_repeat_ngram_size;
     check_sampling_params(processors, model->spec.config.vocab_size);
     o.processors = processors.more;
-    const std::vector<int32_t> ids = checked_ids(prompt, n_prompt, "prompt");
+    o.processors.bad_words_ids = model->bad_words;
+    o.forced_bos = model->forced_bos;
+    o.renormalize = model->renormalize;
+    std::vector<int32_t> ids = checked_ids(prompt, n_prompt, "prompt");
+    int n_states = 0;
+    const std::vector<float> states = model->encode(ids, n_states);
     NT_CHECK(max_new_tokens > 0, "max_new_tokens must be positive, got " + std::to_string(max_new_tokens));
     NT_CHECK(o.num_return_sequences > 0 && o.num_return_sequences <= o.num_beams,
              "num_return_sequences must be in [1, num_beams = " + std::to_string(o.num_beams) + "], got " +
@@ -307,7 +395,8 @@ nt_status nt_beam_search(nt_model* model, const int32_t* prompt, size_t n_prompt
              "out needs room for num_return_sequences * max_new_tokens = " + std::to_string(n * size_t(max_new_tokens)) +
                  " ids and lengths / scores for " + std::to_string(n));
     const std::vector<Hypothesis> best = beam_search(*model->transformer, model->session->n_ctx(), ids, o,
-                                                     model->session->n_threads());
+                                                     model->session->n_threads(),
+                                                     states.empty() ? nullptr : states.data(), n_states);
     for (size_t i = 0; i < best.size(); ++i) {
       std::copy(best[i].tokens.begin(), best[i].tokens.end(), out + i * size_t(max_new_tokens));
       lengths[i] = int32_t(best[i].tokens.size());
@@ -322,11 +411,11 @@ nt_status nt_sequence_add(nt_model* model, const int32_t* prompt, size_t n_promp
     check_pointer(model, "model");
     check_pointer(sequence, "sequence");
     NT_CHECK(max_new_tokens > 0, "max_new_tokens must be positive, got " + std::to_string(max_new_tokens));
-    SequenceOptions o;
-    o.max_new_tokens = max_new_tokens;
-    o.sampling = sampling_params(sampling, model->spec.config.vocab_size);
-    o.eos_ids = model->eos_ids;
-    *sequence = model->session->add(checked_ids(prompt, n_prompt, "prompt"), o, false);
+    const SequenceOptions o = sequence_options(*model, max_new_tokens, sampling);
+    std::vector<int32_t> ids = checked_ids(prompt, n_prompt, "prompt");
+    int n_states = 0;
+    const std::vector<float> states = model->encode(ids, n_states);
+    *sequence = model->session->add(ids, o, false, states.empty() ? nullptr : states.data(), n_states);
   });
 }
 

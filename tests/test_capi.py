@@ -17,6 +17,7 @@ from conftest import write_tiny_llama
 
 EXAMPLE = Path(__file__).resolve().parent.parent / "examples" / "c" / "generate.c"
 HF = Path(__file__).resolve().parent / "fixtures" / "hf"
+SEQ2SEQ = Path(__file__).resolve().parent / "fixtures" / "seq2seq"
 NT_OK, NT_ERROR_INVALID_ARGUMENT, NT_ERROR_MODEL_FILE, NT_ERROR_BUFFER_TOO_SMALL = 0, 1, 2, 4
 
 
@@ -312,10 +313,49 @@ def test_folder_with_a_tokenizer_the_core_does_not_read_still_generates(lib, tmp
         lib.nt_model_free(model)
 
 
+@pytest.mark.parametrize("name", ["t5", "t5_gated", "bart", "mbart", "marian"])
+def test_encoder_decoder_folders_equal_python(lib, name):
+    """The prompt is the source: greedy, sampled and beam-search continuations equal the Python API's
+    generate(source) / beam_search(source) (test_seq2seq.py checks those against transformers), with the
+    folder's decoder start, forced BOS (mBART), bad words (Marian's pad) and renormalization."""
+    folder = SEQ2SEQ / name
+    py = nextoken.load(folder, n_ctx=64, n_threads=2)
+    status, model = load(lib, folder, n_ctx=64)
+    assert status == NT_OK, lib.nt_last_error()
+    try:
+        source = [5, 17, 30, 9, 2] if name.startswith("t5") else [0, 25, 17, 40, 9, 2]
+        assert generate(lib, model, source, 10) == (NT_OK, py.generate(source, max_new_tokens=10))
+        s = Sampling()
+        lib.nt_sampling_init(ctypes.byref(s))
+        s.temperature, s.top_k, s.seed = 0.9, 20, 11
+        expected = py.generate(source, max_new_tokens=10, temperature=0.9, top_k=20, seed=11)
+        assert generate(lib, model, source, 10, s) == (NT_OK, expected)
+        o = BeamOptions()
+        lib.nt_beam_options_init(ctypes.byref(o))
+        o.num_beams, o.num_return_sequences = 3, 2
+        beams = py.beam_search(source, max_new_tokens=8, num_beams=3, num_return_sequences=2, return_scores=True)
+        status, got = beam_search(lib, model, source, 8, o)
+        assert status == NT_OK, lib.nt_last_error()
+        assert got == [(list(ids), np.float32(score)) for ids, score in beams]
+        logits = np.empty(lib.nt_model_vocab_size(model), np.float32)
+        assert lib.nt_forward(model, ids_array(source), ctypes.c_size_t(len(source)),
+                              logits.ctypes.data_as(ctypes.c_void_p), ctypes.c_size_t(logits.size)) == \
+            NT_ERROR_INVALID_ARGUMENT
+        assert b"encoder-decoder" in lib.nt_last_error()
+    finally:
+        lib.nt_model_free(model)
+
+
+def test_vision_encoder_decoder_is_refused_with_a_message(lib):
+    status, model = load(lib, SEQ2SEQ / "vit_gpt2")
+    assert status == NT_ERROR_MODEL_FILE and model.value is None
+    assert b"takes images" in lib.nt_last_error()
+
+
 @pytest.mark.parametrize("edit, message", [
     (lambda f: (f / "config.json").write_text("{"), "not valid JSON"),
     (lambda f: (f / "model.safetensors").unlink(), "no model.safetensors"),
-    (lambda f: (f / "config.json").write_text(json.dumps({"model_type": "t5"})), "unsupported model_type 't5'"),
+    (lambda f: (f / "config.json").write_text(json.dumps({"model_type": "falcon"})), "unsupported model_type 'falcon'"),
 ])
 def test_bad_folders_give_a_status_and_a_message(lib, tmp_path, edit, message):
     folder = tmp_path / "llama"

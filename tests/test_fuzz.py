@@ -708,6 +708,43 @@ def test_fuzz_hf_folder(link_farms, folder, json_edits_, text_edit, tensor_file,
             (out / name).symlink_to(folder / name)
 
 
+# ---- 2b. a folder's tokenizer.json as the core reads it (the C API's nt_tokenize; Python uses tokenizers) -----
+TOKENIZER_JSON = json.loads((FIXTURES / "hf" / "llama" / "tokenizer.json").read_text())
+TJ_KEYS = ["type", "model", "vocab", "merges", "normalizer", "pre_tokenizer", "pretokenizers", "individual_digits",
+           "use_regex", "add_prefix_space", "post_processor", "single", "SpecialToken", "Sequence", "id",
+           "special_tokens", "added_tokens", "content", "special", "lstrip", "rstrip", "single_word", "byte_fallback",
+           "ignore_merges", "dropout", "continuing_subword_prefix", "end_of_word_suffix"]
+TJ_STRINGS = ["BPE", "ByteLevel", "Sequence", "Digits", "TemplateProcessing", "Metaspace", "WordPiece", "<s>", "</s>",
+              "a b", "\u0120 t", "A"]
+tj_values = st.recursive(st.one_of(json_leaves, st.sampled_from(TJ_STRINGS)), lambda kids: st.lists(kids, max_size=3) |
+                         st.dictionaries(st.sampled_from(TJ_KEYS) | short_text, kids, max_size=3), max_leaves=5)
+tj_edits = st.one_of(st.tuples(st.just("set"), index, st.sampled_from(TJ_KEYS), tj_values),
+                     st.tuples(st.just("replace"), index, tj_values), st.tuples(st.just("delete"), index))
+
+
+@FUZZ
+@given(edits=st.lists(tj_edits, max_size=3), text_edit=st.one_of(st.none(), st.none(), text_edits),
+       text=st.text(st.characters(exclude_categories=["Cs"]), max_size=12), ids=st.lists(st.integers(-3, 330), max_size=8),
+       vocab_size=st.sampled_from([320, 320, 1, 400]))
+def test_fuzz_tokenizer_json(scratch, edits, text_edit, text, ids, vocab_size):
+    doc = json.loads(json.dumps(TOKENIZER_JSON))
+    for edit in edits:
+        doc = apply_json_edit(doc, edit)
+    data = json.dumps(doc).encode()
+    if text_edit:
+        data = apply_text_edit(data, text_edit)
+    folder = scratch / "tokenizer_json"
+    folder.mkdir(exist_ok=True)
+    (folder / "tokenizer.json").write_bytes(data)
+    with guarded():
+        tokenizer = attempt(nextoken._core.folder_tokenizer, str(folder), vocab_size, [1])
+        event("tokenizer.json", tokenizer)
+        if not isinstance(tokenizer, nextoken.Error):
+            for parse_special in (True, False):
+                attempt(tokenizer.encode, text, parse_special, True)
+            attempt(tokenizer.decode, ids, True)
+
+
 # ---- 3. text -----------------------------------------------------------------------------------------------
 @pytest.fixture(scope="module")
 def text_models(tiny_path):

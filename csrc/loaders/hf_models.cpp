@@ -1,6 +1,7 @@
-// hf_models.cpp: see hf_models.h. Built with -ffp-contract=off: the llama3 RoPE scaling below must round
-// each step to float32 as torch does, never fuse a multiply and an add.
+// hf_models.cpp: see hf_models.h.
 #include "hf_models.h"
+
+#include "hf_config.h"
 
 #include <algorithm>
 #include <cmath>
@@ -9,226 +10,6 @@
 namespace nextoken {
 
 namespace {
-
-const char* type_name(const JSON& v) {
-  switch (v.kind) {
-    case JSON::Kind::Null: return "NoneType";
-    case JSON::Kind::Bool: return "bool";
-    case JSON::Kind::Number: return v.integral ? "int" : "float";
-    case JSON::Kind::String: return "str";
-    case JSON::Kind::Array: return "list";
-    case JSON::Kind::Object: return "dict";
-  }
-  return "";
-}
-
-// As Python's bool(): what `if config.get(key):` tests.
-bool truthy(const JSON* v) {
-  if (!v) return false;
-  switch (v->kind) {
-    case JSON::Kind::Null: return false;
-    case JSON::Kind::Bool: return v->boolean;
-    case JSON::Kind::Number: return v->number != 0;
-    case JSON::Kind::String: return !v->text.empty();
-    case JSON::Kind::Array: return !v->items.empty();
-    case JSON::Kind::Object: return !v->members.empty();
-  }
-  return false;
-}
-
-JSON number(double x) {
-  JSON v;
-  v.kind = JSON::Kind::Number;
-  v.number = x;
-  return v;
-}
-
-JSON string(const std::string& s) {
-  JSON v;
-  v.kind = JSON::Kind::String;
-  v.text = s;
-  return v;
-}
-
-void set(JSON& object, const std::string& key, JSON value) {
-  for (auto& [k, v] : object.members)
-    if (k == key) v = std::move(value);
-  if (!object.find(key)) object.members.emplace_back(key, std::move(value));
-}
-
-int positive_int(const JSON* v, const std::string& what) {
-  if (!v->is_integer() || v->integer <= 0 || v->integer >= (int64_t(1) << 31))
-    throw Error(what + " must be a positive integer, got " + v->describe());
-  return int(v->integer);
-}
-
-double positive_float(const JSON* v, const std::string& what) {
-  if (!v || !v->is_number() || !std::isfinite(v->number) || v->number <= 0)
-    throw Error(what + " must be a positive number, got " + (v ? v->describe() : "None"));
-  return v->number;
-}
-
-// RoPE inverse frequencies of a rope_parameters object: default, linear or llama3 scaling.
-std::vector<float> scaled_rope_inv_freq(double base, int dim, const JSON& params, const std::string& what) {
-  std::vector<float> inv = rope_inv_freq(base, dim);
-  const JSON* kind = params.find("rope_type");
-  if (!kind) kind = params.find("type");
-  const std::string name = !kind ? "default" : kind->is_string() ? kind->text : kind->describe();
-  if (name == "default") return inv;
-  if (name == "linear") {
-    const float factor = float(positive_float(params.find("factor"), what + " factor"));
-    for (float& x : inv) x = x / factor;
-    return inv;
-  }
-  if (name != "llama3") throw Error(what + ": RoPE scaling '" + name + "' is not supported (default, linear, llama3)");
-  const double factor = positive_float(params.find("factor"), what + " factor");
-  const double low = positive_float(params.find("low_freq_factor"), what + " low_freq_factor");
-  const double high = positive_float(params.find("high_freq_factor"), what + " high_freq_factor");
-  const double old = positive_float(params.find("original_max_position_embeddings"),
-                                    what + " original_max_position_embeddings");
-  if (high <= low) throw Error(what + ": high_freq_factor must exceed low_freq_factor");
-  // As transformers' _compute_llama3_parameters in float32: Python numbers meet float32 tensors rounded to
-  // float32, and every step rounds.
-  const float low_wavelen = float(old / low), high_wavelen = float(old / high), f = float(factor);
-  for (float& x : inv) {
-    const float wavelen = float(2 * M_PI) / x;
-    const float scaled = wavelen > low_wavelen ? x / f : x;
-    const float smooth = (float(old) / wavelen - float(low)) / float(high - low);
-    const float smoothed = (1.0f - smooth) * scaled / f + smooth * scaled;
-    const bool medium = !(wavelen < high_wavelen) && !(wavelen > low_wavelen);
-    x = medium ? smoothed : scaled;
-  }
-  return inv;
-}
-
-// config.json (or a sub-config), read with errors that name the file and the key.
-class HFConfig {
- public:
-  HFConfig(const JSON& values, std::string source) : v_(values), source_(std::move(source)) {
-    if (!values.is_object())
-      throw Error(source_ + ": expected a JSON object, got " + type_name(values) + " " + values.describe().substr(0, 40));
-  }
-
-  const std::string& source() const { return source_; }
-  const JSON& values() const { return v_; }
-  // The value of `key`, or null where it is absent or null (then the caller's default applies).
-  const JSON* get(const std::string& key) const {
-    const JSON* x = v_.find(key);
-    return x && !x->is_null() ? x : nullptr;
-  }
-  bool truthy(const std::string& key, bool fallback = false) const {
-    const JSON* x = get(key);
-    return x ? nextoken::truthy(x) : fallback;
-  }
-  const JSON& require(const std::string& key) const {
-    const JSON* x = get(key);
-    if (!x) throw Error(source_ + " lacks '" + key + "'");
-    return *x;
-  }
-  int positive_int(const std::string& key) const { return nextoken::positive_int(&require(key), what(key)); }
-  int positive_int(const std::string& key, int64_t fallback) const {
-    if (const JSON* x = get(key)) return nextoken::positive_int(x, what(key));
-    if (fallback <= 0 || fallback >= (int64_t(1) << 31))
-      throw Error(what(key) + " must be a positive integer, got " + std::to_string(fallback));
-    return int(fallback);
-  }
-  double positive_float(const std::string& key) const { return nextoken::positive_float(&require(key), what(key)); }
-  double positive_float(const std::string& key, double fallback) const {
-    const JSON* x = get(key);
-    return x ? nextoken::positive_float(x, what(key)) : fallback;
-  }
-
-  Activation activation(const std::string& key) const {
-    static const std::pair<const char*, Activation> names[] = {
-        {"silu", Activation::SiLU}, {"swish", Activation::SiLU}, {"gelu_pytorch_tanh", Activation::GeluTanh},
-        {"gelu_new", Activation::GeluTanh}, {"gelu_fast", Activation::GeluTanh}, {"gelu", Activation::Gelu},
-        {"relu", Activation::ReLU}};
-    const JSON& act = require(key);
-    std::string known;
-    for (const auto& [name, a] : names) {
-      if (act.is_string() && act.text == name) return a;
-      known += (known.empty() ? "" : ", ") + std::string(name);
-    }
-    throw Error(source_ + ": '" + key + "' is '" + (act.is_string() ? act.text : act.describe()) + "' (supported: " +
-                known + ")");
-  }
-
-  // transformers 5's rope_parameters (per layer type where the model has several), or transformers 4's
-  // rope_theta + rope_scaling, as one object with rope_type and rope_theta.
-  JSON rope_parameters(const std::string& layer_type = "") const {
-    if (const JSON* params = get("rope_parameters")) {
-      if (!params->is_object())
-        throw Error(source_ + ": 'rope_parameters' must be an object, got " + params->describe());
-      if (!layer_type.empty())
-        if (const JSON* per_type = params->find(layer_type)) params = per_type;
-      if (!params->is_object() || !params->find("rope_theta"))
-        throw Error(source_ + ": 'rope_parameters' has no rope_theta" + (layer_type.empty() ? "" : " for " + layer_type));
-      return *params;
-    }
-    JSON params;
-    params.kind = JSON::Kind::Object;
-    if (const JSON* scaling = get("rope_scaling"); nextoken::truthy(scaling)) {
-      if (!scaling->is_object())
-        throw Error(source_ + ": 'rope_scaling' must be an object, got " + scaling->describe());
-      params = *scaling;
-    }
-    const JSON* type = params.find("type");  // transformers 4.x's older spelling of rope_type
-    const JSON kind = type ? *type : string("default");
-    params.members.erase(std::remove_if(params.members.begin(), params.members.end(),
-                                        [](const auto& m) { return m.first == "type"; }),
-                         params.members.end());
-    if (!params.find("rope_type")) set(params, "rope_type", kind);
-    const JSON* theta = get("rope_theta");
-    set(params, "rope_theta", theta ? *theta : number(10000.0));
-    return params;
-  }
-
-  std::vector<float> rope_inv_freq(int head_dim, const std::string& layer_type = "") const {
-    const JSON params = rope_parameters(layer_type);
-    if (const JSON* partial = params.find("partial_rotary_factor"); partial && !(partial->is_number() && partial->number == 1.0))
-      throw Error(source_ + ": partial rotary embeddings are not supported");
-    const double base = nextoken::positive_float(params.find("rope_theta"), source_ + ": rope_theta");
-    return scaled_rope_inv_freq(base, head_dim, params, source_ + ": rope scaling");
-  }
-
-  // Per layer: whether it attends to a sliding window; `layer_types` where the file lists them.
-  std::vector<bool> sliding_layers(int n_layers, const std::vector<bool>& fallback) const {
-    const JSON* types = get("layer_types");
-    if (!types) return fallback;
-    bool ok = types->is_array() && types->items.size() == size_t(n_layers);
-    std::vector<bool> sliding;
-    for (const JSON& t : ok ? types->items : std::vector<JSON>{}) {
-      ok = ok && t.is_string() && (t.text == "full_attention" || t.text == "sliding_attention");
-      sliding.push_back(ok && t.text == "sliding_attention");
-    }
-    if (!ok)
-      throw Error(source_ + ": 'layer_types' must list 'full_attention' or 'sliding_attention' for each of the " +
-                  std::to_string(n_layers) + " layers");
-    return sliding;
-  }
-
-  std::vector<int> sliding_windows(const std::vector<bool>& sliding) const {
-    std::vector<int> windows(sliding.size(), 0);
-    for (size_t i = 0; i < sliding.size(); ++i)
-      if (sliding[i]) windows[i] = positive_int("sliding_window");
-    return windows;
-  }
-
-  // What the model was trained for (0: the file does not say).
-  int context_length(const std::string& key, const std::string& folder) const {
-    const JSON* x = get(key);
-    if (!x) return 0;
-    if (!x->is_integer() || x->integer < 0 || x->integer >= (int64_t(1) << 31))
-      throw Error(folder + ": the context length it was trained for must be an integer >= 0, got " + x->describe());
-    return int(x->integer);
-  }
-
- private:
-  std::string what(const std::string& key) const { return source_ + ": '" + key + "'"; }
-
-  const JSON& v_;
-  std::string source_;
-};
 
 ModelConfig hf_base_config(int n_layers) {
   ModelConfig c = base_config(n_layers);
@@ -302,7 +83,63 @@ TensorView transposed(WeightCollector& w, const TensorView& t) {
   return TensorView{t.type, w.keep(std::move(out)), t.cols, t.rows};
 }
 
-void map_gpt2(WeightCollector& w, const HFConfig& c, const std::string& folder) {
+// The split of a fused projection's rows (GPT-2's c_attn: q, k, v) into `roles`, `dim` rows each, with the
+// matching thirds of its bias `bias_name`.
+void split_projection(WeightCollector& w, const std::string& b, const std::vector<const char*>& roles,
+                      const std::string& h, const std::string& name, int dim, const std::string& folder) {
+  const int64_t n = int64_t(roles.size()) * dim;
+  const TensorView fused = transposed(w, *w.take(h + name + ".weight"));
+  if (fused.rows != n)
+    throw Error(folder + ": '" + h + name + ".weight' has " + std::to_string(fused.rows) + " outputs, expected " +
+                std::to_string(n));
+  const TensorView bias = *w.take(h + name + ".bias");
+  if (bias.rows * bias.cols != n)  // split below: a bias of dim values per role
+    throw Error(folder + ": '" + h + name + ".bias' has " + std::to_string(bias.rows * bias.cols) +
+                " values, expected " + std::to_string(n));
+  const size_t row_bytes = size_t(fused.cols) * (fused.type == DType::F32 ? 4 : 2);
+  const size_t bias_bytes = size_t(dim) * (bias.type == DType::F32 ? 4 : 2);
+  for (size_t j = 0; j < roles.size(); ++j) {
+    w.spec.tensors[b + roles[j]] =
+        TensorView{fused.type, static_cast<const uint8_t*>(fused.data) + j * size_t(dim) * row_bytes, dim, fused.cols};
+    w.vector(b + roles[j] + ".bias", h + name + ".bias",
+             TensorView{bias.type, static_cast<const uint8_t*>(bias.data) + j * bias_bytes, 1, dim});
+  }
+}
+
+// GPT-2's embeddings, blocks and final norm under `p` ("transformer.", or "decoder.transformer." in a vision
+// encoder-decoder, whose blocks add a cross-attention: ln_cross_attn, q_attn from the decoder, c_attn giving
+// k and v of the encoder's states, c_proj). Its Conv1D weights are stored [in, out]: transposed (a copy).
+void gpt2_blocks(WeightCollector& w, const std::string& p, int n_layers, int dim, bool cross, const std::string& folder) {
+  w.matrix("token_embd", p + "wte.weight");
+  w.matrix("pos_embd", p + "wpe.weight");
+  w.vector("output_norm", p + "ln_f.weight");
+  w.vector("output_norm.bias", p + "ln_f.bias");
+  for (int i = 0; i < n_layers; ++i) {
+    const std::string h = p + "h." + std::to_string(i) + ".", b = "blk." + std::to_string(i) + ".";
+    std::vector<std::pair<const char*, const char*>> norms = {{"attn_norm", "ln_1"}, {"ffn_norm", "ln_2"}};
+    if (cross) norms.insert(norms.begin() + 1, {"cross_attn_norm", "ln_cross_attn"});
+    for (const auto& [role, name] : norms) {
+      w.vector(b + role, h + name + ".weight");
+      w.vector(b + role + ".bias", h + name + ".bias");
+    }
+    split_projection(w, b, {"attn_q", "attn_k", "attn_v"}, h, "attn.c_attn", dim, folder);
+    std::vector<std::pair<const char*, const char*>> projections = {
+        {"attn_output", "attn.c_proj"}, {"ffn_up", "mlp.c_fc"}, {"ffn_down", "mlp.c_proj"}};
+    if (cross) {
+      split_projection(w, b, {"cross_attn_k", "cross_attn_v"}, h, "crossattention.c_attn", dim, folder);
+      projections.push_back({"cross_attn_q", "crossattention.q_attn"});
+      projections.push_back({"cross_attn_output", "crossattention.c_proj"});
+    }
+    for (const auto& [role, name] : projections) {
+      w.spec.tensors[b + role] = transposed(w, *w.take(h + name + ".weight"));
+      w.vector(b + role + ".bias", h + name + ".bias");
+    }
+    for (const char* buffer : {"attn.bias", "attn.masked_bias", "crossattention.bias", "crossattention.masked_bias"})
+      w.take(h + buffer, false);  // causal-mask buffers of old checkpoints: not weights
+  }
+}
+
+ModelConfig gpt2_config(const HFConfig& c) {
   const int n_layers = c.positive_int("n_layer"), dim = c.positive_int("n_embd"), n_heads = c.positive_int("n_head");
   if (c.truthy("scale_attn_by_inverse_layer_idx"))
     throw Error(c.source() + ": scale_attn_by_inverse_layer_idx is not supported");
@@ -318,46 +155,17 @@ void map_gpt2(WeightCollector& w, const HFConfig& c, const std::string& folder) 
   m.gated = false;
   m.positions = Positions::Learned;
   m.attn_scale = c.truthy("scale_attn_weights", true) ? 0.0f : 1.0f;
-  w.spec.config = m;
+  return m;
+}
+
+void map_gpt2(WeightCollector& w, const HFConfig& c, const std::string& folder) {
+  w.spec.config = gpt2_config(c);
+  const int n_layers = w.spec.config.n_layers, dim = w.spec.config.dim;
   w.spec.context_length = c.context_length("n_positions", folder);
 
   const std::string p = w.has("transformer.wte.weight") ? "transformer." : "";
-  w.matrix("token_embd", p + "wte.weight");
-  w.matrix("pos_embd", p + "wpe.weight");
-  w.vector("output_norm", p + "ln_f.weight");
-  w.vector("output_norm.bias", p + "ln_f.bias");
   tied_head(w, c);
-  for (int i = 0; i < n_layers; ++i) {
-    const std::string h = p + "h." + std::to_string(i) + ".", b = "blk." + std::to_string(i) + ".";
-    for (const auto& [role, name] : {std::pair{"attn_norm", "ln_1"}, std::pair{"ffn_norm", "ln_2"}}) {
-      w.vector(b + role, h + name + ".weight");
-      w.vector(b + role + ".bias", h + name + ".bias");
-    }
-    const TensorView qkv = transposed(w, *w.take(h + "attn.c_attn.weight"));
-    if (qkv.rows != 3 * int64_t(dim))
-      throw Error(folder + ": '" + h + "attn.c_attn.weight' has " + std::to_string(qkv.rows) + " outputs, expected " +
-                  std::to_string(3 * int64_t(dim)));
-    const TensorView bias = *w.take(h + "attn.c_attn.bias");
-    if (bias.rows * bias.cols != 3 * int64_t(dim))  // split in three below: q, k and v biases of dim each
-      throw Error(folder + ": '" + h + "attn.c_attn.bias' has " + std::to_string(bias.rows * bias.cols) +
-                  " values, expected " + std::to_string(3 * int64_t(dim)));
-    const size_t row_bytes = size_t(qkv.cols) * (qkv.type == DType::F32 ? 4 : 2);
-    const size_t bias_bytes = size_t(dim) * (bias.type == DType::F32 ? 4 : 2);
-    const char* parts[] = {"attn_q", "attn_k", "attn_v"};
-    for (int j = 0; j < 3; ++j) {
-      w.spec.tensors[b + parts[j]] =
-          TensorView{qkv.type, static_cast<const uint8_t*>(qkv.data) + size_t(j) * size_t(dim) * row_bytes, dim, qkv.cols};
-      w.vector(b + parts[j] + ".bias", h + "attn.c_attn.bias",
-               TensorView{bias.type, static_cast<const uint8_t*>(bias.data) + size_t(j) * bias_bytes, 1, dim});
-    }
-    for (const auto& [role, name] : {std::pair{"attn_output", "attn.c_proj"}, std::pair{"ffn_up", "mlp.c_fc"},
-                                     std::pair{"ffn_down", "mlp.c_proj"}}) {
-      w.spec.tensors[b + role] = transposed(w, *w.take(h + name + ".weight"));
-      w.vector(b + role + ".bias", h + name + ".bias");
-    }
-    for (const char* buffer : {"attn.bias", "attn.masked_bias"})  // causal-mask buffers of old checkpoints
-      w.take(h + buffer, false);
-  }
+  gpt2_blocks(w, p, n_layers, dim, false, folder);
   w.check_all_taken(layer_hint("gpt2", n_layers));
 }
 
@@ -373,12 +181,12 @@ void map_gemma3(WeightCollector& w, const HFConfig& top, const std::string& fold
     const HFConfig c4(values, top.source());
     JSON local, both;
     local.kind = both.kind = JSON::Kind::Object;
-    set(local, "rope_type", string("default"));
+    json_set(local, "rope_type", json_string("default"));
     const JSON* base = c4.get("rope_local_base_freq");
-    set(local, "rope_theta", base ? *base : number(10000.0));
-    set(both, "sliding_attention", local);
-    set(both, "full_attention", c4.rope_parameters());
-    set(values, "rope_parameters", both);
+    json_set(local, "rope_theta", base ? *base : json_number(10000.0));
+    json_set(both, "sliding_attention", local);
+    json_set(both, "full_attention", c4.rope_parameters());
+    json_set(values, "rope_parameters", both);
   }
   const HFConfig c(values, top.source());
   if (c.truthy("attn_logit_softcapping")) throw Error(c.source() + ": attn_logit_softcapping is not supported");
@@ -430,13 +238,360 @@ void map_gemma3(WeightCollector& w, const HFConfig& top, const std::string& fold
   w.check_all_taken(layer_hint("gemma3", n_layers));
 }
 
+// ---- encoder-decoder models: one WeightCollector takes both stacks' weights (the encoder's roles under
+// "enc."), so that a tensor neither takes is reported; split_encoder then moves those into spec.encoder.
+
+void split_encoder(WeightCollector& w, const ModelConfig& encoder, const std::string& architecture) {
+  auto e = std::make_shared<ModelSpec>();
+  e->architecture = architecture;
+  e->config = encoder;
+  for (auto it = w.spec.tensors.begin(); it != w.spec.tensors.end();) {
+    if (it->first.compare(0, 4, "enc.") == 0) {
+      e->tensors[it->first.substr(4)] = it->second;
+      it = w.spec.tensors.erase(it);
+    } else {
+      ++it;
+    }
+  }
+  w.spec.encoder = std::move(e);
+}
+
+// A value of the folder's configs as generation takes it: generation_config.json's where it has the key
+// (even null), else config.json's (null where absent).
+JSON generation_value(const JSON& generation_config, const HFConfig& c, const std::string& key) {
+  if (const JSON* g = generation_config.find(key)) return *g;
+  const JSON* v = c.get(key);
+  return v ? *v : JSON{};
+}
+
+// T5's relative-position bucket of each distance key - query, as transformers' _relative_position_bucket
+// computes it: the log in float32 (computed in double and rounded once), then float32 division and
+// product, truncated toward zero.
+int64_t t5_bucket(int64_t relative, bool bidirectional, int num_buckets, int max_distance) {
+  int64_t bucket = 0;
+  if (bidirectional) {
+    num_buckets /= 2;
+    bucket += relative > 0 ? num_buckets : 0;
+    relative = relative < 0 ? -relative : relative;
+  } else {
+    relative = relative < 0 ? -relative : 0;
+  }
+  const int max_exact = num_buckets / 2;
+  if (relative < max_exact) return bucket + relative;
+  const float log_ratio = float(std::log(double(float(relative) / float(max_exact))));
+  const float scaled = log_ratio / float(std::log(double(max_distance) / double(max_exact))) * float(num_buckets - max_exact);
+  const int64_t large = max_exact + (std::isfinite(scaled) ? int64_t(scaled) : 0);
+  return bucket + std::min<int64_t>(large, num_buckets - 1);
+}
+
+const std::map<std::string, std::pair<Activation, bool>>& t5_feed_forwards() {
+  static const std::map<std::string, std::pair<Activation, bool>> kinds = {
+      {"relu", {Activation::ReLU, false}}, {"gated-gelu", {Activation::GeluTanh, true}},
+      {"gated-silu", {Activation::SiLU, true}}, {"gated-relu", {Activation::ReLU, true}}};
+  return kinds;
+}
+
+// T5: RMS norms without mean or bias, no 1/sqrt(d) attention scale, relative-position buckets (a learned
+// bias per head and bucket, computed by the first layer and shared by all, bidirectional in the encoder and
+// causal in the decoder) expanded here into a bias per distance over `span` positions (role attn_rel_bias,
+// (H, 2 span - 1)). A tied head rescales the decoder's output by d_model^-0.5.
+void map_t5(WeightCollector& w, const HFConfig& c, int span, const std::string& folder) {
+  const JSON* proj = c.get("feed_forward_proj");
+  const std::string kind = !proj ? "relu" : proj->is_string() ? proj->text : proj->describe();
+  const auto found = t5_feed_forwards().find(kind);
+  if ((proj && !proj->is_string()) || found == t5_feed_forwards().end())
+    throw Error(c.source() + ": feed_forward_proj '" + kind + "' is not supported (relu, gated-gelu, gated-silu, gated-relu)");
+  const auto [activation, gated] = found->second;
+  const int dim = c.positive_int("d_model"), n_heads = c.positive_int("num_heads"), d_kv = c.positive_int("d_kv");
+  const int n_buckets = c.positive_int("relative_attention_num_buckets", 32);
+  const int max_distance = c.positive_int("relative_attention_max_distance", 128);
+  if (n_buckets < 4) throw Error(c.source() + ": relative_attention_num_buckets must be at least 4");
+  const bool tied = c.truthy("tie_word_embeddings", true);
+  const int n_enc = c.positive_int("num_layers"), n_dec = c.positive_int("num_decoder_layers", n_enc);
+  ModelConfig base = hf_base_config(0);
+  base.dim = dim;
+  base.n_heads = base.n_kv_heads = n_heads;
+  base.head_dim = d_kv;
+  base.hidden_dim = c.positive_int("d_ff");
+  base.vocab_size = c.positive_int("vocab_size");
+  base.norm_eps = float(c.positive_float("layer_norm_epsilon", 1e-6));
+  base.activation = activation;
+  base.gated = gated;
+  base.positions = Positions::None;
+  base.attn_scale = 1.0f;
+  base.relative_span = span;
+  ModelConfig encoder = base, decoder = base;
+  encoder.n_layers = n_enc;
+  encoder.layers.assign(size_t(n_enc), LayerConfig{});
+  encoder.causal = false;
+  decoder.n_layers = n_dec;
+  decoder.layers.assign(size_t(n_dec), LayerConfig{});
+  decoder.cross_attention = true;
+  decoder.head_scale = c.truthy("scale_decoder_outputs", tied) ? float(std::pow(double(dim), -0.5)) : 1.0f;
+
+  const TensorView shared = *w.take("shared.weight");
+  for (const char* stack : {"encoder", "decoder"})  // copies of shared.weight in some files
+    w.take(std::string(stack) + ".embed_tokens.weight", false);
+  for (const bool is_encoder : {true, false}) {
+    const std::string stack = is_encoder ? "encoder" : "decoder", prefix = is_encoder ? "enc." : "";
+    const int n_layers = is_encoder ? n_enc : n_dec;
+    w.spec.tensors[prefix + "token_embd"] = shared;
+    w.vector(prefix + "output_norm", stack + ".final_layer_norm.weight");
+    const std::string bias_name = stack + ".block.0.layer.0.SelfAttention.relative_attention_bias.weight";
+    const TensorView bucket_bias = *w.take(bias_name);
+    if (bucket_bias.rows != n_buckets || bucket_bias.cols != n_heads)
+      throw Error(folder + ": " + stack + "'s relative_attention_bias is (" + std::to_string(bucket_bias.rows) + ", " +
+                  std::to_string(bucket_bias.cols) + "), expected (" + std::to_string(n_buckets) + ", " +
+                  std::to_string(n_heads) + ")");
+    const std::vector<float> biases = w.values(bias_name, bucket_bias);
+    const int64_t width = 2 * int64_t(span) - 1;
+    std::vector<float> table(size_t(n_heads) * size_t(width));
+    for (int64_t d = 0; d < width; ++d) {
+      const int64_t bucket = t5_bucket(d - (span - 1), is_encoder, n_buckets, max_distance);
+      for (int h = 0; h < n_heads; ++h) table[size_t(h) * size_t(width) + size_t(d)] = biases[size_t(bucket) * n_heads + h];
+    }
+    w.spec.tensors[prefix + "attn_rel_bias"] = w.keep(table, 1, int64_t(table.size()));
+    for (int i = 0; i < n_layers; ++i) {
+      const std::string h = stack + ".block." + std::to_string(i) + ".layer.", b = prefix + "blk." + std::to_string(i) + ".";
+      w.vector(b + "attn_norm", h + "0.layer_norm.weight");
+      for (const auto& [role, name] : {std::pair{"attn_q", "q"}, std::pair{"attn_k", "k"}, std::pair{"attn_v", "v"},
+                                       std::pair{"attn_output", "o"}})
+        w.matrix(b + role, h + "0.SelfAttention." + name + ".weight");
+      std::string f = "1";
+      if (!is_encoder) {
+        w.vector(b + "cross_attn_norm", h + "1.layer_norm.weight");
+        for (const auto& [role, name] : {std::pair{"cross_attn_q", "q"}, std::pair{"cross_attn_k", "k"},
+                                         std::pair{"cross_attn_v", "v"}, std::pair{"cross_attn_output", "o"}})
+          w.matrix(b + role, h + "1.EncDecAttention." + name + ".weight");
+        f = "2";
+      }
+      w.vector(b + "ffn_norm", h + f + ".layer_norm.weight");
+      if (gated) {
+        w.matrix(b + "ffn_gate", h + f + ".DenseReluDense.wi_0.weight");
+        w.matrix(b + "ffn_up", h + f + ".DenseReluDense.wi_1.weight");
+      } else {
+        w.matrix(b + "ffn_up", h + f + ".DenseReluDense.wi.weight");
+      }
+      w.matrix(b + "ffn_down", h + f + ".DenseReluDense.wo.weight");
+    }
+  }
+  if (!tied) w.matrix("output", "lm_head.weight");
+  else w.take("lm_head.weight", false);  // a copy of shared.weight
+  w.check_all_taken(" (a t5 model of " + std::to_string(n_enc) + " + " + std::to_string(n_dec) + " layers)");
+  w.spec.config = decoder;
+  split_encoder(w, encoder, "t5-encoder");
+  const JSON* start = c.get("decoder_start_token_id");
+  const JSON* pad = c.get("pad_token_id");
+  w.spec.generation = json_object();
+  json_set(w.spec.generation, "decoder_start_token_id", start ? *start : pad ? *pad : json_integer(0));
+}
+
+// Marian's sinusoidal positions as transformers builds them: angles pos / 10000^(2 (j // 2) / dim) in double,
+// sin of the even ones in the first half, cos of the odd ones in the second, rounded to float32.
+std::vector<float> sinusoidal_positions(int n_pos, int dim) {
+  std::vector<float> table(size_t(n_pos) * size_t(dim));
+  const int half = (dim + 1) / 2;
+  for (int pos = 0; pos < n_pos; ++pos)
+    for (int j = 0; j < dim; ++j) {
+      const double angle = double(pos) / std::pow(10000.0, double(2 * (j / 2)) / double(dim));
+      const int column = j % 2 == 0 ? j / 2 : half + j / 2;
+      table[size_t(pos) * size_t(dim) + size_t(column)] = float(j % 2 == 0 ? std::sin(angle) : std::cos(angle));
+    }
+  return table;
+}
+
+// BART, mBART and Marian: LayerNorms with biases, biases on every projection, an ungated MLP, 1/sqrt(d)
+// attention. They differ in positions (BART / mBART: a learned table whose row is position + 2; Marian:
+// sinusoidal, not stored), norm placement (BART / Marian: after each residual; mBART: before, plus a final
+// norm per stack), a norm of the embeddings (BART / mBART), and embeddings scaled by sqrt(d_model) when
+// scale_embedding. The head adds final_logits_bias.
+void map_bart(WeightCollector& w, const HFConfig& c, const std::string& kind, const JSON& generation_config) {
+  const int dim = c.positive_int("d_model"), vocab = c.positive_int("vocab_size");
+  const JSON* decoder_vocab = c.get("decoder_vocab_size");
+  const JSON* share = c.get("share_encoder_decoder_embeddings");
+  if ((decoder_vocab && !(decoder_vocab->is_number() && decoder_vocab->number == vocab)) ||
+      (share && share->kind == JSON::Kind::Bool && !share->boolean))
+    throw Error(c.source() + ": separate source and target vocabularies (decoder_vocab_size, "
+                "share_encoder_decoder_embeddings false) are not supported");
+  const int n_pos = c.positive_int("max_position_embeddings");
+  const bool pre = kind == "mbart", marian = kind == "marian";
+  ModelConfig base = hf_base_config(0);
+  base.dim = dim;
+  base.vocab_size = vocab;
+  base.norm = NormKind::Layer;
+  base.norm_placement = pre ? NormPlacement::Pre : NormPlacement::Post;
+  base.norm_eps = 1e-5f;
+  base.activation = c.activation("activation_function");
+  base.gated = false;
+  base.positions = Positions::Learned;
+  base.position_offset = marian ? 0 : 2;
+  base.embed_scale = c.truthy("scale_embedding") ? float(std::sqrt(double(dim))) : 1.0f;
+  base.embed_norm = !marian;
+  const int n_enc = c.positive_int("encoder_layers"), n_dec = c.positive_int("decoder_layers");
+  const int e_heads = c.positive_int("encoder_attention_heads"), d_heads = c.positive_int("decoder_attention_heads");
+  if (dim % e_heads || dim % d_heads) throw Error(c.source() + ": d_model must be a multiple of the head counts");
+  ModelConfig encoder = base, decoder = base;
+  encoder.n_layers = n_enc;
+  encoder.layers.assign(size_t(n_enc), LayerConfig{});
+  encoder.causal = false;
+  encoder.n_heads = encoder.n_kv_heads = e_heads;
+  encoder.head_dim = dim / e_heads;
+  encoder.hidden_dim = c.positive_int("encoder_ffn_dim");
+  decoder.n_layers = n_dec;
+  decoder.layers.assign(size_t(n_dec), LayerConfig{});
+  decoder.cross_attention = true;
+  decoder.n_heads = decoder.n_kv_heads = d_heads;
+  decoder.head_dim = dim / d_heads;
+  decoder.hidden_dim = c.positive_int("decoder_ffn_dim");
+
+  const std::string p = w.has("model.shared.weight") || w.has("model.encoder.embed_tokens.weight") ? "model." : "";
+  const TensorView* shared = w.take(p + "shared.weight", false);
+  for (const bool is_encoder : {true, false}) {
+    const std::string s = p + (is_encoder ? "encoder." : "decoder."), prefix = is_encoder ? "enc." : "";
+    const TensorView* embed = w.take(s + "embed_tokens.weight", shared == nullptr);
+    w.spec.tensors[prefix + "token_embd"] = shared ? *shared : *embed;
+    if (marian) {
+      w.take(s + "embed_positions.weight", false);  // the sinusoids, when a file stores them
+      w.spec.tensors[prefix + "pos_embd"] = w.keep(sinusoidal_positions(n_pos, dim), n_pos, dim);
+    } else {
+      w.matrix(prefix + "pos_embd", s + "embed_positions.weight");
+      w.layer(prefix + "embd_norm", s + "layernorm_embedding");
+      w.vector(prefix + "embd_norm.bias", s + "layernorm_embedding.bias");
+    }
+    if (pre) {
+      w.layer(prefix + "output_norm", s + "layer_norm");
+      w.vector(prefix + "output_norm.bias", s + "layer_norm.bias");
+    }
+    for (int i = 0; i < (is_encoder ? n_enc : n_dec); ++i) {
+      const std::string h = s + "layers." + std::to_string(i) + ".", b = prefix + "blk." + std::to_string(i) + ".";
+      std::vector<std::pair<std::string, std::string>> sublayers = {{"attn", "self_attn"}};
+      if (!is_encoder) sublayers.push_back({"cross_attn", "encoder_attn"});
+      for (const auto& [role, name] : sublayers) {
+        w.layer(b + role + "_norm", h + name + "_layer_norm");
+        w.vector(b + role + "_norm.bias", h + name + "_layer_norm.bias");
+        for (const auto& [part, projection] : {std::pair{"q", "q_proj"}, std::pair{"k", "k_proj"},
+                                               std::pair{"v", "v_proj"}, std::pair{"output", "out_proj"}})
+          w.layer(b + role + "_" + part, h + name + "." + projection);
+      }
+      w.layer(b + "ffn_norm", h + "final_layer_norm");
+      w.vector(b + "ffn_norm.bias", h + "final_layer_norm.bias");
+      w.layer(b + "ffn_up", h + "fc1");
+      w.layer(b + "ffn_down", h + "fc2");
+    }
+  }
+  const TensorView* head = w.take("lm_head.weight", false);
+  if (head && !c.truthy("tie_word_embeddings", true)) w.spec.tensors["output"] = *head;
+  const std::string bias_name = w.has(p + "final_logits_bias") ? p + "final_logits_bias" : "final_logits_bias";
+  if (const TensorView* bias = w.take(bias_name, false)) w.vector("output.bias", bias_name, *bias);
+  w.check_all_taken(" (a " + kind + " model of " + std::to_string(n_enc) + " + " + std::to_string(n_dec) + " layers)");
+  w.spec.config = decoder;
+  w.spec.context_length = n_pos;
+  split_encoder(w, encoder, kind + "-encoder");
+  w.spec.generation = json_object();
+  for (const char* key : {"decoder_start_token_id", "forced_bos_token_id", "bad_words_ids"})
+    json_set(w.spec.generation, key, generation_value(generation_config, c, key));
+  const JSON* renormalize = generation_config.find("renormalize_logits");
+  JSON no;
+  no.kind = JSON::Kind::Bool;
+  json_set(w.spec.generation, "renormalize_logits", renormalize ? *renormalize : no);
+  if (w.spec.generation.find("decoder_start_token_id")->is_null())
+    throw Error(c.source() + " sets no decoder_start_token_id");
+}
+
+// Image captioning: a ViT encoder (patches projected by a convolution, which the caller applies to pixels
+// with vision_tensors; a CLS vector first; learned positions; pre-norm LayerNorms; a final LayerNorm; its
+// pooler unused) and a GPT-2 decoder with cross-attention.
+void map_vision_encoder_decoder(WeightCollector& w, const HFConfig& top, const std::string& folder) {
+  const HFConfig enc(top.require("encoder"), top.source() + " (encoder)");
+  const HFConfig dec(top.require("decoder"), top.source() + " (decoder)");
+  const JSON& enc_type = enc.require("model_type");
+  const JSON& dec_type = dec.require("model_type");
+  if (!(enc_type.is_string() && enc_type.text == "vit" && dec_type.is_string() && dec_type.text == "gpt2"))
+    throw Error(top.source() + ": only a vit encoder with a gpt2 decoder is supported, got " +
+                (enc_type.is_string() ? enc_type.text : enc_type.describe()) + " + " +
+                (dec_type.is_string() ? dec_type.text : dec_type.describe()));
+  const int dim = enc.positive_int("hidden_size"), n_embd = dec.positive_int("n_embd");
+  if (dim != n_embd)
+    throw Error(top.source() + ": the encoder's width (" + std::to_string(dim) + ") must equal the decoder's (" +
+                std::to_string(n_embd) + ")");
+  const int image = enc.positive_int("image_size"), patch = enc.positive_int("patch_size");
+  const int channels = enc.positive_int("num_channels", 3), n_heads = enc.positive_int("num_attention_heads");
+  const int n_enc = enc.positive_int("num_hidden_layers");
+  ModelConfig encoder = hf_base_config(n_enc);
+  encoder.dim = dim;
+  encoder.n_heads = encoder.n_kv_heads = n_heads;
+  encoder.head_dim = dim / n_heads;
+  encoder.hidden_dim = enc.positive_int("intermediate_size");
+  encoder.vocab_size = 1;
+  encoder.norm = NormKind::Layer;
+  encoder.norm_eps = float(enc.positive_float("layer_norm_eps", 1e-12));
+  encoder.activation = enc.activation("hidden_act");
+  encoder.gated = false;
+  encoder.positions = Positions::Learned;
+  encoder.causal = false;
+  ModelConfig decoder = gpt2_config(dec);
+  decoder.cross_attention = true;
+
+  const std::string e = "encoder.";
+  const std::string projection_name = e + "embeddings.patch_embeddings.projection.weight";
+  const TensorView projection = *w.take(projection_name);
+  const int64_t per_patch = projection.rows * projection.cols / dim;
+  if (per_patch * dim != projection.rows * projection.cols || per_patch != int64_t(channels) * patch * patch)
+    throw Error(folder + ": the patch projection takes " + std::to_string(per_patch) + " values, expected " +
+                std::to_string(channels) + " x " + std::to_string(patch) + " x " + std::to_string(patch));
+  const std::string bias_name = e + "embeddings.patch_embeddings.projection.bias", cls_name = e + "embeddings.cls_token";
+  const TensorView bias = *w.take(bias_name), cls = *w.take(cls_name);
+  w.spec.vision_tensors["patch_weight"] = w.keep(w.values(projection_name, projection), dim, per_patch);
+  const std::vector<float> bias_values = w.values(bias_name, bias), cls_values = w.values(cls_name, cls);
+  w.spec.vision_tensors["patch_bias"] = w.keep(bias_values, 1, int64_t(bias_values.size()));
+  w.spec.vision_tensors["cls"] = w.keep(cls_values, 1, int64_t(cls_values.size()));
+  w.spec.vision = json_object();
+  json_set(w.spec.vision, "image_size", json_integer(image));
+  json_set(w.spec.vision, "patch_size", json_integer(patch));
+  json_set(w.spec.vision, "channels", json_integer(channels));
+  w.take(e + "embeddings.mask_token", false);
+  w.spec.tensors["enc.token_embd"] = w.keep(std::vector<float>(size_t(dim), 0.0f), 1, dim);  // inputs are vectors
+  w.matrix("enc.pos_embd", e + "embeddings.position_embeddings");
+  w.layer("enc.output_norm", e + "layernorm");
+  w.vector("enc.output_norm.bias", e + "layernorm.bias");
+  for (const char* name : {"pooler.dense.weight", "pooler.dense.bias"}) w.take(e + name, false);  // unused
+  for (int i = 0; i < n_enc; ++i) {
+    const std::string h = e + "encoder.layer." + std::to_string(i) + ".", b = "enc.blk." + std::to_string(i) + ".";
+    for (const auto& [role, name] : {std::pair{"attn_norm", "layernorm_before"}, std::pair{"ffn_norm", "layernorm_after"}}) {
+      w.layer(b + role, h + name);
+      w.vector(b + role + ".bias", h + name + ".bias");
+    }
+    for (const auto& [role, name] : {std::pair{"attn_q", "attention.attention.query"},
+                                     std::pair{"attn_k", "attention.attention.key"},
+                                     std::pair{"attn_v", "attention.attention.value"},
+                                     std::pair{"attn_output", "attention.output.dense"},
+                                     std::pair{"ffn_up", "intermediate.dense"}, std::pair{"ffn_down", "output.dense"}})
+      w.layer(b + role, h + name);
+  }
+  if (!w.has("decoder.lm_head.weight") || dec.truthy("tie_word_embeddings", true))
+    w.take("decoder.lm_head.weight", false);  // tied to wte
+  else
+    w.matrix("output", "decoder.lm_head.weight");
+  gpt2_blocks(w, "decoder.transformer.", decoder.n_layers, n_embd, true, folder);
+  w.check_all_taken(" (a vision-encoder-decoder model)");
+  w.spec.config = decoder;
+  w.spec.context_length = dec.context_length("n_positions", folder);
+  split_encoder(w, encoder, "vit");
+  const JSON* start = top.get("decoder_start_token_id");
+  if (!start) start = dec.get("decoder_start_token_id");
+  if (!start) start = dec.get("bos_token_id");
+  if (!start) throw Error(top.source() + " sets no decoder_start_token_id");
+  w.spec.generation = json_object();
+  json_set(w.spec.generation, "decoder_start_token_id", *start);
+}
+
 // Every layer has tensors, so a config.json that claims more layers than the folder has tensors is wrong;
 // said before anything is sized by the count.
 void check_layer_counts(const HFConfig& c, size_t n_tensors) {
-  const JSON* text = c.get("text_config");
-  for (const JSON* values : {&c.values(), text}) {
+  for (const JSON* values : {&c.values(), c.get("text_config"), c.get("encoder"), c.get("decoder")}) {
     if (!values || !values->is_object()) continue;
-    for (const char* key : {"num_hidden_layers", "n_layer"}) {
+    for (const char* key : {"num_hidden_layers", "n_layer", "num_layers", "num_decoder_layers", "encoder_layers",
+                            "decoder_layers"}) {
       const JSON* n = values->find(key);
       if (n && n->is_integer() && n->integer > int64_t(n_tensors))
         throw Error(c.source() + ": '" + key + "' is " + std::to_string(n->integer) +
@@ -447,11 +602,16 @@ void check_layer_counts(const HFConfig& c, size_t n_tensors) {
 
 }  // namespace
 
-std::vector<std::string> hf_model_types() { return {"llama", "mistral", "qwen2", "gpt2", "gemma3_text", "gemma3"}; }
+std::vector<std::string> hf_model_types() {
+  return {"llama", "mistral", "qwen2", "gpt2", "gemma3_text", "gemma3", "t5", "bart", "mbart", "marian",
+          "vision-encoder-decoder"};
+}
 
-ModelSpec spec_from_hf(const JSON& config, const std::map<std::string, TensorView>& tensors, const std::string& name) {
+ModelSpec spec_from_hf(const JSON& config, const JSON& generation_config, const std::map<std::string, TensorView>& tensors,
+                       const std::string& name, int n_ctx) {
   const HFConfig c(config, name + "/config.json");
   check_layer_counts(c, tensors.size());
+  NT_CHECK(n_ctx > 0, "n_ctx must be positive, got " + std::to_string(n_ctx));
   const JSON* type = c.get("model_type");
   const std::string model_type = type && type->is_string() ? type->text : type ? type->describe() : "None";
   WeightCollector w(tensors, name);
@@ -459,6 +619,10 @@ ModelSpec spec_from_hf(const JSON& config, const std::map<std::string, TensorVie
   if (model_type == "llama" || model_type == "mistral" || model_type == "qwen2") map_llama(w, c, model_type, name);
   else if (model_type == "gpt2") map_gpt2(w, c, name);
   else if (model_type == "gemma3_text" || model_type == "gemma3") map_gemma3(w, c, name);
+  else if (model_type == "t5") map_t5(w, c, n_ctx, name);
+  else if (model_type == "bart" || model_type == "mbart" || model_type == "marian")
+    map_bart(w, c, model_type, generation_config.is_object() ? generation_config : json_object());
+  else if (model_type == "vision-encoder-decoder") map_vision_encoder_decoder(w, c, name);
   else {
     std::string known;
     for (const std::string& t : hf_model_types()) known += (known.empty() ? "" : ", ") + t;

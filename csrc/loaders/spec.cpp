@@ -33,9 +33,7 @@ void WeightCollector::vector(const std::string& role, const std::string& name, c
   std::vector<float> v = floats(name, t);
   if (offset != 0.0f)
     for (float& x : v) x = offset + x;
-  std::vector<uint8_t> bytes(v.size() * sizeof(float));
-  if (!v.empty()) std::memcpy(bytes.data(), v.data(), bytes.size());
-  spec.tensors[role] = TensorView{DType::F32, keep(std::move(bytes)), 1, int64_t(v.size())};
+  spec.tensors[role] = keep(v, 1, int64_t(v.size()));
 }
 
 void WeightCollector::layer(const std::string& role, const std::string& name, float norm_offset) {
@@ -51,6 +49,10 @@ std::vector<float> WeightCollector::floats(const std::string& name, const Tensor
   if (t.rows != 1 && t.cols != 1)
     throw Error(source_ + ": tensor '" + name + "' should be a vector, has shape (" + std::to_string(t.rows) + ", " +
                 std::to_string(t.cols) + ")");
+  return values(name, t);
+}
+
+std::vector<float> WeightCollector::values(const std::string& name, const TensorView& t) const {
   std::vector<float> v(size_t(t.rows * t.cols));
   const auto* bytes = static_cast<const uint8_t*>(t.data);
   for (size_t i = 0; i < v.size(); ++i) {
@@ -70,6 +72,12 @@ std::vector<float> WeightCollector::floats(const std::string& name, const Tensor
     }
   }
   return v;
+}
+
+TensorView WeightCollector::keep(const std::vector<float>& v, int64_t rows, int64_t cols) {
+  std::vector<uint8_t> bytes(v.size() * sizeof(float));
+  if (!v.empty()) std::memcpy(bytes.data(), v.data(), bytes.size());
+  return TensorView{DType::F32, keep(std::move(bytes)), rows, cols};
 }
 
 const uint8_t* WeightCollector::keep(std::vector<uint8_t> bytes) {

@@ -27,6 +27,15 @@ struct ModelSpec {
   std::shared_ptr<const GGUFFile> file;     // GGUF: keeps the views alive (folders: the caller keeps them)
   std::vector<std::vector<uint8_t>> converted;
   std::vector<JSON> rope_parameters;        // folders: per RoPE table, the rope_theta / scaling it came from
+  // Encoder-decoder models: the encoder (its views point into this spec's `converted` and files), and what
+  // generation takes from the folder's configs (decoder_start_token_id, forced_bos_token_id, bad_words_ids,
+  // renormalize_logits), as the files spell them.
+  std::shared_ptr<ModelSpec> encoder;
+  JSON generation;
+  // Image encoders: image_size, patch_size, channels, and the patch embedding's F32 tensors by name
+  // (patch_weight (C, channels * patch * patch), patch_bias, cls), which the caller applies to pixels.
+  JSON vision;
+  TensorMap vision_tensors;
 };
 
 // Hands out a file's tensors by name, once each (so that a missing one and a left-over one are both
@@ -50,6 +59,10 @@ class WeightCollector {
   void layer(const std::string& role, const std::string& name, float norm_offset = 0.0f);
   // A vector's values as float32 (F32, F16 or BF16; else nextoken::Error naming it).
   std::vector<float> floats(const std::string& name, const TensorView& t) const;
+  // Any F32 / F16 / BF16 tensor's values as float32, row after row.
+  std::vector<float> values(const std::string& name, const TensorView& t) const;
+  // A float32 (rows, cols) view of `v`, kept with the spec.
+  TensorView keep(const std::vector<float>& v, int64_t rows, int64_t cols);
   // Bytes that views in the spec point into, kept with it.
   const uint8_t* keep(std::vector<uint8_t> bytes);
   // nextoken::Error naming up to three tensors no role took; `hint` follows "not used by this model".

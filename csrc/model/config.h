@@ -1,8 +1,8 @@
 // config.h: the choices that tell one transformer family from another, as data.
 //
 // Every supported architecture (Llama, Mistral, Qwen2, GPT-2, Gemma 3, ...) is this one stack with a
-// different ModelConfig; python/nextoken/architectures/ maps a file's keys onto it. C++ never sees a
-// file's own names: weights arrive by role (weights.h).
+// different ModelConfig; the loaders (csrc/loaders/gguf_models.cpp, hf_models.cpp) map a file's keys onto
+// it. The model never sees a file's own names: weights arrive by role (weights.h).
 #pragma once
 
 #include <cstdint>

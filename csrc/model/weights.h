@@ -1,6 +1,6 @@
 // weights.h: a model's weights by role, as views of memory the caller keeps alive.
 //
-// Roles (what the architecture modules in python/nextoken/architectures/ map a file's tensors to):
+// Roles (what the loaders, csrc/loaders/gguf_models.cpp and hf_models.cpp, map a file's tensors to):
 //   token_embd (vocab, C), pos_embd (n_pos, C) [learned positions], output_norm (C) [+ .bias],
 //   output (vocab, C) [absent: tied to token_embd], and per layer i, prefixed "blk.i.":
 //   attn_norm, post_attention_norm, ffn_norm, post_ffw_norm (C) [+ .bias for LayerNorm],

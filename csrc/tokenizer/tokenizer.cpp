@@ -299,7 +299,7 @@ Tokenizer::Tokenizer(const Vocabulary& v) : added_(std::make_unique<AddedTokens>
       const std::string a = m.substr(0, space), b = m.substr(space + 1);
       const auto ia = ids_.find(a), ib = ids_.find(b), iab = ids_.find(a + b);
       NT_CHECK(ia != ids_.end() && ib != ids_.end() && iab != ids_.end(),
-               "the GGUF vocabulary is not a valid BPE: the merge '" + m + "' names or makes a token that is not in it");
+               "the vocabulary is not a valid BPE: the merge '" + m + "' names or makes a token that is not in it");
       file_merges_[(uint64_t(uint32_t(ia->second)) << 32) | uint32_t(ib->second)] = {int32_t(r), iab->second};
     }
   } else if (kind_ == Kind::SentencePiece) {  // transformers' generate_merges: by score (Gemma: position)

@@ -6,7 +6,10 @@
  * thread's last error is nt_last_error(). No function aborts or throws across this boundary, and a call
  * that fails changes nothing.
  *
- * Not (yet) in the C API: encoder-decoder models (T5, BART, Marian, vision encoder-decoder).
+ * Encoder-decoder models (T5, BART, mBART, Marian folders): the prompt of nt_generate, nt_beam_search and
+ * nt_sequence_add is the source, which the encoder reads; the decoder starts from the folder's
+ * decoder_start_token_id, with its forced_bos_token_id, bad_words_ids and renormalize_logits, as the Python
+ * API's generate(source). Not in the C API: vision encoder-decoder models (their input is an image).
  */
 #ifndef NEXTOKEN_H
 #define NEXTOKEN_H
@@ -45,8 +48,8 @@ typedef struct {
 
 /* Fills *options with the defaults. */
 void nt_load_options_init(nt_load_options* options);
-/* Loads a GGUF file, or a Hugging Face folder (config.json and safetensors weights) of a decoder-only model:
- * llama, mistral, qwen2, gpt2, gemma3 (options may be NULL: the defaults); *model is set only on NT_OK.
+/* Loads a GGUF file, or a Hugging Face folder (config.json and safetensors weights): llama, mistral, qwen2,
+ * gpt2, gemma3, t5, bart, mbart, marian (options may be NULL: the defaults); *model is set only on NT_OK.
  * A folder's tokenizer.json is read when it is a byte-level BPE (GPT-2's pre-tokenizer, optionally after
  * individual digits); with another, the model loads and nt_tokenize / nt_detokenize fail, saying why. */
 nt_status nt_model_load(const char* path, const nt_load_options* options, nt_model** model);
@@ -71,7 +74,8 @@ nt_status nt_detokenize(const nt_model* model, const int32_t* ids, size_t n_ids,
                         size_t* length);
 
 /* ---- one forward pass ---- */
-/* The logits (vocab_size floats, in a buffer the caller owns) of the last of n_ids tokens. */
+/* The logits (vocab_size floats, in a buffer the caller owns) of the last of n_ids tokens (decoder-only
+ * models). */
 nt_status nt_forward(nt_model* model, const int32_t* ids, size_t n_ids, float* logits, size_t capacity);
 
 /* ---- generation ---- */

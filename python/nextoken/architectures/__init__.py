@@ -1,18 +1,11 @@
-"""Per-architecture knowledge, as data: how a model file's keys and tensor names map onto the one
-transformer of csrc/model/config.h and the weight roles of csrc/model/weights.h.
-
-GGUF files and the decoder-only Hugging Face folders (llama, mistral, qwen2, gpt2, gemma3) are mapped in
-C++ (csrc/loaders/gguf_models.cpp, hf_models.cpp), which the C API shares; loaders/gguf.py and from_hf
-below return their Spec. The encoder-decoder families are mapped here, one small module each (t5.py,
-bart.py, vision_encoder_decoder.py) with `from_hf(folder)` returning a `Spec`: the config dict
-`_core.Transformer` takes and the weights by role. llama.py and gemma3.py hold `to_gguf` for nextoken
-convert. The helpers here are what the modules share: handing out a file's tensors once each (so a missing
-one and a left-over one are both reported by name), converting small vectors to float32.
+"""Model files as the one transformer of csrc/model/config.h: its config and the weights by role
+(csrc/model/weights.h). GGUF files and Hugging Face folders are mapped in C++ (csrc/loaders/gguf_models.cpp,
+hf_models.cpp), which the C API shares; loaders/gguf.py and from_hf below return their Spec. Here: the
+Spec, quantization at load, and, in llama.py and gemma3.py, how nextoken convert writes a spec as GGUF.
 """
 from __future__ import annotations
 
 import dataclasses
-import math
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -46,13 +39,6 @@ class Spec:
     vision: dict = field(default_factory=dict)      # image encoders: patch embedding and preprocessing
 
 
-def split_roles(roles: list, prefix: str) -> tuple[list, list]:
-    """The roles under `prefix` (prefix removed), and the others: an encoder's and a decoder's weights
-    collected by one Weights (so that a tensor neither takes is reported)."""
-    inside = [(r[len(prefix):], *rest) for r, *rest in roles if r.startswith(prefix)]
-    return inside, [r for r in roles if not r[0].startswith(prefix)]
-
-
 def as_float32(t: Tensor) -> np.ndarray:
     """A F32 / F16 / BF16 tensor as a float32 array (rows, cols); other types are matrices only."""
     if t.type == F32:
@@ -62,94 +48,6 @@ def as_float32(t: Tensor) -> np.ndarray:
     if t.type == BF16:
         return (t.data.view(np.uint16).astype(np.uint32) << 16).view(np.float32).reshape(t.rows, t.cols)
     raise Error(f"a norm weight or bias must be F32, F16 or BF16, got ggml type {t.type}")
-
-
-def transposed(t: Tensor) -> Tensor:
-    """The (cols, rows) transpose of an unquantized tensor (GPT-2's Conv1D stores [in, out])."""
-    item = {F32: 4, F16: 2, BF16: 2}.get(t.type)
-    if item is None:
-        raise Error(f"cannot transpose a tensor of ggml type {t.type}")
-    view = t.data.view(np.float32 if item == 4 else np.uint16).reshape(t.rows, t.cols)
-    return Tensor(t.type, t.cols, t.rows, np.ascontiguousarray(view.T).reshape(-1).view(np.uint8))
-
-
-class Weights:
-    """Hands out a file's tensors by name, once each, and collects the model's weights by role."""
-
-    def __init__(self, tensors: dict, source: str):
-        self._tensors, self._source = tensors, source
-        self._taken: set = set()
-        self.roles: list = []
-
-    def has(self, name: str) -> bool:
-        return name in self._tensors
-
-    def take(self, name: str, required: bool = True) -> Tensor | None:
-        if name not in self._tensors:
-            if required:
-                raise Error(f"{self._source} has no tensor '{name}'")
-            return None
-        self._taken.add(name)
-        return self._tensors[name]
-
-    def matrix(self, role: str, name: str, required: bool = True, tensor: Tensor | None = None):
-        t = tensor if tensor is not None else self.take(name, required)
-        if t is not None:
-            self.roles.append((role, t.type, t.rows, t.cols, t.data))
-
-    def vector(self, role: str, name: str, required: bool = True, offset: float = 0.0, tensor: Tensor | None = None):
-        """A norm weight or bias, as float32; `offset` is added in float32 (Gemma stores w for 1 + w)."""
-        t = tensor if tensor is not None else self.take(name, required)
-        if t is None:
-            return
-        if t.rows != 1 and t.cols != 1:
-            raise Error(f"{self._source}: tensor '{name}' should be a vector, has shape ({t.rows}, {t.cols})")
-        v = as_float32(t).reshape(-1)
-        if offset:
-            v = (np.float32(offset) + v).astype(np.float32)
-        v = np.ascontiguousarray(v, dtype=np.float32)
-        self.roles.append((role, F32, 1, v.size, v.view(np.uint8)))
-
-    def layer(self, role: str, name: str, norm_offset: float = 0.0):
-        """A layer weight by its role: a norm (role ending in "norm") as a float32 vector plus
-        `norm_offset`, anything else as a matrix with its bias if the file has one."""
-        if role.endswith("norm"):
-            self.vector(role, name + ".weight", offset=norm_offset)
-        else:
-            self.matrix(role, name + ".weight")
-            self.vector(role + ".bias", name + ".bias", required=False)
-
-    def check_all_taken(self, hint: str = ""):
-        left = sorted(set(self._tensors) - self._taken)
-        if left:
-            more = f" and {len(left) - 3} more" if len(left) > 3 else ""
-            raise Error(f"{self._source}: tensor {', '.join(repr(n) for n in left[:3])}{more} not used by this "
-                        f"model{hint}")
-
-
-def base_config(**sizes) -> dict:
-    """A config dict with every choice at the Llama default; modules override what differs."""
-    config = dict(norm="rms", norm_placement="pre", norm_eps=1e-5, activation="silu", gated=True,
-                  positions="rope", rope_layout="half", rope_inv_freq=[], position_offset=0,
-                  attn_scale=0.0, qk_norm=False, embed_scale=1.0, final_softcap=0.0)
-    config.update(sizes)
-    n = config["n_layers"]
-    config.setdefault("sliding_window", [0] * n)
-    config.setdefault("rope_table", [0] * n)
-    return config
-
-
-def positive_int(value, what: str) -> int:
-    if isinstance(value, bool) or not isinstance(value, (int, np.integer)) or not 0 < int(value) < 2 ** 31:
-        raise Error(f"{what} must be a positive integer, got {value!r}")
-    return int(value)
-
-
-def positive_float(value, what: str) -> float:
-    if isinstance(value, bool) or not isinstance(value, (int, float, np.number)) or not math.isfinite(float(value)) \
-            or float(value) <= 0:
-        raise Error(f"{what} must be a positive number, got {value!r}")
-    return float(value)
 
 
 def write_gguf_sizes(writer, spec: Spec, default_context: int):
@@ -177,12 +75,8 @@ def rope_inv_freq(base: float, dim: int) -> np.ndarray:
 
 # ---- the registry ------------------------------------------------------------------------------------------
 def _modules():
-    from . import bart, gemma3, llama, t5, vision_encoder_decoder
-    return (llama, gemma3, t5, bart, vision_encoder_decoder)
-
-
-def supported_hf() -> list:
-    return list(_core.hf_model_types()) + [t for m in _modules() for t in getattr(m, "HF_MODEL_TYPES", ())]
+    from . import gemma3, llama
+    return (llama, gemma3)
 
 
 def module_for(architecture: str):
@@ -193,35 +87,17 @@ def module_for(architecture: str):
     return None
 
 
-_LAYER_COUNTS = ("num_hidden_layers", "n_layer", "num_layers", "num_decoder_layers", "encoder_layers", "decoder_layers")
-
-
-def _check_layer_counts(folder):
-    """Every layer has tensors, so a config.json that claims more layers than the folder has tensors is wrong;
-    said before the modules build their per-layer lists (2**31 - 1 layers would be gigabytes of them)."""
-    n_tensors = len(folder.tensors)
-    for values in (folder.config, *(folder.config.get(k) for k in ("text_config", "encoder", "decoder"))):
-        for key in _LAYER_COUNTS if isinstance(values, dict) else ():
-            n = values.get(key)
-            if isinstance(n, int) and not isinstance(n, bool) and n > n_tensors:
-                raise Error(f"{folder.config_source}: '{key}' is {n}, more layers than the folder has tensors "
-                            f"({n_tensors})")
-
-
 def from_hf(folder, n_ctx: int = 2048) -> Spec:
-    """The Spec of a Hugging Face folder (loaders.safetensors.HFFolder), by config.json's model_type. n_ctx:
-    the longest sequence, for the modules whose weights depend on it (T5's relative-bias table)."""
-    model_type = folder.config.get("model_type")
-    if model_type in _core.hf_model_types():
-        f = _core.spec_from_hf(folder.config, {name: (t.type, t.rows, t.cols, t.data)
-                                               for name, t in folder.tensors.items()}, folder.source)
-        return Spec(f["architecture"], f["config"], f["tensors"], f["context_length"], f["rope_parameters"])
-    _check_layer_counts(folder)
-    for m in _modules():
-        if model_type in getattr(m, "HF_MODEL_TYPES", ()):
-            return m.from_hf(folder, n_ctx) if getattr(m, "TAKES_N_CTX", False) else m.from_hf(folder)
-    raise Error(f"unsupported model_type '{model_type}' in {folder.config_source} "
-                f"(supported: {', '.join(supported_hf())})")
+    """The Spec of a Hugging Face folder (loaders.safetensors.HFFolder), mapped by the core. n_ctx: the longest
+    sequence (T5's relative-position table spans it)."""
+    f = _core.spec_from_hf(folder.config, folder.generation_config,
+                           {name: (t.type, t.rows, t.cols, t.data) for name, t in folder.tensors.items()},
+                           folder.source, n_ctx)
+    e = f["encoder"]
+    encoder = Spec(e["architecture"], e["config"], e["tensors"], e["context_length"]) if e is not None else None
+    vision = dict(f["vision"], processor=folder.preprocessor_config) if f["vision"] else {}
+    return Spec(f["architecture"], f["config"], f["tensors"], f["context_length"], f["rope_parameters"],
+                encoder=encoder, generation=f["generation"], vision=vision)
 
 
 # ---- quantization at load -----------------------------------------------------------------------------------
