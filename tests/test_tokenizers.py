@@ -171,17 +171,25 @@ def test_llama2_sentencepiece_equal_to_the_tokenizers_library(llama2_pair, data)
 
 # --- a folder's tokenizer.json read by the core (what the C API's nt_tokenize runs on a folder) ---
 
-@pytest.fixture(scope="module", params=["fixture", "fixture with a BOS", "smollm2"])
+@pytest.fixture(scope="module", params=["fixture", "fixture with a BOS", "smollm2", "gemma3", "llama2"])
 def folder_pair(request, tmp_path_factory):
     """(the core's reading of a tokenizer.json, the tokenizers library's, its added token texts): the Hugging
     Face fixtures' tokenizer.json (GPT-2's pre-tokenizer), the same with a post-processor that puts <s> first,
-    and SmolLM2's vocabulary written as tokenizer.json by the tokenizers library (Digits, then ByteLevel)."""
+    and written as tokenizer.json by the tokenizers library as transformers builds them: SmolLM2's vocabulary
+    (Digits, then ByteLevel), Gemma 3's (SentencePiece BPE with byte fallback, Replace normalizer) and the
+    small Llama 2 style one below (Metaspace)."""
     from tokenizers import Tokenizer
     folder = tmp_path_factory.mktemp("tokenizer_json")
-    if request.param == "smollm2":
-        f = gguf.read(nextoken.pull("smollm2", quiet=True))
-        ref, _ = hf_gguf_tokenizer.build(f.metadata)
-        vocab_size = len(f.metadata["tokenizer.ggml.tokens"])
+    if request.param in ("smollm2", "gemma3", "llama2"):
+        if request.param == "llama2":
+            tokens, types, scores = llama2_vocabulary(np.random.default_rng(7))
+            meta = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
+                    "tokenizer.ggml.scores": scores, "general.architecture": "llama",
+                    "tokenizer.ggml.bos_token_id": 1, "tokenizer.ggml.eos_token_id": 2}
+        else:
+            meta = gguf.read(nextoken.pull("gemma3-270m" if request.param == "gemma3" else "smollm2", quiet=True)).metadata
+        ref, _ = hf_gguf_tokenizer.build(meta)
+        vocab_size = len(meta["tokenizer.ggml.tokens"])
         ref.save(str(folder / "tokenizer.json"))
     else:
         tj = json.loads((Path(__file__).parent / "fixtures" / "hf" / "llama" / "tokenizer.json").read_text())
@@ -216,6 +224,8 @@ def test_tokenizer_json_read_by_the_core_equals_the_tokenizers_library(folder_pa
     (lambda tj: tj.update(pre_tokenizer={"type": "Metaspace"}), "the pre-tokenizer .*Metaspace.* is not read"),
     (lambda tj: tj["model"].update(type="WordPiece"), "the model WordPiece is not read"),
     (lambda tj: tj["model"].update(ignore_merges=True), "ignore_merges is not read"),
+    (lambda tj: tj["model"].update(byte_fallback=True), "of a SentencePiece BPE are not read by the core"),
+    (lambda tj: tj.update(decoder=None), "needs the ByteLevel decoder"),
     (lambda tj: tj["added_tokens"][0].update(lstrip=True), "'<s>' has lstrip"),
     (lambda tj: tj["model"]["vocab"].update({"zz": 400}), "the id of 'zz' is 400, outside the model's 320 tokens"),
     (lambda tj: tj["model"].update(merges=[5]), "a merge must be 'left right' or \\[left, right\\], got 5"),

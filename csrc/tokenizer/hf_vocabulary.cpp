@@ -1,5 +1,5 @@
-// hf_vocabulary.cpp: see hf_vocabulary.h. The GGUF form it builds is the one `nextoken convert` writes
-// for the same tokenizer.json, so a folder and its converted file tokenize alike.
+// hf_vocabulary.cpp: see hf_vocabulary.h. A byte-level BPE's GGUF form is the one `nextoken convert`
+// writes for the same tokenizer.json, so a folder and its converted file tokenize alike.
 #include "hf_vocabulary.h"
 
 #include <sys/stat.h>
@@ -42,6 +42,24 @@ std::string pre_tokenizer(const JSON* p, const std::string& source) {
               "BPE with GPT-2's ByteLevel pre-tokenizer, optionally after individual Digits, is)");
 }
 
+const char* const SPACE_MARK = "\xE2\x96\x81";  // U+2581, SentencePiece's space
+
+// A member that is true or false, else `fallback` (absent, null or not a bool: not what it should be).
+bool flag(const JSON& object, const std::string& key, bool fallback) {
+  const JSON* v = member(object, key);
+  return v && v->kind == JSON::Kind::Bool ? v->boolean : fallback;
+}
+
+std::string text_of(const JSON& object, const std::string& key) {
+  const JSON* v = member(object, key);
+  return v && v->is_string() ? v->text : "";
+}
+
+bool is_string_pattern(const JSON& step, const std::string& s) {
+  const JSON* pattern = member(step, "pattern");
+  return pattern && text_of(*pattern, "String") == s;
+}
+
 bool is_file(const std::string& path) {
   struct stat st;
   return stat(path.c_str(), &st) == 0 && S_ISREG(st.st_mode);
@@ -55,20 +73,43 @@ Vocabulary hf_vocabulary(const std::string& folder, int vocab_size, const std::v
   const JSON tj = read_json_file(path);
   const JSON* model = member(tj, "model");
   if (!model || type_of(model) != "BPE")
-    throw Error(path + ": the model " + type_of(model) + " is not read by the core (byte-level BPE is)");
-  if (member(tj, "normalizer")) throw Error(path + ": a normalizer is not read by the core");
+    throw Error(path + ": the model " + type_of(model) + " is not read by the core (BPE is)");
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (const JSON* v = member(*model, key); v && !(v->is_string() && v->text.empty()))
       throw Error(path + ": the BPE's " + key + " is not read by the core");
-  for (const char* key : {"byte_fallback", "ignore_merges"})
-    if (const JSON* v = member(*model, key); v && !(v->kind == JSON::Kind::Bool && !v->boolean))
-      throw Error(path + ": the BPE's " + key + " is not read by the core");
+  if (flag(*model, "ignore_merges", false)) throw Error(path + ": the BPE's ignore_merges is not read by the core");
   if (const JSON* v = member(*model, "dropout"); v && !(v->is_number() && v->number == 0))
     throw Error(path + ": BPE dropout is not read by the core");
 
   Vocabulary v;
-  v.model = "gpt2";
-  v.pre = pre_tokenizer(member(tj, "pre_tokenizer"), path);
+  const JSON* normalizer = member(tj, "normalizer");
+  const JSON* pre = member(tj, "pre_tokenizer");
+  if (!flag(*model, "byte_fallback", false)) {  // byte-level BPE
+    if (normalizer) throw Error(path + ": a normalizer is not read by the core");
+    v.model = "gpt2";
+    v.pre = pre_tokenizer(pre, path);
+    if (type_of(member(tj, "decoder")) != "ByteLevel") throw Error(path + ": a byte-level BPE needs the ByteLevel decoder");
+  } else {  // SentencePiece as a BPE with byte fallback: Gemma's form, or Llama 2's
+    const bool gemma = normalizer && type_of(normalizer) == "Replace" && is_string_pattern(*normalizer, " ") &&
+                       text_of(*normalizer, "content") == SPACE_MARK &&
+                       (!pre || (type_of(pre) == "Split" && is_string_pattern(*pre, " ") &&
+                                 text_of(*pre, "behavior") == "MergedWithPrevious" && !flag(*pre, "invert", false)));
+    const bool llama2 = !normalizer && pre && type_of(pre) == "Metaspace" && text_of(*pre, "replacement") == SPACE_MARK &&
+                        text_of(*pre, "prepend_scheme") == "first" && !flag(*pre, "split", true);
+    if (!gemma && !llama2)
+      throw Error(path + ": the normalizer " + (normalizer ? normalizer->describe() : "None") + " and pre-tokenizer " +
+                  (pre ? pre->describe() : "None") + " of a SentencePiece BPE are not read by the core (Gemma's "
+                  "Replace(' ', U+2581), or Llama 2's Metaspace prepending U+2581 to the first piece, are)");
+    if (!flag(*model, "fuse_unk", false)) throw Error(path + ": a SentencePiece BPE without fuse_unk is not read by the core");
+    const JSON* decoder = member(tj, "decoder");
+    const JSON* steps = decoder && type_of(decoder) == "Sequence" ? member(*decoder, "decoders") : nullptr;
+    std::string kinds;
+    for (const JSON& d : steps && steps->is_array() ? steps->items : std::vector<JSON>{}) kinds += type_of(&d) + " ";
+    if (kinds != (gemma ? "Replace ByteFallback Fuse " : "Replace ByteFallback Fuse Strip "))
+      throw Error(path + ": the decoder " + (decoder ? decoder->describe() : "None") + " is not read by the core");
+    v.model = "llama";
+    v.gemma = gemma;
+  }
   v.tokens.resize(size_t(vocab_size));
   v.types.assign(size_t(vocab_size), UNUSED);
   for (int i = 0; i < vocab_size; ++i) v.tokens[size_t(i)] = "[PAD" + std::to_string(i) + "]";  // ids no token names

@@ -51,7 +51,8 @@ void nt_load_options_init(nt_load_options* options);
 /* Loads a GGUF file, or a Hugging Face folder (config.json and safetensors weights): llama, mistral, qwen2,
  * gpt2, gemma3, t5, bart, mbart, marian (options may be NULL: the defaults); *model is set only on NT_OK.
  * A folder's tokenizer.json is read when it is a byte-level BPE (GPT-2's pre-tokenizer, optionally after
- * individual digits); with another, the model loads and nt_tokenize / nt_detokenize fail, saying why. */
+ * individual digits) or a SentencePiece BPE with byte fallback (Gemma's and Llama 2's forms); with another
+ * (T5's Unigram, Marian's .spm files...), the model loads and nt_tokenize / nt_detokenize fail, saying why. */
 nt_status nt_model_load(const char* path, const nt_load_options* options, nt_model** model);
 /* Frees a model (NULL is allowed); no call on it may be running. */
 void nt_model_free(nt_model* model);
