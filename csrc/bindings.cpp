@@ -411,7 +411,11 @@ py::dict spec_from_hf_dict(const py::dict& config, const py::dict& generation_co
     const std::string tensor = py::str(key);
     auto [type, rows, cols, data] = value.cast<std::tuple<int, int64_t, int64_t, ByteArray>>();
     const DType t = checked_dtype(type);
-    NT_CHECK(rows >= 0 && cols >= 0 && size_t(data.nbytes()) == size_t(rows) * row_bytes(t, cols),
+    NT_CHECK(t == DType::F32 || t == DType::F16 || t == DType::BF16,
+             "tensor '" + tensor + "' of a folder must be F32, F16 or BF16");
+    const size_t item = t == DType::F32 ? 4 : 2;
+    NT_CHECK(rows >= 0 && cols >= 0 && rows < (int64_t(1) << 31) && cols < (int64_t(1) << 31) &&
+                 size_t(data.nbytes()) == size_t(rows) * size_t(cols) * item,
              "tensor '" + tensor + "' has " + std::to_string(data.nbytes()) + " bytes for its shape");
     views[tensor] = TensorView{t, data.data(), rows, cols};
     arrays.append(data);
@@ -821,7 +825,8 @@ PYBIND11_MODULE(_core, m) {
   m.doc() = "nextoken's C++ core: kernels and the transformer";
   // Error -> nextoken.Error (a ValueError). Messages quote file contents, which need not be UTF-8: decoded with
   // U+FFFD for bad bytes (pybind11's own translation would raise UnicodeDecodeError instead).
-  static py::exception<Error> error_type(m, "Error", PyExc_ValueError);
+  // Never destroyed: its destructor would run after the interpreter has gone (pybind11 keeps its own the same way).
+  static const auto* error_type = new py::exception<Error>(m, "Error", PyExc_ValueError);
   py::register_exception_translator([](std::exception_ptr p) {
     try {
       if (p) std::rethrow_exception(p);
@@ -829,7 +834,7 @@ PYBIND11_MODULE(_core, m) {
       const std::string what = e.what();
       py::object message = py::reinterpret_steal<py::object>(
           PyUnicode_DecodeUTF8(what.data(), py::ssize_t(what.size()), "replace"));
-      PyErr_SetObject(error_type.ptr(), message.ptr());
+      PyErr_SetObject(error_type->ptr(), message.ptr());
     }
   });
   m.def("cpu_isa", &cpu_isa, "The instruction set the CPU kernels run with.");

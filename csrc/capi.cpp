@@ -160,7 +160,7 @@ void generation_settings(nt_model& m) {
     m.bad_words.push_back(ids);
   }
   const JSON renormalize = value("renormalize_logits");
-  m.renormalize = renormalize.kind == JSON::Kind::Bool && renormalize.boolean;
+  m.renormalize = renormalize.kind == JSON::Kind::Bool && renormalize.boolean;  // the loader made it a bool
 }
 
 SequenceOptions sequence_options(const nt_model& m, int32_t max_new_tokens, const nt_sampling* sampling) {
@@ -212,11 +212,6 @@ nt_status nt_model_load(const char* path, const nt_load_options* options, nt_mod
         m->folder_weights = f.weights;
         m->spec = spec_from_hf(f.config, f.generation_config, f.weights->tensors(), f.name, o.n_ctx);
         m->eos_ids = hf_eos_ids(f, m->spec.config.vocab_size);
-        try {  // a tokenizer.json the core does not read leaves the model to ids (nt_tokenize says why)
-          m->tokenizer = std::make_unique<Tokenizer>(hf_vocabulary(path, m->spec.config.vocab_size, m->eos_ids));
-        } catch (const Error& e) {
-          m->tokenizer_error = e.what();
-        }
       } else {
         auto file = std::make_shared<const GGUFFile>(path);
         m->spec = spec_from_gguf(file);
@@ -238,6 +233,13 @@ nt_status nt_model_load(const char* path, const nt_load_options* options, nt_mod
                                                      !folder, n_threads, cache);
     } catch (const Error& e) {
       throw FileError(std::string(path) + ": " + e.what());
+    }
+    if (folder) {  // now that vocab_size is checked against the embeddings, which the tokenizer is sized by
+      try {  // a tokenizer.json the core does not read leaves the model to ids (nt_tokenize says why)
+        m->tokenizer = std::make_unique<Tokenizer>(hf_vocabulary(path, m->spec.config.vocab_size, m->eos_ids));
+      } catch (const Error& e) {
+        m->tokenizer_error = e.what();
+      }
     }
     if (m->spec.encoder) {
       try {

@@ -356,6 +356,9 @@ def test_vision_encoder_decoder_is_refused_with_a_message(lib):
     (lambda f: (f / "config.json").write_text("{"), "not valid JSON"),
     (lambda f: (f / "model.safetensors").unlink(), "no model.safetensors"),
     (lambda f: (f / "config.json").write_text(json.dumps({"model_type": "falcon"})), "unsupported model_type 'falcon'"),
+    # vocab_size sized the tokenizer (2**31 strings) before the embeddings were checked against it
+    (lambda f: (f / "config.json").write_text(json.dumps(dict(json.loads((f / "config.json").read_text()),
+                                                             vocab_size=2**31 - 1))), "token_embd"),
 ])
 def test_bad_folders_give_a_status_and_a_message(lib, tmp_path, edit, message):
     folder = tmp_path / "llama"

@@ -1166,6 +1166,42 @@ def test_error_messages_quoting_bytes_that_are_not_utf8(tiny_path, tmp_path):
         nextoken.load(path, n_ctx=16)
 
 
+# ---- defects a review of the C++ folder readers found, fixed: their reproducers ----------------------------------
+@pytest.mark.parametrize("folder,edit,match", [
+    (SEQ2SEQ / "t5", lambda c: c.update(relative_attention_max_distance=1),
+     "relative_attention_max_distance \\(1\\) more than half of it"),
+    (SEQ2SEQ / "marian", lambda c: c.update(d_model=2**30), "d_model is 1073741824 but the token embeddings have 32"),
+    (HF / "llama", lambda c: c.update(head_dim=2**30), "has 32 rows, not num_attention_heads x head_dim = 2147483648"),
+])
+def test_folder_values_that_sized_tables_before_the_tensors_were_checked(tmp_path, folder, edit, match):
+    """Were a heap read before T5's bias table (a negative bucket: max_distance below the exact buckets), and
+    tables sized by config values alone (Marian's sinusoids by d_model, RoPE by head_dim): gigabytes."""
+    with pytest.raises(nextoken.Error, match=match), memory_limit():
+        nextoken.load(folder_with(tmp_path, folder, "config.json", edit), n_ctx=16, n_threads=1)
+
+
+def test_marian_positions_past_n_ctx_are_not_built(tmp_path):
+    """max_position_embeddings sizes the sinusoid table only up to n_ctx (positions past it are never looked up):
+    2**31 - 1 positions loaded in gigabytes before."""
+    folder = folder_with(tmp_path, SEQ2SEQ / "marian", "config.json", lambda c: c.update(max_position_embeddings=2**31 - 1))
+    with memory_limit():
+        reference = nextoken.load(SEQ2SEQ / "marian", n_ctx=16, n_threads=1)
+        model = nextoken.load(folder, n_ctx=16, n_threads=1)
+        assert model.generate([5, 6, 7], max_new_tokens=4) == reference.generate([5, 6, 7], max_new_tokens=4)
+
+
+def test_safetensors_header_larger_than_the_format_allows(tmp_path):
+    """A header is parsed into ~50x its size in memory: above safetensors' own 100 MB limit it is refused
+    (a sparse file: no disk is written)."""
+    folder = edited_copy(HF / "llama", tmp_path / "llama")
+    n = 150_000_000
+    with open(folder / "model.safetensors", "wb") as f:
+        f.write(n.to_bytes(8, "little"))
+        f.truncate(8 + n)
+    with pytest.raises(nextoken.Error, match="safetensors allows 100 MB"):
+        nextoken.load(folder, n_ctx=16)
+
+
 # ---- defects the targets found in the C++ loaders and gemma3.py, fixed: their reproducers ----------------------
 def test_gguf_empty_tensor_dims_are_named(tiny_path, tmp_path):
     """Was "has rows of 64 weights, not whole F32 blocks" for dims [64, 0]."""

@@ -33,10 +33,20 @@ std::string layer_hint(const std::string& type, int n_layers) {
   return " (a " + type + " model of " + std::to_string(n_layers) + " layers)";
 }
 
+// The first layer's q projection must have n_heads * head_dim rows: checked before RoPE tables are sized by
+// head_dim (the core checks every weight's shape later).
+void check_head_dim(const WeightCollector& w, const std::string& q_proj, int n_heads, int head_dim) {
+  const TensorView* q = w.find(q_proj);
+  if (q && q->rows != int64_t(n_heads) * head_dim)
+    throw Error(w.source() + ": '" + q_proj + "' has " + std::to_string(q->rows) + " rows, not num_attention_heads x "
+                "head_dim = " + std::to_string(int64_t(n_heads) * head_dim));
+}
+
 void map_llama(WeightCollector& w, const HFConfig& c, const std::string& model_type, const std::string& folder) {
   const int n_layers = c.positive_int("num_hidden_layers"), dim = c.positive_int("hidden_size");
   const int n_heads = c.positive_int("num_attention_heads");
   const int head_dim = c.positive_int("head_dim", dim / n_heads);
+  check_head_dim(w, "model.layers.0.self_attn.q_proj.weight", n_heads, head_dim);
   std::vector<bool> sliding(size_t(n_layers), false);
   if (model_type == "mistral") {
     sliding.assign(size_t(n_layers), c.truthy("sliding_window"));
@@ -193,6 +203,7 @@ void map_gemma3(WeightCollector& w, const HFConfig& top, const std::string& fold
   const int n_layers = c.positive_int("num_hidden_layers"), dim = c.positive_int("hidden_size");
   const int n_heads = c.positive_int("num_attention_heads");
   const int head_dim = c.positive_int("head_dim", 256);
+  check_head_dim(w, prefix + "layers.0.self_attn.q_proj.weight", n_heads, head_dim);
   const int pattern = c.positive_int("sliding_window_pattern", 6);  // every 6th layer global by default
   std::vector<bool> sliding(static_cast<size_t>(n_layers));
   for (int i = 0; i < n_layers; ++i) sliding[size_t(i)] = (i + 1) % pattern != 0;
@@ -281,7 +292,7 @@ int64_t t5_bucket(int64_t relative, bool bidirectional, int num_buckets, int max
   const float log_ratio = float(std::log(double(float(relative) / float(max_exact))));
   const float scaled = log_ratio / float(std::log(double(max_distance) / double(max_exact))) * float(num_buckets - max_exact);
   const int64_t large = max_exact + (std::isfinite(scaled) ? int64_t(scaled) : 0);
-  return bucket + std::min<int64_t>(large, num_buckets - 1);
+  return bucket + std::min<int64_t>(std::max<int64_t>(large, max_exact), num_buckets - 1);
 }
 
 const std::map<std::string, std::pair<Activation, bool>>& t5_feed_forwards() {
@@ -305,7 +316,11 @@ void map_t5(WeightCollector& w, const HFConfig& c, int span, const std::string& 
   const int dim = c.positive_int("d_model"), n_heads = c.positive_int("num_heads"), d_kv = c.positive_int("d_kv");
   const int n_buckets = c.positive_int("relative_attention_num_buckets", 32);
   const int max_distance = c.positive_int("relative_attention_max_distance", 128);
-  if (n_buckets < 4) throw Error(c.source() + ": relative_attention_num_buckets must be at least 4");
+  // Distances up to max_exact = buckets / 2 (decoder; / 4 in the encoder) have a bucket each, the rest share
+  // log-spaced buckets up to max_distance: which needs max_distance > max_exact.
+  if (n_buckets < 4 || max_distance <= n_buckets / 2)
+    throw Error(c.source() + ": relative_attention_num_buckets (" + std::to_string(n_buckets) + ") must be at least 4 "
+                "and relative_attention_max_distance (" + std::to_string(max_distance) + ") more than half of it");
   const bool tied = c.truthy("tie_word_embeddings", true);
   const int n_enc = c.positive_int("num_layers"), n_dec = c.positive_int("num_decoder_layers", n_enc);
   ModelConfig base = hf_base_config(0);
@@ -405,7 +420,8 @@ std::vector<float> sinusoidal_positions(int n_pos, int dim) {
 // sinusoidal, not stored), norm placement (BART / Marian: after each residual; mBART: before, plus a final
 // norm per stack), a norm of the embeddings (BART / mBART), and embeddings scaled by sqrt(d_model) when
 // scale_embedding. The head adds final_logits_bias.
-void map_bart(WeightCollector& w, const HFConfig& c, const std::string& kind, const JSON& generation_config) {
+void map_bart(WeightCollector& w, const HFConfig& c, const std::string& kind, const JSON& generation_config,
+              int n_ctx) {
   const int dim = c.positive_int("d_model"), vocab = c.positive_int("vocab_size");
   const JSON* decoder_vocab = c.get("decoder_vocab_size");
   const JSON* share = c.get("share_encoder_decoder_embeddings");
@@ -449,10 +465,15 @@ void map_bart(WeightCollector& w, const HFConfig& c, const std::string& kind, co
   for (const bool is_encoder : {true, false}) {
     const std::string s = p + (is_encoder ? "encoder." : "decoder."), prefix = is_encoder ? "enc." : "";
     const TensorView* embed = w.take(s + "embed_tokens.weight", shared == nullptr);
-    w.spec.tensors[prefix + "token_embd"] = shared ? *shared : *embed;
+    const TensorView& tokens = shared ? *shared : *embed;
+    w.spec.tensors[prefix + "token_embd"] = tokens;
     if (marian) {
       w.take(s + "embed_positions.weight", false);  // the sinusoids, when a file stores them
-      w.spec.tensors[prefix + "pos_embd"] = w.keep(sinusoidal_positions(n_pos, dim), n_pos, dim);
+      if (tokens.cols != dim)  // before a table is sized by d_model
+        throw Error(c.source() + ": d_model is " + std::to_string(dim) + " but the token embeddings have " +
+                    std::to_string(tokens.cols) + " columns");
+      const int rows = std::min(n_pos, n_ctx);  // positions past n_ctx are never looked up
+      w.spec.tensors[prefix + "pos_embd"] = w.keep(sinusoidal_positions(rows, dim), rows, dim);
     } else {
       w.matrix(prefix + "pos_embd", s + "embed_positions.weight");
       w.layer(prefix + "embd_norm", s + "layernorm_embedding");
@@ -491,9 +512,10 @@ void map_bart(WeightCollector& w, const HFConfig& c, const std::string& kind, co
   for (const char* key : {"decoder_start_token_id", "forced_bos_token_id", "bad_words_ids"})
     json_set(w.spec.generation, key, generation_value(generation_config, c, key));
   const JSON* renormalize = generation_config.find("renormalize_logits");
-  JSON no;
-  no.kind = JSON::Kind::Bool;
-  json_set(w.spec.generation, "renormalize_logits", renormalize ? *renormalize : no);
+  JSON flag;
+  flag.kind = JSON::Kind::Bool;
+  flag.boolean = truthy(renormalize);
+  json_set(w.spec.generation, "renormalize_logits", flag);
   if (w.spec.generation.find("decoder_start_token_id")->is_null())
     throw Error(c.source() + " sets no decoder_start_token_id");
 }
@@ -621,7 +643,7 @@ ModelSpec spec_from_hf(const JSON& config, const JSON& generation_config, const 
   else if (model_type == "gemma3_text" || model_type == "gemma3") map_gemma3(w, c, name);
   else if (model_type == "t5") map_t5(w, c, n_ctx, name);
   else if (model_type == "bart" || model_type == "mbart" || model_type == "marian")
-    map_bart(w, c, model_type, generation_config.is_object() ? generation_config : json_object());
+    map_bart(w, c, model_type, generation_config.is_object() ? generation_config : json_object(), n_ctx);
   else if (model_type == "vision-encoder-decoder") map_vision_encoder_decoder(w, c, name);
   else {
     std::string known;
@@ -632,8 +654,8 @@ ModelSpec spec_from_hf(const JSON& config, const JSON& generation_config, const 
 }
 
 std::vector<int32_t> hf_eos_ids(const HFFolder& folder, int vocab_size) {
-  const JSON* eos = folder.generation_config.find("eos_token_id");
-  if (!eos || eos->is_null()) eos = folder.config.find("eos_token_id");
+  const JSON* eos = folder.generation_config.find("eos_token_id");  // where present, even null (as Python)
+  if (!eos) eos = folder.config.find("eos_token_id");
   std::vector<int32_t> ids;
   if (!eos) return ids;
   for (const JSON& v : eos->is_array() ? eos->items : std::vector<JSON>{*eos})

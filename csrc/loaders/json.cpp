@@ -2,13 +2,15 @@
 // file cannot exhaust the stack.
 #include "json.h"
 
-#include <cerrno>
+#include <locale.h>  // newlocale, strtod_l (POSIX / glibc)
+#include <stdlib.h>
+#include <sys/stat.h>
+
+#include <charconv>
 #include <cmath>
-#include <cstdio>
-#include <cstdlib>
+#include <cstring>
 #include <fstream>
 #include <sstream>
-#include <sys/stat.h>
 
 #include "../common.h"
 #include "../tokenizer/unicode.h"
@@ -114,11 +116,18 @@ class Parser {
       digits();
       integral = false;
     }
-    const std::string text(p_ + begin, pos_ - begin);
+    // strtod in the "C" locale: plain strtod reads the process's, where a host may have set a comma as the
+    // decimal point. Out of range: +-inf or 0, as Python's float() gives.
+    static const locale_t c_locale = newlocale(LC_ALL_MASK, "C", nullptr);
+    const char* first = p_ + begin;
+    const std::string text(first, pos_ - begin);
     v.kind = JSON::Kind::Number;
-    v.number = std::strtod(text.c_str(), nullptr);  // out of range: +-inf or 0, as Python's float()
+    v.number = strtod_l(text.c_str(), nullptr, c_locale);
     v.integral = integral;
-    if (integral) v.integer = std::strtoll(text.c_str(), nullptr, 10);  // beyond int64: saturated
+    if (integral) {  // beyond int64: saturated
+      const auto [end2, error2] = std::from_chars(first, p_ + pos_, v.integer);
+      if (error2 == std::errc::result_out_of_range) v.integer = *first == '-' ? INT64_MIN : INT64_MAX;
+    }
   }
 
   uint32_t hex4() {
@@ -208,14 +217,12 @@ void JSON::describe_into(std::string& out, size_t limit) const {
         out += "nan";
       } else if (std::isinf(number)) {
         out += number < 0 ? "-inf" : "inf";
-      } else {  // the shortest spelling that reads back, as Python's repr
+      } else {  // the shortest spelling that reads back, as Python's repr (locale-independent)
         char buf[32];
-        for (int digits = 1; digits <= 17; ++digits) {
-          std::snprintf(buf, sizeof buf, "%.*g", digits, number);
-          if (std::strtod(buf, nullptr) == number) break;
-        }
-        out += buf;
-        if (std::strpbrk(buf, ".en") == nullptr) out += ".0";
+        const auto [end, error] = std::to_chars(buf, buf + sizeof buf, number);
+        const std::string text(buf, error == std::errc() ? end : buf);
+        out += text;
+        if (text.find_first_of(".e") == std::string::npos) out += ".0";
       }
       break;
     }

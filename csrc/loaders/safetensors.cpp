@@ -56,6 +56,8 @@ void SafetensorsFiles::add(const std::string& path, const std::map<std::string, 
   std::memcpy(&n, data, 8);
   if (n > size - 8)
     throw Error(path + ": header of " + std::to_string(n) + " bytes is longer than the file (truncated or not safetensors)");
+  // The safetensors crate's own limit (MAX_HEADER_SIZE): a parsed JSON node takes ~50x its bytes in memory.
+  if (n > 100'000'000) throw Error(path + ": header of " + std::to_string(n) + " bytes (safetensors allows 100 MB)");
   const JSON header = parse_json(reinterpret_cast<const char*>(data) + 8, size_t(n), path + " (safetensors header)");
   if (!header.is_object()) throw Error(path + ": the safetensors header is not a JSON object");
   const uint64_t data_start = 8 + n, data_size = size - data_start;
@@ -136,9 +138,10 @@ HFFolder read_hf_folder(const std::string& path) {
     bool ok = weight_map && weight_map->is_object();
     for (const auto& [name, file] : ok ? weight_map->members : std::vector<std::pair<std::string, JSON>>{}) {
       ok = ok && file.is_string();
-      if (ok) placement[name] = file.text, files.insert(file.text);
+      if (ok) placement[name] = file.text;  // a repeated name: the last, as Python's json reads it
     }
     if (!ok) throw Error(index_path + ": no 'weight_map' of tensor name -> file");
+    for (const auto& [name, file] : placement) files.insert(file);
     for (const std::string& file : files) {
       if (file.find('/') != std::string::npos || file == "." || file == ".." || !is_file(dir + file))
         throw Error("model.safetensors.index.json names '" + file + "', which is not a file in " + path);

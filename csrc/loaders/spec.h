@@ -20,6 +20,12 @@ class GGUFFile;
 // A model's config and its weights by role, as views of the file (or of `converted`: norms and biases as
 // float32, which weights.h takes, and GPT-2's transposed matrices).
 struct ModelSpec {
+  ModelSpec() = default;
+  ModelSpec(ModelSpec&&) = default;
+  ModelSpec& operator=(ModelSpec&&) = default;
+  ModelSpec(const ModelSpec&) = delete;  // a copy's views would point into the original's `converted`
+  ModelSpec& operator=(const ModelSpec&) = delete;
+
   std::string architecture;
   ModelConfig config;
   TensorMap tensors;                        // role -> view
@@ -47,6 +53,11 @@ class WeightCollector {
       : tensors_(tensors), source_(std::move(source)) {}
 
   bool has(const std::string& name) const { return tensors_.count(name) != 0; }
+  // A tensor by name without taking it (null if absent).
+  const TensorView* find(const std::string& name) const {
+    auto it = tensors_.find(name);
+    return it == tensors_.end() ? nullptr : &it->second;
+  }
   size_t count() const { return tensors_.size(); }
   const std::string& source() const { return source_; }
   const TensorView* take(const std::string& name, bool required = true);
