@@ -110,16 +110,27 @@ struct nt_model {
   std::string tokenizer_error;
   std::vector<int32_t> eos_ids;
 
-  // The source's hidden states (n_states rows) and the decoder's first ids of an encoder-decoder model, as
-  // the Python API's generate(source) starts; a decoder-only model's prompt is left as it is.
+  bool encodes_images() const { return spec.vision.is_object(); }
+
+  // The encoder's hidden states (T, dim) of a source of T ids (text encoder-decoder models).
+  std::vector<float> encode_source(const std::vector<int32_t>& source) const {
+    NT_CHECK(encoder, "this model is decoder-only: it has no encoder");
+    NT_CHECK(!encodes_images(), "this model encodes images, which the C API does not read: give an image's encoder "
+                                "states (the Python API's encode(image=...)) to nt_generate_encoded");
+    const int T = int(source.size());
+    encoder->check_tokens(source.data(), T, 0, encoder->max_positions());
+    std::vector<float> states(size_t(T) * size_t(encoder->config().dim));
+    encoder->encode(source.data(), nullptr, T, states.data(), session->n_threads());
+    return states;
+  }
+
+  // An encoder-decoder's prompt is its source: its states, and the decoder's first ids as the Python API's
+  // generate(source) starts; a decoder-only model's prompt is left as it is.
   std::vector<float> encode(std::vector<int32_t>& prompt, int& n_states) const {
     n_states = 0;
     if (!encoder) return {};
-    const int T = int(prompt.size());
-    encoder->check_tokens(prompt.data(), T, 0, encoder->max_positions());
-    std::vector<float> states(size_t(T) * size_t(encoder->config().dim));
-    encoder->encode(prompt.data(), nullptr, T, states.data(), session->n_threads());
-    n_states = T;
+    std::vector<float> states = encode_source(prompt);
+    n_states = int(prompt.size());
     prompt = {decoder_start};
     return states;
   }
@@ -143,8 +154,6 @@ int32_t config_id(const JSON& v, const char* key, int vocab_size, bool optional)
 // decoder_start_token_id, forced_bos_token_id, bad_words_ids and renormalize_logits of an encoder-decoder
 // folder, as the Python API applies them by default.
 void generation_settings(nt_model& m) {
-  NT_CHECK(!m.spec.vision.is_object(), "a vision encoder-decoder takes images, which the C API does not (the Python "
-                                       "API does)");
   const JSON& g = m.spec.generation;
   const int V = m.spec.config.vocab_size;
   const JSON none;
@@ -318,35 +327,75 @@ void nt_sampling_init(nt_sampling* s) {
   if (s) *s = nt_sampling{0.0f, 0, 1.0f, 0.0f, 1.0f, 1.0f, 0.0f, 0.0f, 0, 0};
 }
 
+namespace {
+
+// nt_generate's loop: the sequence of `prompt` (with an encoder-decoder's source states) run to its end.
+void generate_sequence(nt_model* model, const std::vector<int32_t>& prompt, const float* states, int n_states,
+                       int32_t max_new_tokens, const nt_sampling* sampling, int32_t* out, size_t capacity,
+                       size_t* n_out) {
+  check_pointer(n_out, "n_out");
+  NT_CHECK(max_new_tokens > 0, "max_new_tokens must be positive, got " + std::to_string(max_new_tokens));
+  check_pointer(out, "out");
+  NT_CHECK(capacity >= size_t(max_new_tokens), "out has room for " + std::to_string(capacity) + " ids, needs " +
+                                                   std::to_string(max_new_tokens));
+  const SequenceOptions o = sequence_options(*model, max_new_tokens, sampling);
+  Session& s = *model->session;
+  const uint64_t id = s.add(prompt, o, true, states, n_states);
+  size_t n = 0;
+  try {
+    for (;;) {
+      const StepOutput step = s.next(id);
+      if (step.token < 0) break;
+      out[n++] = step.token;
+      if (step.finished) break;
+    }
+  } catch (...) {
+    s.free(id);
+    throw;
+  }
+  s.free(id);
+  *n_out = n;
+}
+
+}  // namespace
+
 nt_status nt_generate(nt_model* model, const int32_t* prompt, size_t n_prompt, int32_t max_new_tokens,
                       const nt_sampling* sampling, int32_t* out, size_t capacity, size_t* n_out) {
   return guarded([&] {
     check_pointer(model, "model");
-    check_pointer(n_out, "n_out");
-    NT_CHECK(max_new_tokens > 0, "max_new_tokens must be positive, got " + std::to_string(max_new_tokens));
-    check_pointer(out, "out");
-    NT_CHECK(capacity >= size_t(max_new_tokens), "out has room for " + std::to_string(capacity) + " ids, needs " +
-                                                     std::to_string(max_new_tokens));
-    const SequenceOptions o = sequence_options(*model, max_new_tokens, sampling);
     std::vector<int32_t> ids = checked_ids(prompt, n_prompt, "prompt");
     int n_states = 0;
     const std::vector<float> states = model->encode(ids, n_states);
-    Session& s = *model->session;
-    const uint64_t id = s.add(ids, o, true, states.empty() ? nullptr : states.data(), n_states);
-    size_t n = 0;
-    try {
-      for (;;) {
-        const StepOutput step = s.next(id);
-        if (step.token < 0) break;
-        out[n++] = step.token;
-        if (step.finished) break;
-      }
-    } catch (...) {
-      s.free(id);
-      throw;
-    }
-    s.free(id);
-    *n_out = n;
+    generate_sequence(model, ids, states.empty() ? nullptr : states.data(), n_states, max_new_tokens, sampling, out,
+                      capacity, n_out);
+  });
+}
+
+int32_t nt_model_dim(const nt_model* model) { return model ? model->spec.config.dim : 0; }
+
+nt_status nt_encode(nt_model* model, const int32_t* source, size_t n_source, float* states, size_t capacity) {
+  return guarded([&] {
+    check_pointer(model, "model");
+    const std::vector<float> out = model->encode_source(checked_ids(source, n_source, "source"));
+    check_pointer(states, "states");
+    NT_CHECK(capacity >= out.size(), "states has room for " + std::to_string(capacity) + " floats, needs " +
+                                         std::to_string(out.size()));
+    std::copy(out.begin(), out.end(), states);
+  });
+}
+
+nt_status nt_generate_encoded(nt_model* model, const float* states, size_t n_states, int32_t max_new_tokens,
+                              const nt_sampling* sampling, int32_t* out, size_t capacity, size_t* n_out) {
+  return guarded([&] {
+    check_pointer(model, "model");
+    NT_CHECK(model->encoder, "this model is decoder-only: it takes no encoder states");
+    NT_CHECK(n_states > 0 && n_states < (size_t(1) << 31), "n_states must be positive");
+    check_pointer(states, "states");
+    const size_t n = n_states * size_t(model->spec.config.dim);
+    for (size_t i = 0; i < n; ++i)
+      NT_CHECK(std::isfinite(states[i]), "states holds a NaN or infinity at " + std::to_string(i));
+    generate_sequence(model, {model->decoder_start}, states, int(n_states), max_new_tokens, sampling, out, capacity,
+                      n_out);
   });
 }
 

@@ -49,7 +49,7 @@ def lib():
     lib = ctypes.CDLL(nextoken.get_library())
     lib.nt_last_error.restype = ctypes.c_char_p
     lib.nt_model_free.argtypes = [ctypes.c_void_p]
-    for name in ("nt_model_vocab_size", "nt_model_n_ctx"):
+    for name in ("nt_model_vocab_size", "nt_model_n_ctx", "nt_model_dim"):
         getattr(lib, name).argtypes = [ctypes.c_void_p]
     lib.nt_model_eos_ids.restype = ctypes.c_size_t
     return lib
@@ -346,10 +346,51 @@ def test_encoder_decoder_folders_equal_python(lib, name):
         lib.nt_model_free(model)
 
 
-def test_vision_encoder_decoder_is_refused_with_a_message(lib):
-    status, model = load(lib, SEQ2SEQ / "vit_gpt2")
-    assert status == NT_ERROR_MODEL_FILE and model.value is None
-    assert b"takes images" in lib.nt_last_error()
+def encode(lib, model, source):
+    states = np.empty((len(source), lib.nt_model_dim(model)), np.float32)
+    status = lib.nt_encode(model, ids_array(source), ctypes.c_size_t(len(source)),
+                           states.ctypes.data_as(ctypes.c_void_p), ctypes.c_size_t(states.size))
+    return status, states
+
+
+def generate_encoded(lib, model, states, max_new_tokens):
+    out, n = (ctypes.c_int32 * max_new_tokens)(), ctypes.c_size_t()
+    states = np.ascontiguousarray(states, np.float32)
+    status = lib.nt_generate_encoded(model, states.ctypes.data_as(ctypes.c_void_p), ctypes.c_size_t(states.shape[0]),
+                                     max_new_tokens, None, out, ctypes.c_size_t(max_new_tokens), ctypes.byref(n))
+    return status, list(out[:n.value])
+
+
+def test_encode_and_generate_from_states_equal_python(lib):
+    """nt_encode is the Python API's encode(ids) bit for bit, and nt_generate_encoded its
+    generate(encoder_hidden_states=...): for a translation model, and for image captioning, whose image the
+    Python API encodes (the C API does not read images)."""
+    py = nextoken.load(SEQ2SEQ / "t5", n_ctx=64, n_threads=2)
+    status, model = load(lib, SEQ2SEQ / "t5", n_ctx=64)
+    assert status == NT_OK, lib.nt_last_error()
+    try:
+        source = [5, 17, 30, 9, 2]
+        status, states = encode(lib, model, source)
+        assert status == NT_OK, lib.nt_last_error()
+        np.testing.assert_array_equal(states, py.encode(source))
+        assert generate_encoded(lib, model, states, 10) == (NT_OK, py.generate(source, max_new_tokens=10))
+        states[0, 0] = np.nan
+        assert generate_encoded(lib, model, states, 10)[0] == NT_ERROR_INVALID_ARGUMENT
+    finally:
+        lib.nt_model_free(model)
+    folder = SEQ2SEQ / "vit_gpt2"
+    py = nextoken.load(folder, n_ctx=64, n_threads=2)
+    status, model = load(lib, folder, n_ctx=64)
+    assert status == NT_OK, lib.nt_last_error()
+    try:
+        states = py.encode(image=folder / "image.png")
+        caption = py.generate(encoder_hidden_states=states, max_new_tokens=8)  # text: its ids decoded
+        status, ids = generate_encoded(lib, model, states, 8)
+        assert status == NT_OK and 0 < len(ids) <= 8 and py.detokenize(ids) == caption
+        assert generate(lib, model, [1, 2], 4)[0] == NT_ERROR_INVALID_ARGUMENT
+        assert b"encodes images" in lib.nt_last_error()
+    finally:
+        lib.nt_model_free(model)
 
 
 @pytest.mark.parametrize("edit, message", [

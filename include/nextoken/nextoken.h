@@ -9,7 +9,9 @@
  * Encoder-decoder models (T5, BART, mBART, Marian folders): the prompt of nt_generate, nt_beam_search and
  * nt_sequence_add is the source, which the encoder reads; the decoder starts from the folder's
  * decoder_start_token_id, with its forced_bos_token_id, bad_words_ids and renormalize_logits, as the Python
- * API's generate(source). Not in the C API: vision encoder-decoder models (their input is an image).
+ * API's generate(source). nt_encode gives the encoder's states and nt_generate_encoded continues from
+ * states; an image captioning model (vision-encoder-decoder) takes only those: the C API does not read
+ * images (the Python API's encode(image=...) gives their states).
  */
 #ifndef NEXTOKEN_H
 #define NEXTOKEN_H
@@ -58,6 +60,8 @@ nt_status nt_model_load(const char* path, const nt_load_options* options, nt_mod
 void nt_model_free(nt_model* model);
 
 int32_t nt_model_vocab_size(const nt_model* model);
+/* The width of the hidden states (d_model): an encoder's states are n x this floats. */
+int32_t nt_model_dim(const nt_model* model);
 int32_t nt_model_n_ctx(const nt_model* model);
 /* The ids that end a generation (EOS, end of turn): writes up to `capacity`, returns how many there are. */
 size_t nt_model_eos_ids(const nt_model* model, int32_t* ids, size_t capacity);
@@ -100,6 +104,15 @@ void nt_sampling_init(nt_sampling* sampling);
  * (which is included). Writes them to `out` (capacity >= max_new_tokens) and their count to *n_out. */
 nt_status nt_generate(nt_model* model, const int32_t* prompt, size_t n_prompt, int32_t max_new_tokens,
                       const nt_sampling* sampling, int32_t* out, size_t capacity, size_t* n_out);
+
+/* ---- encoder-decoder models ---- */
+/* The encoder's last hidden states of a source of n_source ids: n_source * nt_model_dim floats in `states`
+ * (capacity: how many it has room for), row after row, as the Python API's encode(ids). */
+nt_status nt_encode(nt_model* model, const int32_t* source, size_t n_source, float* states, size_t capacity);
+/* nt_generate from the encoder's states (n_states rows of nt_model_dim floats) instead of a source: the
+ * Python API's generate(encoder_hidden_states=...). */
+nt_status nt_generate_encoded(nt_model* model, const float* states, size_t n_states, int32_t max_new_tokens,
+                              const nt_sampling* sampling, int32_t* out, size_t capacity, size_t* n_out);
 
 /* ---- beam search: Hugging Face generate(num_beams=...), the same beams and scores ---- */
 typedef struct {
