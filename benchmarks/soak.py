@@ -24,6 +24,11 @@ TOKEN_THRESHOLD / LOAD_THRESHOLD. The slope is of RssAnon, not VmRSS: a leak is 
 VmRSS also counts pages of the memory-mapped weights, which come and go with the page cache (a neighbour's
 memory pressure once evicted them mid-run here, a VmRSS "slope" of -136 MiB per 100k tokens).
 
+--model also takes a Hugging Face folder. Its text goes through the `tokenizers` library, whose BPE cache keeps
+up to 10,000 words: the generate phase's prompts ("... {i}", a new word each) fill it, +2.7 MiB over 1.2M
+tokens of tests/fixtures/hf/llama (tokenize() alone on 40,000 such prompts: +3.3 MiB up to the 10,000th, then
++0), a bounded cache, not a leak.
+
 An endless stream keeps only the tokens still in its context (a context shift drops the others from the
 sequence too; before that, "stream" grew by 4 bytes per token): +0.0 KiB per 100k tokens over 400k.
 """
