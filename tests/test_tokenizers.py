@@ -171,16 +171,49 @@ def test_llama2_sentencepiece_equal_to_the_tokenizers_library(llama2_pair, data)
 
 # --- a folder's tokenizer.json read by the core (what the C API's nt_tokenize runs on a folder) ---
 
-@pytest.fixture(scope="module", params=["fixture", "fixture with a BOS", "smollm2", "gemma3", "llama2"])
+# Llama 3's split pattern (Qwen2's: one digit at a time), as their tokenizer.json spell it
+LLAMA3_PATTERN = (r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|"
+                  r"\s*[\r\n]+|\s+(?!\S)|\s+")
+QWEN2_PATTERN = LLAMA3_PATTERN.replace(r"\p{N}{1,3}", r"\p{N}")
+
+
+UNMERGED = "\u0120zzqqx"  # " zzqqx": a token that no merge makes, so only ignore_merges finds it whole
+
+
+def smollm2_split_vocabulary() -> tuple[dict, dict]:
+    """SmolLM2's GGUF metadata and tokenizer.json, with UNMERGED added last."""
+    meta = dict(gguf.read(nextoken.pull("smollm2", quiet=True)).metadata)
+    meta["tokenizer.ggml.tokens"] = list(meta["tokenizer.ggml.tokens"]) + [UNMERGED]
+    meta["tokenizer.ggml.token_type"] = list(meta["tokenizer.ggml.token_type"]) + [1]
+    return meta, json.loads(hf_gguf_tokenizer.build(meta)[0].to_str())
+
+
+def split_pre_tokenizer(tj: dict, pattern: str, ignore_merges: bool) -> dict:
+    """tokenizer.json `tj` with Llama 3 / Qwen2's pre-tokenizer: the Split regex, then ByteLevel mapping bytes."""
+    tj["pre_tokenizer"] = {"type": "Sequence", "pretokenizers": [
+        {"type": "Split", "pattern": {"Regex": pattern}, "behavior": "Isolated", "invert": False},
+        {"type": "ByteLevel", "add_prefix_space": False, "trim_offsets": True, "use_regex": False}]}
+    tj["model"]["ignore_merges"] = ignore_merges
+    return tj
+
+
+@pytest.fixture(scope="module", params=["fixture", "fixture with a BOS", "smollm2", "gemma3", "llama2", "llama3",
+                                        "qwen2"])
 def folder_pair(request, tmp_path_factory):
     """(the core's reading of a tokenizer.json, the tokenizers library's, its added token texts): the Hugging
     Face fixtures' tokenizer.json (GPT-2's pre-tokenizer), the same with a post-processor that puts <s> first,
     and written as tokenizer.json by the tokenizers library as transformers builds them: SmolLM2's vocabulary
     (Digits, then ByteLevel), Gemma 3's (SentencePiece BPE with byte fallback, Replace normalizer) and the
-    small Llama 2 style one below (Metaspace)."""
+    small Llama 2 style one below (Metaspace); SmolLM2's vocabulary with Llama 3's split pattern and
+    ignore_merges, and with Qwen2's."""
     from tokenizers import Tokenizer
     folder = tmp_path_factory.mktemp("tokenizer_json")
-    if request.param in ("smollm2", "gemma3", "llama2"):
+    if request.param in ("llama3", "qwen2"):
+        meta, tj = smollm2_split_vocabulary()
+        split_pre_tokenizer(tj, LLAMA3_PATTERN if request.param == "llama3" else QWEN2_PATTERN, request.param == "llama3")
+        (folder / "tokenizer.json").write_text(json.dumps(tj))
+        ref, vocab_size = Tokenizer.from_file(str(folder / "tokenizer.json")), len(meta["tokenizer.ggml.tokens"])
+    elif request.param in ("smollm2", "gemma3", "llama2"):
         if request.param == "llama2":
             tokens, types, scores = llama2_vocabulary(np.random.default_rng(7))
             meta = {"tokenizer.ggml.model": "llama", "tokenizer.ggml.tokens": tokens, "tokenizer.ggml.token_type": types,
@@ -217,13 +250,14 @@ def test_tokenizer_json_read_by_the_core_equals_the_tokenizers_library(folder_pa
     for skip in (True, False):
         assert core.decode(ids, skip) == ref.decode(ids, skip_special_tokens=skip), (ids, skip)
     assert core.eos_ids == [1]
+    assert core.encode(" zzqqx", True, True) == ref.encode(" zzqqx", add_special_tokens=True).ids  # see UNMERGED
 
 
 @pytest.mark.parametrize("edit,match", [
     (lambda tj: tj.update(normalizer={"type": "NFC"}), "a normalizer is not read by the core"),
     (lambda tj: tj.update(pre_tokenizer={"type": "Metaspace"}), "the pre-tokenizer .*Metaspace.* is not read"),
     (lambda tj: tj["model"].update(type="WordPiece"), "the model WordPiece is not read"),
-    (lambda tj: tj["model"].update(ignore_merges=True), "ignore_merges is not read"),
+    (lambda tj: split_pre_tokenizer(tj, LLAMA3_PATTERN.replace("{1,3}", "{1,4}"), True), "Split regex are"),
     (lambda tj: tj["model"].update(byte_fallback=True), "of a SentencePiece BPE are not read by the core"),
     (lambda tj: tj.update(decoder=None), "needs the ByteLevel decoder"),
     (lambda tj: tj["added_tokens"][0].update(lstrip=True), "'<s>' has lstrip"),
@@ -238,3 +272,37 @@ def test_tokenizer_json_the_core_does_not_read_is_named(tmp_path, edit, match):
     (tmp_path / "tokenizer.json").write_text(json.dumps(tj))
     with pytest.raises(nextoken.Error, match=match):
         nextoken._core.folder_tokenizer(str(tmp_path), 320, [])
+
+
+@pytest.fixture(scope="module")
+def llama3_gguf_pair(tmp_path_factory):
+    """A GGUF byte-level vocabulary (SmolLM2's and UNMERGED) with tokenizer.ggml.pre "llama-bpe": read as
+    llama.cpp reads Llama 3 files, the Split pattern with whole-word lookup (ignore_merges); the reference is
+    the same vocabulary as a tokenizers.Tokenizer so configured."""
+    from tokenizers import Tokenizer
+    meta, tj = smollm2_split_vocabulary()
+
+    def write(w):
+        w.add_tokenizer_model("gpt2")
+        w.add_tokenizer_pre("llama-bpe")
+        w.add_token_list(meta["tokenizer.ggml.tokens"])
+        w.add_token_types([int(t) for t in meta["tokenizer.ggml.token_type"]])
+        w.add_token_merges(list(meta["tokenizer.ggml.merges"]))
+    path = tmp_path_factory.mktemp("llama3") / "tiny-llama3-bpe.gguf"
+    write_tiny_llama(path, config=dict(vocab_size=len(meta["tokenizer.ggml.tokens"])), tokenizer=write)
+    ours = nextoken.tokenizer.GGUFTokenizer(gguf.read(path).tokenizer)
+    return ours, Tokenizer.from_str(json.dumps(split_pre_tokenizer(tj, LLAMA3_PATTERN, True)))
+
+
+@settings(max_examples=300, derandomize=True, database=None, deadline=None)
+@given(data=st.data())
+def test_gguf_llama3_pre_tokenizer_equal_to_the_tokenizers_library(llama3_gguf_pair, data):
+    ours, ref = llama3_gguf_pair
+    text = data.draw(st.one_of(texts(["<|im_start|>", "<|endoftext|>"]), st.lists(st.sampled_from(
+        ["'S", "'ll", "1234567", " !", "?\n\n", " \n ", "\r\n", "Hello", " world", " zzqqx", " the", "\t", "x"]),
+        max_size=12).map("".join)))
+    for parse_special in (True, False):
+        ref.encode_special_tokens = not parse_special
+        assert ours.encode(text, parse_special) == ref.encode(text, add_special_tokens=False).ids, (text, parse_special)
+    ref.encode_special_tokens = False
+    assert ours.encode(" zzqqx", True, False) == [ours.vocab_size - 1]  # UNMERGED, found whole

@@ -20,28 +20,6 @@ std::string type_of(const JSON* v) {
   return t && t->is_string() ? t->text : v ? v->describe() : "None";
 }
 
-bool is_gpt2_byte_level(const JSON& p) {
-  const JSON* prefix = member(p, "add_prefix_space");
-  const JSON* regex = member(p, "use_regex");
-  return type_of(&p) == "ByteLevel" && !(prefix && !(prefix->kind == JSON::Kind::Bool && !prefix->boolean)) &&
-         !(regex && !(regex->kind == JSON::Kind::Bool && regex->boolean));
-}
-
-// "default" (GPT-2's regex) or "smollm" (each digit apart first); anything else is not read.
-std::string pre_tokenizer(const JSON* p, const std::string& source) {
-  if (p && is_gpt2_byte_level(*p)) return "default";
-  if (p && type_of(p) == "Sequence") {
-    const JSON* steps = member(*p, "pretokenizers");
-    if (steps && steps->is_array() && steps->items.size() == 2 && type_of(&steps->items[0]) == "Digits" &&
-        is_gpt2_byte_level(steps->items[1])) {
-      const JSON* individual = member(steps->items[0], "individual_digits");
-      if (individual && individual->kind == JSON::Kind::Bool && individual->boolean) return "smollm";
-    }
-  }
-  throw Error(source + ": the pre-tokenizer " + (p ? p->describe() : "None") + " is not read by the core (byte-level "
-              "BPE with GPT-2's ByteLevel pre-tokenizer, optionally after individual Digits, is)");
-}
-
 const char* const SPACE_MARK = "\xE2\x96\x81";  // U+2581, SentencePiece's space
 
 // A member that is true or false, else `fallback` (absent, null or not a bool: not what it should be).
@@ -58,6 +36,50 @@ std::string text_of(const JSON& object, const std::string& key) {
 bool is_string_pattern(const JSON& step, const std::string& s) {
   const JSON* pattern = member(step, "pattern");
   return pattern && text_of(*pattern, "String") == s;
+}
+
+bool is_gpt2_byte_level(const JSON& p) {
+  const JSON* prefix = member(p, "add_prefix_space");
+  const JSON* regex = member(p, "use_regex");
+  return type_of(&p) == "ByteLevel" && !(prefix && !(prefix->kind == JSON::Kind::Bool && !prefix->boolean)) &&
+         !(regex && !(regex->kind == JSON::Kind::Bool && regex->boolean));
+}
+
+// Llama 3's and Qwen2's Split patterns (GGUF's "llama-bpe" and "qwen2"), as their tokenizer.json spell them.
+const char* const LLAMA3_PATTERN =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}{1,3}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
+    "\\s+(?!\\S)|\\s+";
+const char* const QWEN2_PATTERN =
+    "(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\\r\\n\\p{L}\\p{N}]?\\p{L}+|\\p{N}| ?[^\\s\\p{L}\\p{N}]+[\\r\\n]*|\\s*[\\r\\n]+|"
+    "\\s+(?!\\S)|\\s+";
+
+// A ByteLevel step that only maps bytes (after a Split that did the splitting).
+bool is_plain_byte_level(const JSON& p) {
+  const JSON* prefix = member(p, "add_prefix_space");
+  const JSON* regex = member(p, "use_regex");
+  return type_of(&p) == "ByteLevel" && !(prefix && !(prefix->kind == JSON::Kind::Bool && !prefix->boolean)) &&
+         regex && regex->kind == JSON::Kind::Bool && !regex->boolean;
+}
+
+// llama.cpp's name of the pre-tokenizer: "default" (GPT-2's regex), "smollm" (each digit apart first),
+// "llama-bpe" or "qwen2" (their Split regex); anything else is not read.
+std::string pre_tokenizer(const JSON* p, const std::string& source) {
+  if (p && is_gpt2_byte_level(*p)) return "default";
+  const JSON* steps = p && type_of(p) == "Sequence" ? member(*p, "pretokenizers") : nullptr;
+  if (steps && steps->is_array() && steps->items.size() == 2) {
+    const JSON& first = steps->items[0];
+    const JSON* individual = member(first, "individual_digits");
+    if (type_of(&first) == "Digits" && is_gpt2_byte_level(steps->items[1]) && individual &&
+        individual->kind == JSON::Kind::Bool && individual->boolean)
+      return "smollm";
+    const JSON* pattern = member(first, "pattern");
+    const std::string regex = pattern ? text_of(*pattern, "Regex") : "";
+    if (type_of(&first) == "Split" && text_of(first, "behavior") == "Isolated" && !flag(first, "invert", false) &&
+        is_plain_byte_level(steps->items[1]) && (regex == LLAMA3_PATTERN || regex == QWEN2_PATTERN))
+      return regex == LLAMA3_PATTERN ? "llama-bpe" : "qwen2";
+  }
+  throw Error(source + ": the pre-tokenizer " + (p ? p->describe() : "None") + " is not read by the core (GPT-2's "
+              "ByteLevel, optionally after individual Digits, and Llama 3's and Qwen2's Split regex are)");
 }
 
 bool is_file(const std::string& path) {
@@ -77,11 +99,11 @@ Vocabulary hf_vocabulary(const std::string& folder, int vocab_size, const std::v
   for (const char* key : {"continuing_subword_prefix", "end_of_word_suffix"})
     if (const JSON* v = member(*model, key); v && !(v->is_string() && v->text.empty()))
       throw Error(path + ": the BPE's " + key + " is not read by the core");
-  if (flag(*model, "ignore_merges", false)) throw Error(path + ": the BPE's ignore_merges is not read by the core");
   if (const JSON* v = member(*model, "dropout"); v && !(v->is_number() && v->number == 0))
     throw Error(path + ": BPE dropout is not read by the core");
 
   Vocabulary v;
+  v.ignore_merges = flag(*model, "ignore_merges", false);
   const JSON* normalizer = member(tj, "normalizer");
   const JSON* pre = member(tj, "pre_tokenizer");
   if (!flag(*model, "byte_fallback", false)) {  // byte-level BPE

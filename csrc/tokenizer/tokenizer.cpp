@@ -158,6 +158,57 @@ void split_gpt2(const std::vector<uint32_t>& c, size_t begin, size_t end, std::v
   }
 }
 
+// Llama 3's pattern (its Split pre-tokenizer's regex; Qwen2's with max_digits 1 instead of 3), matched by
+// hand on code points [begin, end) like split_gpt2:
+//   (?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+
+void split_llama3(const std::vector<uint32_t>& c, size_t begin, size_t end, size_t max_digits, std::vector<size_t>& ends) {
+  const auto newline = [](uint32_t x) { return x == '\r' || x == '\n'; };
+  const auto other = [](uint32_t x) { return !is_whitespace(x) && !is_letter(x) && !is_number(x); };
+  const auto lower = [](uint32_t x) { return x >= 'A' && x <= 'Z' ? x + 32 : x; };
+  size_t i = begin;
+  while (i < end) {
+    size_t j = i;
+    if (c[i] == '\'' && i + 1 < end) {  // contractions, any case
+      static const char* const suffixes[] = {"s", "t", "re", "ve", "m", "ll", "d"};
+      for (const char* s : suffixes) {
+        const size_t n = std::strlen(s);
+        bool ok = i + 1 + n <= end;
+        for (size_t k = 0; ok && k < n; ++k) ok = lower(c[i + 1 + k]) == uint32_t(s[k]);
+        if (ok) { j = i + 1 + n; break; }
+      }
+    }
+    if (j == i) {  // [^\r\n\p{L}\p{N}]?\p{L}+
+      const size_t start = !newline(c[i]) && !is_letter(c[i]) && !is_number(c[i]) && i + 1 < end && is_letter(c[i + 1])
+                               ? i + 1 : i;
+      if (is_letter(c[start])) {
+        j = start;
+        while (j < end && is_letter(c[j])) ++j;
+      }
+    }
+    if (j == i && is_number(c[i])) {  // \p{N}{1,max_digits}
+      while (j < end && j - i < max_digits && is_number(c[j])) ++j;
+    }
+    if (j == i) {  //  ?[^\s\p{L}\p{N}]+[\r\n]*
+      const size_t start = c[i] == ' ' && i + 1 < end && other(c[i + 1]) ? i + 1 : i;
+      if (other(c[start])) {
+        j = start;
+        while (j < end && other(c[j])) ++j;
+        while (j < end && newline(c[j])) ++j;
+      }
+    }
+    if (j == i) {  // whitespace: up to its last \r or \n if it has one, else as GPT-2's \s+(?!\S)|\s+
+      size_t run = i, last_newline = i;
+      while (run < end && is_whitespace(c[run])) {
+        if (newline(c[run])) last_newline = run + 1;
+        ++run;
+      }
+      j = last_newline > i ? last_newline : run < end && run - i > 1 ? run - 1 : run;
+    }
+    ends.push_back(j);
+    i = j;
+  }
+}
+
 }  // namespace
 
 // Added tokens, found in text leftmost-longest (as tokenizers' AddedVocabulary does with Aho-Corasick).
@@ -254,9 +305,13 @@ Tokenizer::Tokenizer(const Vocabulary& v) : added_(std::make_unique<AddedTokens>
 
   if (kind_ == Kind::ByteLevel) {
     const std::string& p = v.pre;
-    NT_CHECK(p == "default" || p == "gpt2" || p == "smollm" || p == "starcoder",
-             "pre-tokenizer '" + p + "' is not supported (supported: default, gpt2, smollm, starcoder)");
+    NT_CHECK(p == "default" || p == "gpt2" || p == "smollm" || p == "starcoder" || p == "llama-bpe" || p == "qwen2",
+             "pre-tokenizer '" + p + "' is not supported (supported: default, gpt2, smollm, starcoder, llama-bpe, qwen2)");
     split_digits_ = p == "smollm" || p == "starcoder";  // llama.cpp's LLAMA_VOCAB_PRE_TYPE_SMOLLM / STARCODER
+    pattern_ = p == "llama-bpe" ? Pattern::Llama3 : p == "qwen2" ? Pattern::Qwen2 : Pattern::GPT2;
+    // llama.cpp looks a whole Llama 3 word up before merging (tokenizers' ignore_merges, which Llama 3's
+    // tokenizer.json sets)
+    ignore_merges_ = v.ignore_merges || p == "llama-bpe";
     NT_CHECK(!typed || types.size() == n, "tokenizer.ggml.token_type has " + std::to_string(types.size()) +
                                               " entries for " + std::to_string(n) + " tokens");
     tokens_ = *raw;
@@ -375,6 +430,13 @@ bool Tokenizer::find_merge(int32_t a, int32_t b, Merge& rank, int32_t& merged) c
 // (SentencePiece: unknown ones as their bytes' <0xXX> tokens, else <unk>), then the adjacent pair of
 // lowest rank merged, leftmost first, until no pair merges.
 void Tokenizer::bpe(const std::string& word, std::vector<int32_t>& out) const {
+  if (ignore_merges_) {  // a word that is a token is that token, whatever the merges would make of it
+    const auto it = ids_.find(word);
+    if (it != ids_.end()) {
+      out.push_back(it->second);
+      return;
+    }
+  }
   struct Symbol {
     int32_t id;
     int32_t prev, next;
@@ -455,7 +517,8 @@ void Tokenizer::encode_text(const std::string& text, bool at_start, std::vector<
     size_t j = i;
     if (split_digits_ && is_numeric(c[i])) j = i + 1;
     else while (j < c.size() && !(split_digits_ && is_numeric(c[j]))) ++j;
-    split_gpt2(c, i, j, ends);
+    if (pattern_ == Pattern::GPT2) split_gpt2(c, i, j, ends);
+    else split_llama3(c, i, j, pattern_ == Pattern::Llama3 ? 3 : 1, ends);
     i = j;
   }
   const ByteAlphabet& alphabet = byte_alphabet();

@@ -3,8 +3,9 @@
 // every text (tests/test_tokenizers.py checks it against the `tokenizers` library on real and random text).
 //
 //   "gpt2": byte-level BPE. Text is split at the added tokens, then (pre-tokenizers "smollm", "starcoder")
-//       each numeric character is put apart, then GPT-2's regex splits words; each piece's bytes are
-//       spelled in GPT-2's byte alphabet and merged by the file's merges, lowest rank first.
+//       each numeric character is put apart, then GPT-2's regex splits words (Llama 3's for "llama-bpe",
+//       Qwen2's for "qwen2"); each piece's bytes are spelled in GPT-2's byte alphabet and merged by the
+//       file's merges, lowest rank first ("llama-bpe", as llama.cpp: a piece that is a token is that token).
 //   "llama": SentencePiece vocabulary as a BPE with byte fallback. Merges come from the file, or else from
 //       the vocabulary itself as transformers' generate_merges makes them: every cut of a token into two
 //       tokens, ordered by the token's score (Gemma: its position), then the longer left half, then the
@@ -30,7 +31,8 @@ class GGUFFile;
 // is turned into: hf_tokenizer.h).
 struct Vocabulary {
   std::string model;                // "gpt2" (byte-level BPE) or "llama" (SentencePiece)
-  std::string pre = "default";      // the byte-level pre-tokenizer
+  std::string pre = "default";      // the byte-level pre-tokenizer (llama.cpp's names)
+  bool ignore_merges = false;       // a word that is a token is that token (tokenizers' BPE ignore_merges)
   bool gemma = false;               // SentencePiece as Gemma spells it (no space put before the text)
   std::vector<std::string> tokens;
   std::vector<double> types;        // per token (empty: all normal)
@@ -86,6 +88,9 @@ class Tokenizer {
   Kind kind_ = Kind::ByteLevel;
   bool gemma_spaces_ = false;                       // SentencePiece: no U+2581 put before the text
   bool split_digits_ = false;
+  enum class Pattern { GPT2, Llama3, Qwen2 };          // the byte-level pre-tokenizer's regex
+  Pattern pattern_ = Pattern::GPT2;
+  bool ignore_merges_ = false;                      // a word that is a token is looked up whole
   std::vector<std::string> tokens_;                 // as the tokenizer spells them
   std::vector<char> reachable_;                     // a token's spelling leads to it (the last of repeats)
   std::unordered_map<std::string, int32_t> ids_;    // spelling -> id (the last of repeats)
