@@ -164,23 +164,30 @@ def test_forward_equals_python(lib, tiny_c, tiny_py):
     np.testing.assert_array_equal(logits, tiny_py.forward(prompt)[-1])  # the same code on the same weights
 
 
-def test_step_api_equals_generate(lib, tiny_c, tiny_py):
-    prompts = [[1, 2, 3], [40, 41, 42, 43, 44]]
+def run_steps(lib, model, prompts, max_new_tokens):
+    """(sequence ids, {sequence: its tokens}): the prompts added, then stepped together until all finish."""
     seqs = []
     for p in prompts:
         sid = ctypes.c_uint64()
-        assert lib.nt_sequence_add(tiny_c, ids_array(p), ctypes.c_size_t(len(p)), 6, None, ctypes.byref(sid)) == NT_OK
+        assert lib.nt_sequence_add(model, ids_array(p), ctypes.c_size_t(len(p)), max_new_tokens, None,
+                                   ctypes.byref(sid)) == NT_OK, lib.nt_last_error()
         seqs.append(sid.value)
     got = {s: [] for s in seqs}
     live = list(seqs)
     while live:
         out, n = (StepOutput * len(live))(), ctypes.c_size_t()
-        assert lib.nt_step(tiny_c, (ctypes.c_uint64 * len(live))(*live), ctypes.c_size_t(len(live)), out,
+        assert lib.nt_step(model, (ctypes.c_uint64 * len(live))(*live), ctypes.c_size_t(len(live)), out,
                            ctypes.c_size_t(len(live)), ctypes.byref(n)) == NT_OK
         for o in out[:n.value]:
             got[o.sequence].append(o.token)
             if o.finished:
                 live.remove(o.sequence)
+    return seqs, got
+
+
+def test_step_api_equals_generate(lib, tiny_c, tiny_py):
+    prompts = [[1, 2, 3], [40, 41, 42, 43, 44]]
+    seqs, got = run_steps(lib, tiny_c, prompts, 6)
     for p, s in zip(prompts, seqs):
         assert got[s] == tiny_py.generate(p, max_new_tokens=6)
         length = ctypes.c_size_t()
@@ -325,6 +332,11 @@ def test_encoder_decoder_folders_equal_python(lib, name):
     try:
         source = [5, 17, 30, 9, 2] if name.startswith("t5") else [0, 25, 17, 40, 9, 2]
         assert generate(lib, model, source, 10) == (NT_OK, py.generate(source, max_new_tokens=10))
+        sources = [source, source[::-1] + [7, 8]]  # two sources of different lengths, stepped together
+        seqs, got = run_steps(lib, model, sources, 10)
+        assert [got[s] for s in seqs] == [py.generate(x, max_new_tokens=10) for x in sources]
+        for s in seqs:
+            assert lib.nt_sequence_free(model, ctypes.c_uint64(s)) == NT_OK
         s = Sampling()
         lib.nt_sampling_init(ctypes.byref(s))
         s.temperature, s.top_k, s.seed = 0.9, 20, 11
