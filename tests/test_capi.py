@@ -128,6 +128,10 @@ def test_example_program_prints_the_ids_python_generates(smollm2, smollm2_path, 
     assert run.returncode == 0, run.stderr
     expected = smollm2.generate(prompt, max_new_tokens=24)
     assert [int(t) for t in run.stdout.split()] == expected
+    folder = HF / "qwen2"  # a Hugging Face folder runs the same way
+    run = subprocess.run([str(binary), str(folder), "12", "5", "17", "90"], capture_output=True, text=True, timeout=60)
+    assert run.returncode == 0, run.stderr
+    assert [int(t) for t in run.stdout.split()] == nextoken.load(folder, n_ctx=64).generate([5, 17, 90], max_new_tokens=12)
     bad = subprocess.run([str(binary), str(tmp_path / "none.gguf"), "4", "1"], capture_output=True, text=True)
     assert bad.returncode == 1 and "none.gguf" in bad.stderr
 

@@ -1,4 +1,4 @@
-/* generate MODEL.gguf MAX_NEW_TOKENS ID ID ...
+/* generate MODEL MAX_NEW_TOKENS ID ID ...   (MODEL: a .gguf file or a Hugging Face folder)
  * Loads the model, greedily generates up to MAX_NEW_TOKENS after the prompt ids and prints the new ids
  * separated by spaces. Build against the installed package:
  *   cc generate.c -I"$(python -c 'import nextoken; print(nextoken.get_include())')" \
@@ -19,7 +19,7 @@ static int parse_int(const char* s, long* value) {
 
 int main(int argc, char** argv) {
   if (argc < 4) {
-    fprintf(stderr, "usage: %s MODEL.gguf MAX_NEW_TOKENS ID [ID ...]\n", argv[0]);
+    fprintf(stderr, "usage: %s MODEL MAX_NEW_TOKENS ID [ID ...]   (MODEL: a .gguf file or a Hugging Face folder)\n", argv[0]);
     return 2;
   }
   long max_new;
