@@ -62,9 +62,10 @@ void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, 
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + size_t(t) * N, keep, acc[t]);
 }
 #elif defined(__AVX2__)
-// The same sums 8 rows at a time. 4-bit codes: vpmaddubsw (u8 x s8 pairs into s16, at most
-// 2 * 15 * 127: no saturation) then vpmaddwd by ones; 8-bit codes would saturate vpmaddubsw, so they
-// are widened to s16 and multiplied with vpmaddwd, and the two partial sums per row added after.
+// The same sums 8 rows at a time: vpmaddubsw (u8 x s8 pairs into s16) then vpmaddwd by ones. 4-bit codes
+// u stay at most 2 * 15 * 127 per pair: no saturation. 8-bit codes would saturate it (2 * 255 * 127), so
+// they are read as signed q = u - 128 (u ^ 0x80) and multiplied as |q| * (x signed by q), at most
+// 2 * 128 * 127 per pair (x is within +-127); u . x = q . x + 128 * sum(x), exactly.
 template <int BITS, int NT>
 void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, const int32_t* sx, int K,
                 const uint8_t* w) {
@@ -77,34 +78,43 @@ void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, 
     for (int half = 0; half < 2; ++half) {  // rows 8 * half .. 8 * half + 7
       const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * half)));
       const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * half)));
-      __m256i codes[8];  // group g: 4 codes of each of the 8 rows
-      for (int g = 0; g < 8; ++g) {
-        if constexpr (BITS == 4) {
-          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * (g / 2) + 32 * half));
-          codes[g] = g % 2 ? _mm256_and_si256(_mm256_srli_epi16(v, 4), low4) : _mm256_and_si256(v, low4);
-        } else {
-          codes[g] = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * g + 32 * half));
-        }
-      }
-      for (int t = 0; t < NT; ++t) {
-        const int8_t* xb = xq + size_t(t) * K + b * QK;
-        __m256i a = _mm256_setzero_si256();
-        for (int g = 0; g < 8; ++g) {
-          int32_t four;
-          std::memcpy(&four, xb + 4 * g, 4);
-          if constexpr (BITS == 4) {
-            a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(codes[g], _mm256_set1_epi32(four)), ones));
-          } else {
-            const __m256i x16 = _mm256_cvtepi8_epi16(_mm_set1_epi32(four));
-            const __m256i lo = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_castsi256_si128(codes[g])), x16);
-            const __m256i hi = _mm256_madd_epi16(_mm256_cvtepu8_epi16(_mm256_extracti128_si256(codes[g], 1)), x16);
-            // lo: rows 0-3, two partial sums each; hi: rows 4-7. hadd pairs them as rows 0 1 4 5 | 2 3 6 7.
-            a = _mm256_add_epi32(a, _mm256_permute4x64_epi64(_mm256_hadd_epi32(lo, hi), 0xD8));
-          }
-        }
+      // Per token, the 8 rows' integer sums u . x over the block, then the block's terms d dx (u . x) + m dx sx.
+      const auto add_block = [&](int t, __m256i a) {
         const float s = dx[size_t(t) * n_blocks + b];
         acc[t][half] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(d, _mm256_set1_ps(s)), acc[t][half]);
         acc[t][half] = _mm256_fmadd_ps(m, _mm256_set1_ps(s * float(sx[size_t(t) * n_blocks + b])), acc[t][half]);
+      };
+      if constexpr (BITS == 4) {
+        __m256i codes[8];  // group g: 4 codes of each of the 8 rows
+        for (int g = 0; g < 8; ++g) {
+          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * (g / 2) + 32 * half));
+          codes[g] = g % 2 ? _mm256_and_si256(_mm256_srli_epi16(v, 4), low4) : _mm256_and_si256(v, low4);
+        }
+        for (int t = 0; t < NT; ++t) {
+          const int8_t* xb = xq + size_t(t) * K + b * QK;
+          __m256i a = _mm256_setzero_si256();
+          for (int g = 0; g < 8; ++g) {
+            int32_t four;
+            std::memcpy(&four, xb + 4 * g, 4);
+            a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(codes[g], _mm256_set1_epi32(four)), ones));
+          }
+          add_block(t, a);
+        }
+      } else {  // group by group (few registers): q = u - 128 and |q| (128 for -128: read as unsigned)
+        __m256i a[NT];
+        for (int t = 0; t < NT; ++t) a[t] = _mm256_set1_epi32(128 * sx[size_t(t) * n_blocks + b]);
+        for (int g = 0; g < 8; ++g) {
+          const __m256i q = _mm256_xor_si256(
+              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * g + 32 * half)), _mm256_set1_epi8(char(0x80)));
+          const __m256i magnitude = _mm256_abs_epi8(q);
+          for (int t = 0; t < NT; ++t) {
+            int32_t four;
+            std::memcpy(&four, xq + size_t(t) * K + b * QK + 4 * g, 4);
+            const __m256i qx = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(_mm256_set1_epi32(four), q));
+            a[t] = _mm256_add_epi32(a[t], _mm256_madd_epi16(qx, ones));
+          }
+        }
+        for (int t = 0; t < NT; ++t) add_block(t, a[t]);
       }
     }
   }
