@@ -252,6 +252,15 @@ void map_gemma3(WeightCollector& w, const HFConfig& top, const std::string& fold
 // ---- encoder-decoder models: one WeightCollector takes both stacks' weights (the encoder's roles under
 // "enc."), so that a tensor neither takes is reported; split_encoder then moves those into spec.encoder.
 
+// `base` as an encoder (every position sees every other) or a decoder (with cross-attention) of n_layers.
+ModelConfig stack_config(ModelConfig base, int n_layers, bool encoder) {
+  base.n_layers = n_layers;
+  base.layers.assign(size_t(n_layers), LayerConfig{});
+  base.causal = !encoder;
+  base.cross_attention = !encoder;
+  return base;
+}
+
 void split_encoder(WeightCollector& w, const ModelConfig& encoder, const std::string& architecture) {
   auto e = std::make_shared<ModelSpec>();
   e->architecture = architecture;
@@ -335,13 +344,7 @@ void map_t5(WeightCollector& w, const HFConfig& c, int span, const std::string& 
   base.positions = Positions::None;
   base.attn_scale = 1.0f;
   base.relative_span = span;
-  ModelConfig encoder = base, decoder = base;
-  encoder.n_layers = n_enc;
-  encoder.layers.assign(size_t(n_enc), LayerConfig{});
-  encoder.causal = false;
-  decoder.n_layers = n_dec;
-  decoder.layers.assign(size_t(n_dec), LayerConfig{});
-  decoder.cross_attention = true;
+  ModelConfig encoder = stack_config(base, n_enc, true), decoder = stack_config(base, n_dec, false);
   decoder.head_scale = c.truthy("scale_decoder_outputs", tied) ? float(std::pow(double(dim), -0.5)) : 1.0f;
 
   const TensorView shared = *w.take("shared.weight");
@@ -446,16 +449,10 @@ void map_bart(WeightCollector& w, const HFConfig& c, const std::string& kind, co
   const int n_enc = c.positive_int("encoder_layers"), n_dec = c.positive_int("decoder_layers");
   const int e_heads = c.positive_int("encoder_attention_heads"), d_heads = c.positive_int("decoder_attention_heads");
   if (dim % e_heads || dim % d_heads) throw Error(c.source() + ": d_model must be a multiple of the head counts");
-  ModelConfig encoder = base, decoder = base;
-  encoder.n_layers = n_enc;
-  encoder.layers.assign(size_t(n_enc), LayerConfig{});
-  encoder.causal = false;
+  ModelConfig encoder = stack_config(base, n_enc, true), decoder = stack_config(base, n_dec, false);
   encoder.n_heads = encoder.n_kv_heads = e_heads;
   encoder.head_dim = dim / e_heads;
   encoder.hidden_dim = c.positive_int("encoder_ffn_dim");
-  decoder.n_layers = n_dec;
-  decoder.layers.assign(size_t(n_dec), LayerConfig{});
-  decoder.cross_attention = true;
   decoder.n_heads = decoder.n_kv_heads = d_heads;
   decoder.head_dim = dim / d_heads;
   decoder.hidden_dim = c.positive_int("decoder_ffn_dim");
