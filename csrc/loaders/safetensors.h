@@ -44,8 +44,6 @@ struct HFFolder {
   std::string name;  // its last component, for messages
   JSON config, generation_config, preprocessor_config;  // objects; the last two empty when the file is absent
   std::shared_ptr<const SafetensorsFiles> weights;
-
-  std::string config_source() const { return name + "/config.json"; }
 };
 
 // Throws nextoken::Error unless `path` is a folder with a readable config.json and safetensors weights.

@@ -58,7 +58,6 @@ class WeightCollector {
     auto it = tensors_.find(name);
     return it == tensors_.end() ? nullptr : &it->second;
   }
-  size_t count() const { return tensors_.size(); }
   const std::string& source() const { return source_; }
   const TensorView* take(const std::string& name, bool required = true);
   void matrix(const std::string& role, const std::string& name, bool required = true);
