@@ -312,6 +312,30 @@ def test_matmul_int8_rows_do_not_depend_on_batch_or_threads(w_type):
         np.testing.assert_array_equal(ops.matmul_int8(x[t:t + 1], packed, w_type, 45, 2)[0], full[t])
 
 
+@pytest.mark.parametrize("w_type", [ref.Q4_1, ref.Q8_0])
+def test_matmul_int8_largest_codes_do_not_saturate(w_type):
+    """The largest integer sums the SIMD paths can meet: every weight code at its top (15, or 255 and 0 for
+    8-bit codes) against activations at +-127. The AVX2 4-bit path adds a block's 8 vpmaddubsw results
+    in 16 bits (8 * 2 * 15 * 127 = 30480 < 32767); a saturating or overflowing step would show here as a
+    wrong sum, far outside the 1e-5 bound."""
+    N, K = 19, 128
+    nbytes = ref.BLOCK_BYTES[w_type]
+    blocks = np.zeros((N * K // 32, nbytes), dtype=np.uint8)
+    scales = np.full(len(blocks), 0.01, dtype=np.float16).view(np.uint8).reshape(-1, 2)
+    blocks[:, 0:2] = scales
+    if w_type == ref.Q4_1:
+        blocks[:, 2:4] = scales  # m
+        blocks[:, 4:] = 0xFF     # every code 15
+    else:
+        blocks[:, 2:] = np.where(np.arange(nbytes - 2) % 2, 0x7F, 0x80)  # codes +127 and -128 (u = 255 and 0)
+    raw = blocks.reshape(-1)
+    x = np.where(np.arange(K) % 3, 5.0, -5.0).astype(np.float32)[None].repeat(3, axis=0)
+    x[1] = 5.0   # every activation code +127
+    x[2] = -5.0  # every activation code -127
+    packed = ops.pack_weight(raw, w_type, N, K)
+    close(ops.matmul_int8(x, packed, w_type, N, 1), ref.matmul_int8(x, ref.dequantize(raw, w_type, N, K)))
+
+
 def test_matmul_int8_error_against_fp32_is_the_quantization_error():
     """Rounding x to 255 levels per 32 values costs |dx/2| per element: the product's relative error
     is about 1/(127 sqrt(12)) ~ 0.2% of the typical magnitude, far from fp32 rounding and far below 1%."""

@@ -62,27 +62,40 @@ void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, 
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + size_t(t) * N, keep, acc[t]);
 }
 #elif defined(__AVX2__)
-// The same sums 8 rows at a time: vpmaddubsw (u8 x s8 pairs into s16) then vpmaddwd by ones. 4-bit codes
-// u stay at most 2 * 15 * 127 per pair: no saturation. 8-bit codes would saturate it (2 * 255 * 127), so
-// they are read as signed q = u - 128 (u ^ 0x80) and multiplied as |q| * (x signed by q), at most
-// 2 * 128 * 127 per pair (x is within +-127); u . x = q . x + 128 * sum(x), exactly.
+// The same sums 8 rows at a time. A row's sum is a chain of dependent FMAs over the blocks, so one token
+// sweeps both halves of the group together (two chains in flight); tiles of several tokens sweep rows 0-7
+// and then rows 8-15 (NT accumulators live, not 2 NT: with the 8 code registers they fit AVX2's 16, and the
+// tokens give independent chains). vpmaddubsw multiplies u8 x s8 pairs into s16.
+// 4-bit codes u give at most 2 * 15 * 127 = 3810 per pair, so the 8 groups of a block add up in 16 bits
+// (at most 30480 < 32767, exact) before one vpmaddwd by ones widens them. 8-bit codes would saturate
+// vpmaddubsw (2 * 255 * 127), so they are read as signed q = u - 128 (u ^ 0x80) and multiplied as
+// |q| * (x signed by q), at most 2 * 128 * 127 = 32512 per pair (x is within +-127) and widened group by
+// group; u . x = q . x + 128 * sum(x), exactly.
 template <int BITS, int NT>
 void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, const int32_t* sx, int K,
                 const uint8_t* w) {
   const int n_blocks = K / QK;
-  __m256 acc[NT][2];
-  for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0F);
-  for (int b = 0; b < n_blocks; ++b) {
-    const uint8_t* c = w + b * packed_chunk_bytes(BITS);
-    for (int half = 0; half < 2; ++half) {  // rows 8 * half .. 8 * half + 7
+  const auto x4 = [&](int t, int b, int g) {  // activations 4g .. 4g + 3 of block b, in every 32-bit lane
+    int32_t four;
+    std::memcpy(&four, xq + size_t(t) * K + b * QK + 4 * g, 4);
+    return _mm256_set1_epi32(four);
+  };
+  constexpr int HALVES = NT == 1 ? 2 : 1;  // halves swept together
+  for (int h0 = 0; h0 < 2; h0 += HALVES) {
+    __m256 acc[NT * HALVES];
+    for (int i = 0; i < NT * HALVES; ++i) acc[i] = _mm256_setzero_ps();
+    for (int b = 0; b < n_blocks; ++b)
+    for (int half = h0; half < h0 + HALVES; ++half) {  // rows 8 * half .. 8 * half + 7
+      const uint8_t* c = w + b * packed_chunk_bytes(BITS);
       const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * half)));
       const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * half)));
       // Per token, the 8 rows' integer sums u . x over the block, then the block's terms d dx (u . x) + m dx sx.
       const auto add_block = [&](int t, __m256i a) {
         const float s = dx[size_t(t) * n_blocks + b];
-        acc[t][half] = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(d, _mm256_set1_ps(s)), acc[t][half]);
-        acc[t][half] = _mm256_fmadd_ps(m, _mm256_set1_ps(s * float(sx[size_t(t) * n_blocks + b])), acc[t][half]);
+        __m256& r = acc[t * HALVES + half - h0];
+        r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(d, _mm256_set1_ps(s)), r);
+        r = _mm256_fmadd_ps(m, _mm256_set1_ps(s * float(sx[size_t(t) * n_blocks + b])), r);
       };
       if constexpr (BITS == 4) {
         __m256i codes[8];  // group g: 4 codes of each of the 8 rows
@@ -91,14 +104,9 @@ void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, 
           codes[g] = g % 2 ? _mm256_and_si256(_mm256_srli_epi16(v, 4), low4) : _mm256_and_si256(v, low4);
         }
         for (int t = 0; t < NT; ++t) {
-          const int8_t* xb = xq + size_t(t) * K + b * QK;
-          __m256i a = _mm256_setzero_si256();
-          for (int g = 0; g < 8; ++g) {
-            int32_t four;
-            std::memcpy(&four, xb + 4 * g, 4);
-            a = _mm256_add_epi32(a, _mm256_madd_epi16(_mm256_maddubs_epi16(codes[g], _mm256_set1_epi32(four)), ones));
-          }
-          add_block(t, a);
+          __m256i sum16 = _mm256_maddubs_epi16(codes[0], x4(t, b, 0));
+          for (int g = 1; g < 8; ++g) sum16 = _mm256_add_epi16(sum16, _mm256_maddubs_epi16(codes[g], x4(t, b, g)));
+          add_block(t, _mm256_madd_epi16(sum16, ones));
         }
       } else {  // group by group (few registers): q = u - 128 and |q| (128 for -128: read as unsigned)
         __m256i a[NT];
@@ -108,21 +116,21 @@ void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, 
               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * g + 32 * half)), _mm256_set1_epi8(char(0x80)));
           const __m256i magnitude = _mm256_abs_epi8(q);
           for (int t = 0; t < NT; ++t) {
-            int32_t four;
-            std::memcpy(&four, xq + size_t(t) * K + b * QK + 4 * g, 4);
-            const __m256i qx = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(_mm256_set1_epi32(four), q));
+            const __m256i qx = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(x4(t, b, g), q));
             a[t] = _mm256_add_epi32(a[t], _mm256_madd_epi16(qx, ones));
           }
         }
         for (int t = 0; t < NT; ++t) add_block(t, a[t]);
       }
     }
-  }
-  for (int t = 0; t < NT; ++t) {
-    alignas(32) float out[ROWS];
-    _mm256_store_ps(out, acc[t][0]);
-    _mm256_store_ps(out + 8, acc[t][1]);
-    std::memcpy(y + size_t(t) * N, out, sizeof(float) * n_rows);
+    for (int half = h0; half < h0 + HALVES; ++half) {
+      const int rows_here = std::min(8, n_rows - 8 * half);
+      for (int t = 0; t < NT && rows_here > 0; ++t) {
+        alignas(32) float out[8];
+        _mm256_store_ps(out, acc[t * HALVES + half - h0]);
+        std::memcpy(y + size_t(t) * N + 8 * half, out, sizeof(float) * rows_here);
+      }
+    }
   }
 }
 #else
