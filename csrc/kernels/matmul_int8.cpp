@@ -21,6 +21,10 @@ namespace {
 constexpr int ROWS = 16;    // rows per packed group
 constexpr int TILE_T = 4;   // tokens sharing one unpacking of a chunk's codes
 constexpr int BLOCK_T = 64; // tokens whose activations stay in cache while a thread sweeps its groups
+// Bytes ahead of a decode step's (T = 1) reads at which its packed weights are prefetched: on an AMD EPYC
+// (Zen 3, AVX2) SmolLM2's int8 decode went from ~115 to ~128 tokens/s (interleaved runs; 512 and 2048
+// bytes did about as well).
+constexpr int PREFETCH_AHEAD = 1024;
 
 #if defined(__AVX512VNNI__)
 // y[t * N + j], j < n_rows (<= 16), for NT tokens and one group of rows.
@@ -88,6 +92,8 @@ void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, 
     for (int b = 0; b < n_blocks; ++b)
     for (int half = h0; half < h0 + HALVES; ++half) {  // rows 8 * half .. 8 * half + 7
       const uint8_t* c = w + b * packed_chunk_bytes(BITS);
+      if (NT == 1 && half == h0)  // decode streams the group once: ask for its bytes PREFETCH_AHEAD early
+        for (int l = 0; l < int(packed_chunk_bytes(BITS)); l += 64) __builtin_prefetch(c + PREFETCH_AHEAD + l);
       const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * half)));
       const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * half)));
       // Per token, the 8 rows' integer sums u . x over the block, then the block's terms d dx (u . x) + m dx sx.
