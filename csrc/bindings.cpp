@@ -605,7 +605,9 @@ std::vector<py::array_t<float>> op_matmul_multi(const FloatArray& x, const std::
 
 py::array_t<uint8_t> op_pack_weight(const ByteArray& w, int type, int rows, int cols) {
   const TensorView wv = tensor_view("w", w, type, rows, cols);
-  NT_CHECK(packed_bits(wv.type), std::string("no packed form for ") + dtype_name(wv.type) + " (Q4_0, Q4_1, Q5_0, Q8_0 only)");
+  NT_CHECK(packed_bits(wv.type),
+           std::string("no packed form for ") + dtype_name(wv.type) + " (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K only)");
+  NT_CHECK(pack_fits(wv.data, wv.type, rows, cols), "a block scale of w is too large for the packed f16 scales");
   py::array_t<uint8_t> out(py::ssize_t(packed_bytes(wv.type, rows, cols)));
   pack_weight(out.mutable_data(), wv.data, wv.type, rows, cols, 1);
   return out;
@@ -979,7 +981,7 @@ PYBIND11_MODULE(_core, m) {
   ops.def("matmul_multi", &op_matmul_multi, py::arg("x"), py::arg("weights"), py::arg("n_threads") = 1,
           "[x @ W_i^T for (w_i, w_type_i, n_out_i) in weights], in one pass over the threads.");
   ops.def("pack_weight", &op_pack_weight, py::arg("w"), py::arg("w_type"), py::arg("rows"), py::arg("cols"),
-          "A Q4_0 / Q4_1 / Q5_0 / Q8_0 weight in the packed layout of the int8 matmul.");
+          "A Q4_0 / Q4_1 / Q5_0 / Q8_0 / Q4_K / Q5_K weight in the packed layout of the int8 matmul.");
   ops.def("quantize_activations", &op_quantize_activations, py::arg("x"), "(xq, dx, sx) per 32-block of x (T, K).");
   ops.def("matmul_int8", &op_matmul_int8, py::arg("x"), py::arg("packed"), py::arg("w_type"), py::arg("n_out"),
           py::arg("n_threads") = 1, "x quantized to int8 per 32-block, times a packed weight.");

@@ -300,6 +300,32 @@ def test_matmul_int8_matches_reference(w_type, T, K, N):
     close(ops.matmul_int8(x, packed, w_type, N, 2), expected)
 
 
+@pytest.mark.parametrize("w_type", [ref.Q4_K, ref.Q5_K])
+@pytest.mark.parametrize("T,K,N", [(1, 256, 17), (5, 512, 37), (9, 256, 16)])
+def test_matmul_int8_k_quants_match_reference(w_type, T, K, N):
+    """Q4_K and Q5_K are packed with their per-32 scale d * sc and offset dmin * m rounded to f16
+    (reference.packed_weights); from there the sums are as exact as the other types', inside 1e-5. The
+    rounding itself moves results by by up to ~2^-11 relative (f16 has 11 significant bits), far outside 1e-5, so a packing that rounded
+    differently (or not at all) fails here."""
+    rng = np.random.default_rng(T + K + N + w_type)
+    raw = ref.random_blocks(rng, w_type, N, K)
+    x = rng.standard_normal((T, K)).astype(np.float32)
+    ours = ops.matmul_int8(x, ops.pack_weight(raw, w_type, N, K), w_type, N, 2)
+    close(ours, ref.matmul_int8(x, ref.packed_weights(raw, w_type, N, K)))
+    unrounded = ref.matmul_int8(x, ref.dequantize(raw, w_type, N, K))
+    assert np.abs(ours - unrounded).max() > 1e-5 * np.abs(unrounded).max()  # the rounding is visible
+
+
+def test_pack_weight_refuses_k_quant_scales_past_f16():
+    """d * sc of a Q4_K sub-block above 65504 has no f16 form: an Error, not infinities in the packed
+    weights (a model load says the same and names compute_type 'float32')."""
+    raw = ref.random_blocks(np.random.default_rng(0), ref.Q4_K, 16, 256).reshape(16, 144)
+    raw[3, 0:2] = np.array([60000.0], dtype=np.float16).view(np.uint8)  # d
+    raw[3, 4] = 63                                                      # sc of sub-block 0
+    with pytest.raises(nextoken.Error, match="too large"):
+        ops.pack_weight(raw.reshape(-1), ref.Q4_K, 16, 256)
+
+
 @pytest.mark.parametrize("w_type", [ref.Q4_1, ref.Q8_0])
 def test_matmul_int8_rows_do_not_depend_on_batch_or_threads(w_type):
     rng = np.random.default_rng(2)
@@ -356,11 +382,11 @@ def test_int8_matmul_gives_the_same_bits_on_every_isa():
     import sys
     code = ("import numpy as np, sys; from nextoken import ops, reference as ref\n"
             "rng = np.random.default_rng(0)\n"
-            "for ty in (ref.Q4_1, ref.Q8_0, ref.Q5_0):\n"
-            "    raw = ref.random_blocks(rng, ty, 37, 96) if ty == ref.Q5_0 else "
-            "ref.quantize(rng.standard_normal((37, 96)).astype(np.float32), ty)\n"
-            "    x = rng.standard_normal((5, 96)).astype(np.float32)\n"
-            "    sys.stdout.buffer.write(ops.matmul_int8(x, ops.pack_weight(raw, ty, 37, 96), ty, 37, 2).tobytes())\n")
+            "for ty, K in ((ref.Q4_1, 96), (ref.Q8_0, 96), (ref.Q5_0, 96), (ref.Q4_K, 256), (ref.Q5_K, 256)):\n"
+            "    raw = ref.random_blocks(rng, ty, 37, K) if ty in ref.OTHER_BLOCKS else "
+            "ref.quantize(rng.standard_normal((37, K)).astype(np.float32), ty)\n"
+            "    x = rng.standard_normal((5, K)).astype(np.float32)\n"
+            "    sys.stdout.buffer.write(ops.matmul_int8(x, ops.pack_weight(raw, ty, 37, K), ty, 37, 2).tobytes())\n")
     outputs = {}
     for isa in ("native", "avx2", "generic"):
         env = dict(os.environ)

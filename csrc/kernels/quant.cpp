@@ -1,6 +1,7 @@
 // quant.cpp: GGUF weight rows back to float, element by element as ggml's dequantize_row_* does.
 #include <algorithm>
 #include <cmath>
+#include <cstddef>
 
 #include "../parallel.h"
 #include "blocks.h"
@@ -64,7 +65,27 @@ void dequantize_row(float* out, const void* row, DType type, int64_t n) {
 
 // ---- packing for matmul_int8 (layout in kernels.h) ---------------------------------------------------
 int packed_bits(DType type) {
-  return type == DType::Q4_0 || type == DType::Q4_1 ? 4 : type == DType::Q8_0 || type == DType::Q5_0 ? 8 : 0;
+  switch (type) {
+    case DType::Q4_0: case DType::Q4_1: case DType::Q4_K: return 4;
+    case DType::Q8_0: case DType::Q5_0: case DType::Q5_K: return 8;
+    default: return 0;
+  }
+}
+
+// Q4_K / Q5_K sub-block b of a row (32 weights): w = (d sc) u - dmin mn, with d sc and dmin mn exact in
+// fp32. The packed layout keeps one f16 scale and offset per 32 weights, so these two products are
+// rounded to f16 there (relative 2^-11 at most, against the ~0.4 % of the activations' int8 rounding):
+// the one packing that is not exact, and reference.packed_weights says so too.
+static void k_quant_affine(const uint8_t* row, DType type, int b, float& scale, float& offset) {
+  const size_t super_bytes = type == DType::Q4_K ? sizeof(BlockQ4_K) : sizeof(BlockQ5_K);
+  const uint8_t* x = row + size_t(b / 8) * super_bytes;  // d, dmin and scales lead both layouts
+  uint16_t d, dmin;
+  std::memcpy(&d, x, 2);
+  std::memcpy(&dmin, x + 2, 2);
+  int sc, mn;
+  blocks::scale_min_k4(b % 8, x + 4, sc, mn);
+  scale = f16_to_f32(d) * float(sc);
+  offset = -(f16_to_f32(dmin) * float(mn));
 }
 
 size_t packed_bytes(DType type, int N, int K) {
@@ -73,6 +94,16 @@ size_t packed_bytes(DType type, int N, int K) {
 }
 
 bool pack_fits(const void* w, DType type, int N, int K) {
+  if (type == DType::Q4_K || type == DType::Q5_K) {  // d sc and dmin mn become f16
+    const size_t rb = row_bytes(type, K);
+    for (int n = 0; n < N; ++n)
+      for (int b = 0; b < K / QK; ++b) {
+        float scale, offset;
+        k_quant_affine(static_cast<const uint8_t*>(w) + size_t(n) * rb, type, b, scale, offset);
+        if (!(std::fabs(scale) <= 65504.0f && std::fabs(offset) <= 65504.0f)) return false;
+      }
+    return true;
+  }
   // The packed offset m = -128 d (Q8_0) or -8 d (Q4_0) is stored as f16: it must stay below 65504.
   const float limit = type == DType::Q8_0   ? 65504.0f / 128.0f
                       : type == DType::Q5_0 ? 65504.0f / 16.0f
@@ -116,6 +147,18 @@ static void pack_group(uint8_t* out, const void* w, DType type, int N, int K, in
           }
           d[j] = blk.d;
           m[j] = f32_to_f16(-16.0f * f16_to_f32(blk.d));  // exact: a power-of-two multiple
+        } else if (type == DType::Q4_K || type == DType::Q5_K) {  // 4- or 5-bit codes, layout in blocks.h
+          const bool five = type == DType::Q5_K;
+          const uint8_t* x = row + size_t(b / 8) * (five ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K));
+          const uint8_t* qs = x + (five ? offsetof(BlockQ5_K, qs) : offsetof(BlockQ4_K, qs)) + 32 * ((b % 8) / 2);
+          const uint8_t* qh = x + offsetof(BlockQ5_K, qh);
+          const int shift = (b % 2) * 4;
+          for (int i = 0; i < QK; ++i)
+            u[i] = uint8_t(((qs[i] >> shift) & 0xF) | (five ? ((qh[i] >> (b % 8)) & 1) << 4 : 0));
+          float scale, offset;
+          k_quant_affine(row, type, b, scale, offset);
+          d[j] = f32_to_f16(scale);  // rounded: see k_quant_affine
+          m[j] = f32_to_f16(offset);
         } else {
           const uint8_t* qs = type == DType::Q4_1 ? reinterpret_cast<const BlockQ4_1*>(row)[b].qs
                                                   : reinterpret_cast<const BlockQ4_0*>(row)[b].qs;

@@ -198,7 +198,7 @@ bool pack_matrices(ModelWeights& w, PackedBuffer& buffer, bool file_mapped, int 
   // The layout's version and the matrices' shapes belong to the key: a cache made by another engine or
   // for other shapes is not this model's.
   PackedCache keyed = cache;
-  keyed.key += "\npacked layout 1";
+  keyed.key += "\npacked layout 2";
   for (Matrix* m : all)
     keyed.key += " " + std::to_string(int(m->view.type)) + ":" + std::to_string(m->view.rows) + "x" + std::to_string(m->view.cols);
   if (read_packed_cache(keyed, total, buffer)) {

@@ -47,6 +47,16 @@ def dequantize(data: np.ndarray, w_type: int, rows: int, cols: int) -> np.ndarra
     return (q * d + m).reshape(rows, cols)
 
 
+def packed_weights(data: np.ndarray, w_type: int, rows: int, cols: int) -> np.ndarray:
+    """The weights compute_type "int8" multiplies: dequantize()'s, except Q4_K's and Q5_K's, whose per-32
+    scale d * sc and offset dmin * m the packed layout keeps as f16 (rounded to nearest even)."""
+    if w_type not in (Q4_K, Q5_K):
+        return dequantize(data, w_type, rows, cols)
+    blocks = np.asarray(data, dtype=np.uint8).reshape(rows * cols // QK_K, OTHER_BLOCKS[w_type][1])
+    decode = _dequantize_q4_k if w_type == Q4_K else _dequantize_q5_k
+    return decode(blocks, f16_affine=True).reshape(rows, cols)
+
+
 def _f16(b: np.ndarray) -> np.ndarray:
     """(n, 2) little-endian bytes -> (n, 1) float32."""
     return np.ascontiguousarray(b).view(np.float16).astype(np.float32)
@@ -78,13 +88,16 @@ def _scale_min_k4(scales: np.ndarray):
     return sc, m
 
 
-def _k_affine(blocks: np.ndarray):
-    """Per 32-sub-block float32 scale d1 = d * sc and offset m1 = dmin * m, each (n, 8, 1)."""
+def _k_affine(blocks: np.ndarray, f16_affine: bool = False):
+    """Per 32-sub-block float32 scale d1 = d * sc and offset m1 = dmin * m, each (n, 8, 1); with f16_affine
+    each rounded to float16 (packed_weights)."""
     d = _f16(blocks[:, 0:2])
     dmin = _f16(blocks[:, 2:4])
     sc, m = _scale_min_k4(blocks[:, 4:16])
     d1 = (d * sc.astype(np.float32))[:, :, None]
     m1 = (dmin * m.astype(np.float32))[:, :, None]
+    if f16_affine:
+        d1, m1 = (v.astype(np.float16).astype(np.float32) for v in (d1, m1))
     return d1, m1
 
 
@@ -96,15 +109,15 @@ def _nibble_planes(qs: np.ndarray) -> np.ndarray:
 
 
 # ---- Q4_K: d f16 @0, dmin f16 @2, scales[12] @4, qs[128] @16 ----------------------------------------------
-def _dequantize_q4_k(blocks: np.ndarray) -> np.ndarray:
-    d1, m1 = _k_affine(blocks)
+def _dequantize_q4_k(blocks: np.ndarray, f16_affine: bool = False) -> np.ndarray:
+    d1, m1 = _k_affine(blocks, f16_affine)
     q = _nibble_planes(blocks[:, 16:144]).astype(np.float32)
     return (d1 * q - m1).reshape(len(blocks), QK_K)
 
 
 # ---- Q5_K: d f16 @0, dmin f16 @2, scales[12] @4, qh[32] @16, qs[128] @48 -----------------------------------
-def _dequantize_q5_k(blocks: np.ndarray) -> np.ndarray:
-    d1, m1 = _k_affine(blocks)
+def _dequantize_q5_k(blocks: np.ndarray, f16_affine: bool = False) -> np.ndarray:
+    d1, m1 = _k_affine(blocks, f16_affine)
     low4 = _nibble_planes(blocks[:, 48:176])                                    # (n, 8, 32)
     qh = blocks[:, 16:48]                                                       # (n, 32)
     # bit j of qh[l] is the 5th bit of weight l of sub-block j
