@@ -305,8 +305,8 @@ def test_matmul_int8_matches_reference(w_type, T, K, N):
 def test_matmul_int8_k_quants_match_reference(w_type, T, K, N):
     """Q4_K and Q5_K are packed with their per-32 scale d * sc and offset dmin * m rounded to f16
     (reference.packed_weights); from there the sums are as exact as the other types', inside 1e-5. The
-    rounding itself moves results by by up to ~2^-11 relative (f16 has 11 significant bits), far outside 1e-5, so a packing that rounded
-    differently (or not at all) fails here."""
+    rounding itself moves each weight by up to 2^-11 relative (f16 has 11 significant bits), far outside
+    1e-5, so a packing that rounded differently (or not at all) fails here."""
     rng = np.random.default_rng(T + K + N + w_type)
     raw = ref.random_blocks(rng, w_type, N, K)
     x = rng.standard_normal((T, K)).astype(np.float32)
