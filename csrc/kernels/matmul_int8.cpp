@@ -9,6 +9,7 @@
 // the same, so every ISA gives the same bits. No horizontal sums: 16 outputs at once.
 #include <algorithm>
 #include <cmath>
+#include <vector>
 
 #include "../parallel.h"
 #include "isa_kernels.h"
@@ -26,12 +27,30 @@ constexpr int BLOCK_T = 64; // tokens whose activations stay in cache while a th
 // bytes did about as well).
 constexpr int PREFETCH_AHEAD = 1024;
 
+// The quantized activations of tokens t, t + 1, ... (K = n_blocks * 32 each): codes, block scale dx, the
+// block's code sum sx, and dx * float(sx), formed once per call rather than in every group's inner loop
+// (the same float product, so the same bits).
+struct Tokens {
+  const int8_t* xq;
+  const float* dx;
+  const float* dx_sx;
+  const int32_t* sx;
+  int n_blocks;
+  const int8_t* codes(int t, int b) const { return xq + (size_t(t) * n_blocks + b) * QK; }
+  float scale(int t, int b) const { return dx[size_t(t) * n_blocks + b]; }
+  float scale_sum(int t, int b) const { return dx_sx[size_t(t) * n_blocks + b]; }
+  int32_t sum(int t, int b) const { return sx[size_t(t) * n_blocks + b]; }
+  Tokens from(int t) const {
+    const size_t at = size_t(t) * n_blocks;
+    return {xq + at * QK, dx + at, dx_sx + at, sx + at, n_blocks};
+  }
+};
+
 #if defined(__AVX512VNNI__)
 // y[t * N + j], j < n_rows (<= 16), for NT tokens and one group of rows.
 template <int BITS, int NT>
-void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, const int32_t* sx, int K,
-                const uint8_t* w) {
-  const int n_blocks = K / QK;
+void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) {
+  const int n_blocks = x.n_blocks;
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int b = 0; b < n_blocks; ++b) {
@@ -50,16 +69,15 @@ void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, 
       for (int g = 0; g < 8; ++g) codes[g] = _mm512_loadu_si512(c + 64 + 64 * g);
     }
     for (int t = 0; t < NT; ++t) {
-      const int8_t* xb = xq + size_t(t) * K + b * QK;
+      const int8_t* xb = x.codes(t, b);
       __m512i a = _mm512_setzero_si512();
       for (int g = 0; g < 8; ++g) {
         int32_t four;
         std::memcpy(&four, xb + 4 * g, 4);
         a = _mm512_dpbusd_epi32(a, codes[g], _mm512_set1_epi32(four));
       }
-      const float s = dx[size_t(t) * n_blocks + b];
-      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(d, _mm512_set1_ps(s)), acc[t]);
-      acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(s * float(sx[size_t(t) * n_blocks + b])), acc[t]);
+      acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(d, _mm512_set1_ps(x.scale(t, b))), acc[t]);
+      acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(x.scale_sum(t, b)), acc[t]);
     }
   }
   const __mmask16 keep = __mmask16((1u << n_rows) - 1);
@@ -76,13 +94,12 @@ void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, 
 // |q| * (x signed by q), at most 2 * 128 * 127 = 32512 per pair (x is within +-127) and widened group by
 // group; u . x = q . x + 128 * sum(x), exactly.
 template <int BITS, int NT>
-void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, const int32_t* sx, int K,
-                const uint8_t* w) {
-  const int n_blocks = K / QK;
+void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) {
+  const int n_blocks = x.n_blocks;
   const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0F);
   const auto x4 = [&](int t, int b, int g) {  // activations 4g .. 4g + 3 of block b, in every 32-bit lane
     int32_t four;
-    std::memcpy(&four, xq + size_t(t) * K + b * QK + 4 * g, 4);
+    std::memcpy(&four, x.codes(t, b) + 4 * g, 4);
     return _mm256_set1_epi32(four);
   };
   constexpr int HALVES = NT == 1 ? 2 : 1;  // halves swept together
@@ -98,10 +115,9 @@ void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, 
       const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * half)));
       // Per token, the 8 rows' integer sums u . x over the block, then the block's terms d dx (u . x) + m dx sx.
       const auto add_block = [&](int t, __m256i a) {
-        const float s = dx[size_t(t) * n_blocks + b];
         __m256& r = acc[t * HALVES + half - h0];
-        r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(d, _mm256_set1_ps(s)), r);
-        r = _mm256_fmadd_ps(m, _mm256_set1_ps(s * float(sx[size_t(t) * n_blocks + b])), r);
+        r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(d, _mm256_set1_ps(x.scale(t, b))), r);
+        r = _mm256_fmadd_ps(m, _mm256_set1_ps(x.scale_sum(t, b)), r);
       };
       if constexpr (BITS == 4) {
         __m256i codes[8];  // group g: 4 codes of each of the 8 rows
@@ -116,7 +132,7 @@ void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, 
         }
       } else {  // group by group (few registers): q = u - 128 and |q| (128 for -128: read as unsigned)
         __m256i a[NT];
-        for (int t = 0; t < NT; ++t) a[t] = _mm256_set1_epi32(128 * sx[size_t(t) * n_blocks + b]);
+        for (int t = 0; t < NT; ++t) a[t] = _mm256_set1_epi32(128 * x.sum(t, b));
         for (int g = 0; g < 8; ++g) {
           const __m256i q = _mm256_xor_si256(
               _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * g + 32 * half)), _mm256_set1_epi8(char(0x80)));
@@ -141,17 +157,16 @@ void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, 
 }
 #else
 template <int BITS, int NT>
-void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, const int32_t* sx, int K,
-                const uint8_t* w) {
-  const int n_blocks = K / QK;
+void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) {
+  const int n_blocks = x.n_blocks;
   float acc[NT][ROWS] = {};
   for (int b = 0; b < n_blocks; ++b) {
     const uint8_t* c = w + b * packed_chunk_bytes(BITS);
     const uint16_t* d16 = reinterpret_cast<const uint16_t*>(c);
     const uint8_t* codes = c + 64;
     for (int t = 0; t < NT; ++t) {
-      const int8_t* xb = xq + size_t(t) * K + b * QK;
-      const float s = dx[size_t(t) * n_blocks + b], s_sum = s * float(sx[size_t(t) * n_blocks + b]);
+      const int8_t* xb = x.codes(t, b);
+      const float s = x.scale(t, b), s_sum = x.scale_sum(t, b);
       for (int j = 0; j < ROWS; ++j) {
         int32_t a = 0;
         for (int i = 0; i < QK; ++i) {
@@ -177,9 +192,8 @@ void group_tile(float* y, int N, int n_rows, const int8_t* xq, const float* dx, 
 
 // Groups [g0, g1) of one output, every token.
 template <int BITS>
-void groups(const PackedOut& o, const int8_t* xq, const float* dx, const int32_t* sx, int T, int K, int g0, int g1) {
-  const int n_blocks = K / QK;
-  const size_t group_bytes = size_t(n_blocks) * packed_chunk_bytes(BITS);
+void groups(const PackedOut& o, const Tokens& x, int T, int g0, int g1) {
+  const size_t group_bytes = size_t(x.n_blocks) * packed_chunk_bytes(BITS);
   for (int t0 = 0; t0 < T; t0 += BLOCK_T) {
     const int t1 = std::min(T, t0 + BLOCK_T);
     for (int g = g0; g < g1; ++g) {
@@ -187,11 +201,8 @@ void groups(const PackedOut& o, const int8_t* xq, const float* dx, const int32_t
       const uint8_t* w = o.w + g * group_bytes;
       int t = t0;
       for (; t + TILE_T <= t1; t += TILE_T)
-        group_tile<BITS, TILE_T>(o.y + size_t(t) * o.N + g * ROWS, o.N, n_rows, xq + size_t(t) * K,
-                                 dx + size_t(t) * n_blocks, sx + size_t(t) * n_blocks, K, w);
-      for (; t < t1; ++t)
-        group_tile<BITS, 1>(o.y + size_t(t) * o.N + g * ROWS, o.N, n_rows, xq + size_t(t) * K,
-                            dx + size_t(t) * n_blocks, sx + size_t(t) * n_blocks, K, w);
+        group_tile<BITS, TILE_T>(o.y + size_t(t) * o.N + g * ROWS, o.N, n_rows, x.from(t), w);
+      for (; t < t1; ++t) group_tile<BITS, 1>(o.y + size_t(t) * o.N + g * ROWS, o.N, n_rows, x.from(t), w);
     }
   }
 }
@@ -200,11 +211,15 @@ void groups(const PackedOut& o, const int8_t* xq, const float* dx, const int32_t
 
 void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, const float* dx, const int32_t* sx,
                        int T, int K, int n_threads) {
+  const int n_blocks = K / QK;
+  std::vector<float> dx_sx(size_t(T) * n_blocks);
+  for (size_t i = 0; i < dx_sx.size(); ++i) dx_sx[i] = dx[i] * float(sx[i]);
+  const Tokens x{xq, dx, dx_sx.data(), sx, n_blocks};
   auto n_groups = [&](int i) { return (outs[i].N + ROWS - 1) / ROWS; };
   parallel_for(total_units(n_outs, n_groups), n_threads, 1, [&](int begin, int end) {
     for_output_ranges(n_outs, n_groups, begin, end, [&](int i, int a, int b) {
-      if (outs[i].bits == 4) groups<4>(outs[i], xq, dx, sx, T, K, a, b);
-      else groups<8>(outs[i], xq, dx, sx, T, K, a, b);
+      if (outs[i].bits == 4) groups<4>(outs[i], x, T, a, b);
+      else groups<8>(outs[i], x, T, a, b);
     });
   });
 }
