@@ -84,76 +84,106 @@ void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) 
   for (int t = 0; t < NT; ++t) _mm512_mask_storeu_ps(y + size_t(t) * N, keep, acc[t]);
 }
 #elif defined(__AVX2__)
-// The same sums 8 rows at a time. A row's sum is a chain of dependent FMAs over the blocks, so one token
-// sweeps both halves of the group together (two chains in flight); tiles of several tokens sweep rows 0-7
-// and then rows 8-15 (NT accumulators live, not 2 NT: with the 8 code registers they fit AVX2's 16, and the
-// tokens give independent chains). vpmaddubsw multiplies u8 x s8 pairs into s16.
+// The same sums 8 rows at a time (the two halves of a group), with vpmaddubsw: u8 x s8 pairs into s16.
+inline __m256i x4(const Tokens& x, int t, int b, int g) {  // activations 4g .. 4g + 3 of block b, every lane
+  int32_t four;
+  std::memcpy(&four, x.codes(t, b) + 4 * g, 4);
+  return _mm256_set1_epi32(four);
+}
+
+// Adds block b's terms d dx (u . x) + m dx sx for token t to the accumulator of half h (rows 8h .. 8h + 7).
+inline void add_block(__m256& acc, const uint8_t* c, int h, const Tokens& x, int t, int b, __m256i a) {
+  const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
+  const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * h)));
+  acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(d, _mm256_set1_ps(x.scale(t, b))), acc);
+  acc = _mm256_fmadd_ps(m, _mm256_set1_ps(x.scale_sum(t, b)), acc);
+}
+
+inline void store_rows(float* y, int N, int n_rows, int t, int h, __m256 acc) {
+  const int rows_here = std::min(8, n_rows - 8 * h);
+  if (rows_here <= 0) return;
+  alignas(32) float out[8];
+  _mm256_store_ps(out, acc);
+  std::memcpy(y + size_t(t) * N + 8 * h, out, sizeof(float) * rows_here);
+}
+
 // 4-bit codes u give at most 2 * 15 * 127 = 3810 per pair, so the 8 groups of a block add up in 16 bits
-// (at most 30480 < 32767, exact) before one vpmaddwd by ones widens them. 8-bit codes would saturate
-// vpmaddubsw (2 * 255 * 127), so they are read as signed q = u - 128 (u ^ 0x80) and multiplied as
-// |q| * (x signed by q), at most 2 * 128 * 127 = 32512 per pair (x is within +-127) and widened group by
-// group; u . x = q . x + 128 * sum(x), exactly.
-template <int BITS, int NT>
-void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) {
-  const int n_blocks = x.n_blocks;
+// (at most 30480 < 32767 in any order, exact) before one vpmaddwd by ones widens them. Group by group,
+// both halves' codes are unpacked from memory (2 registers, not 16) and each token's activations are
+// broadcast once for both; the sums of NT tokens x 2 halves stay in registers.
+template <int NT>
+void group_tile_4bit(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) {
   const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0F);
-  const auto x4 = [&](int t, int b, int g) {  // activations 4g .. 4g + 3 of block b, in every 32-bit lane
-    int32_t four;
-    std::memcpy(&four, x.codes(t, b) + 4 * g, 4);
-    return _mm256_set1_epi32(four);
-  };
+  __m256 acc[NT][2];
+  for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  for (int b = 0; b < x.n_blocks; ++b) {
+    const uint8_t* c = w + b * packed_chunk_bytes(4);
+    if (NT == 1)  // decode streams the group once: ask for its bytes PREFETCH_AHEAD early
+      for (int l = 0; l < int(packed_chunk_bytes(4)); l += 64) __builtin_prefetch(c + PREFETCH_AHEAD + l);
+    __m256i sum16[NT][2];
+    for (int g = 0; g < 8; ++g) {
+      __m256i codes[2];  // group g: 4 codes of each of the 8 rows of half h
+      for (int h = 0; h < 2; ++h) {
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * (g / 2) + 32 * h));
+        codes[h] = g % 2 ? _mm256_and_si256(_mm256_srli_epi16(v, 4), low4) : _mm256_and_si256(v, low4);
+      }
+      for (int t = 0; t < NT; ++t) {
+        const __m256i xg = x4(x, t, b, g);
+        for (int h = 0; h < 2; ++h) {
+          const __m256i p = _mm256_maddubs_epi16(codes[h], xg);
+          sum16[t][h] = g == 0 ? p : _mm256_add_epi16(sum16[t][h], p);
+        }
+      }
+    }
+    for (int t = 0; t < NT; ++t)
+      for (int h = 0; h < 2; ++h) add_block(acc[t][h], c, h, x, t, b, _mm256_madd_epi16(sum16[t][h], ones));
+  }
+  for (int t = 0; t < NT; ++t)
+    for (int h = 0; h < 2; ++h) store_rows(y, N, n_rows, t, h, acc[t][h]);
+}
+
+// 8-bit codes would saturate vpmaddubsw (2 * 255 * 127), so they are read as signed q = u - 128 (u ^ 0x80)
+// and multiplied as |q| * (x signed by q), at most 2 * 128 * 127 = 32512 per pair (x is within +-127), and
+// widened group by group; u . x = q . x + 128 * sum(x), exactly. A row's sum is a chain of dependent FMAs
+// over the blocks, so one token sweeps both halves together (two chains in flight); tiles of several
+// tokens sweep rows 0-7 and then rows 8-15 (their tokens give independent chains, and NT sums fit the
+// registers where 2 NT would not).
+template <int NT>
+void group_tile_8bit(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) {
+  const __m256i ones = _mm256_set1_epi16(1);
   constexpr int HALVES = NT == 1 ? 2 : 1;  // halves swept together
   for (int h0 = 0; h0 < 2; h0 += HALVES) {
-    __m256 acc[NT * HALVES];
-    for (int i = 0; i < NT * HALVES; ++i) acc[i] = _mm256_setzero_ps();
-    for (int b = 0; b < n_blocks; ++b)
-    for (int half = h0; half < h0 + HALVES; ++half) {  // rows 8 * half .. 8 * half + 7
-      const uint8_t* c = w + b * packed_chunk_bytes(BITS);
-      if (NT == 1 && half == h0)  // decode streams the group once: ask for its bytes PREFETCH_AHEAD early
-        for (int l = 0; l < int(packed_chunk_bytes(BITS)); l += 64) __builtin_prefetch(c + PREFETCH_AHEAD + l);
-      const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * half)));
-      const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * half)));
-      // Per token, the 8 rows' integer sums u . x over the block, then the block's terms d dx (u . x) + m dx sx.
-      const auto add_block = [&](int t, __m256i a) {
-        __m256& r = acc[t * HALVES + half - h0];
-        r = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(d, _mm256_set1_ps(x.scale(t, b))), r);
-        r = _mm256_fmadd_ps(m, _mm256_set1_ps(x.scale_sum(t, b)), r);
-      };
-      if constexpr (BITS == 4) {
-        __m256i codes[8];  // group g: 4 codes of each of the 8 rows
-        for (int g = 0; g < 8; ++g) {
-          const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * (g / 2) + 32 * half));
-          codes[g] = g % 2 ? _mm256_and_si256(_mm256_srli_epi16(v, 4), low4) : _mm256_and_si256(v, low4);
-        }
-        for (int t = 0; t < NT; ++t) {
-          __m256i sum16 = _mm256_maddubs_epi16(codes[0], x4(t, b, 0));
-          for (int g = 1; g < 8; ++g) sum16 = _mm256_add_epi16(sum16, _mm256_maddubs_epi16(codes[g], x4(t, b, g)));
-          add_block(t, _mm256_madd_epi16(sum16, ones));
-        }
-      } else {  // group by group (few registers): q = u - 128 and |q| (128 for -128: read as unsigned)
+    __m256 acc[NT][HALVES];
+    for (int t = 0; t < NT; ++t)
+      for (int i = 0; i < HALVES; ++i) acc[t][i] = _mm256_setzero_ps();
+    for (int b = 0; b < x.n_blocks; ++b) {
+      const uint8_t* c = w + b * packed_chunk_bytes(8);
+      if (NT == 1)  // decode streams the group once: ask for its bytes PREFETCH_AHEAD early
+        for (int l = 0; l < int(packed_chunk_bytes(8)); l += 64) __builtin_prefetch(c + PREFETCH_AHEAD + l);
+      for (int i = 0; i < HALVES; ++i) {  // half h0 + i: q = u - 128 and |q| (128 for -128: read as unsigned)
         __m256i a[NT];
         for (int t = 0; t < NT; ++t) a[t] = _mm256_set1_epi32(128 * x.sum(t, b));
         for (int g = 0; g < 8; ++g) {
-          const __m256i q = _mm256_xor_si256(
-              _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * g + 32 * half)), _mm256_set1_epi8(char(0x80)));
+          const __m256i q = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * g + 32 * (h0 + i))),
+                                             _mm256_set1_epi8(char(0x80)));
           const __m256i magnitude = _mm256_abs_epi8(q);
           for (int t = 0; t < NT; ++t) {
-            const __m256i qx = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(x4(t, b, g), q));
+            const __m256i qx = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(x4(x, t, b, g), q));
             a[t] = _mm256_add_epi32(a[t], _mm256_madd_epi16(qx, ones));
           }
         }
-        for (int t = 0; t < NT; ++t) add_block(t, a[t]);
+        for (int t = 0; t < NT; ++t) add_block(acc[t][i], c, h0 + i, x, t, b, a[t]);
       }
     }
-    for (int half = h0; half < h0 + HALVES; ++half) {
-      const int rows_here = std::min(8, n_rows - 8 * half);
-      for (int t = 0; t < NT && rows_here > 0; ++t) {
-        alignas(32) float out[8];
-        _mm256_store_ps(out, acc[t * HALVES + half - h0]);
-        std::memcpy(y + size_t(t) * N + 8 * half, out, sizeof(float) * rows_here);
-      }
-    }
+    for (int t = 0; t < NT; ++t)
+      for (int i = 0; i < HALVES; ++i) store_rows(y, N, n_rows, t, h0 + i, acc[t][i]);
   }
+}
+
+template <int BITS, int NT>
+void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) {
+  if constexpr (BITS == 4) group_tile_4bit<NT>(y, N, n_rows, x, w);
+  else group_tile_8bit<NT>(y, N, n_rows, x, w);
 }
 #else
 template <int BITS, int NT>
