@@ -144,40 +144,39 @@ void group_tile_4bit(float* y, int N, int n_rows, const Tokens& x, const uint8_t
 
 // 8-bit codes would saturate vpmaddubsw (2 * 255 * 127), so they are read as signed q = u - 128 (u ^ 0x80)
 // and multiplied as |q| * (x signed by q), at most 2 * 128 * 127 = 32512 per pair (x is within +-127), and
-// widened group by group; u . x = q . x + 128 * sum(x), exactly. A row's sum is a chain of dependent FMAs
-// over the blocks, so one token sweeps both halves together (two chains in flight); tiles of several
-// tokens sweep rows 0-7 and then rows 8-15 (their tokens give independent chains, and NT sums fit the
-// registers where 2 NT would not).
+// widened group by group; u . x = q . x + 128 * sum(x), exactly. As for 4-bit codes, group by group over
+// both halves, each token's activations broadcast once.
 template <int NT>
 void group_tile_8bit(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) {
   const __m256i ones = _mm256_set1_epi16(1);
-  constexpr int HALVES = NT == 1 ? 2 : 1;  // halves swept together
-  for (int h0 = 0; h0 < 2; h0 += HALVES) {
-    __m256 acc[NT][HALVES];
-    for (int t = 0; t < NT; ++t)
-      for (int i = 0; i < HALVES; ++i) acc[t][i] = _mm256_setzero_ps();
-    for (int b = 0; b < x.n_blocks; ++b) {
-      const uint8_t* c = w + b * packed_chunk_bytes(8);
-      if (NT == 1)  // decode streams the group once: ask for its bytes PREFETCH_AHEAD early
-        for (int l = 0; l < int(packed_chunk_bytes(8)); l += 64) __builtin_prefetch(c + PREFETCH_AHEAD + l);
-      for (int i = 0; i < HALVES; ++i) {  // half h0 + i: q = u - 128 and |q| (128 for -128: read as unsigned)
-        __m256i a[NT];
-        for (int t = 0; t < NT; ++t) a[t] = _mm256_set1_epi32(128 * x.sum(t, b));
-        for (int g = 0; g < 8; ++g) {
-          const __m256i q = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * g + 32 * (h0 + i))),
-                                             _mm256_set1_epi8(char(0x80)));
-          const __m256i magnitude = _mm256_abs_epi8(q);
-          for (int t = 0; t < NT; ++t) {
-            const __m256i qx = _mm256_maddubs_epi16(magnitude, _mm256_sign_epi8(x4(x, t, b, g), q));
-            a[t] = _mm256_add_epi32(a[t], _mm256_madd_epi16(qx, ones));
-          }
+  __m256 acc[NT][2];
+  for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
+  for (int b = 0; b < x.n_blocks; ++b) {
+    const uint8_t* c = w + b * packed_chunk_bytes(8);
+    if (NT == 1)  // decode streams the group once: ask for its bytes PREFETCH_AHEAD early
+      for (int l = 0; l < int(packed_chunk_bytes(8)); l += 64) __builtin_prefetch(c + PREFETCH_AHEAD + l);
+    __m256i a[NT][2];
+    for (int t = 0; t < NT; ++t) a[t][0] = a[t][1] = _mm256_set1_epi32(128 * x.sum(t, b));
+    for (int g = 0; g < 8; ++g) {
+      __m256i q[2], magnitude[2];  // half h: q = u - 128 and |q| (128 for -128: read as unsigned)
+      for (int h = 0; h < 2; ++h) {
+        q[h] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * g + 32 * h)),
+                                _mm256_set1_epi8(char(0x80)));
+        magnitude[h] = _mm256_abs_epi8(q[h]);
+      }
+      for (int t = 0; t < NT; ++t) {
+        const __m256i xg = x4(x, t, b, g);
+        for (int h = 0; h < 2; ++h) {
+          const __m256i qx = _mm256_maddubs_epi16(magnitude[h], _mm256_sign_epi8(xg, q[h]));
+          a[t][h] = _mm256_add_epi32(a[t][h], _mm256_madd_epi16(qx, ones));
         }
-        for (int t = 0; t < NT; ++t) add_block(acc[t][i], c, h0 + i, x, t, b, a[t]);
       }
     }
     for (int t = 0; t < NT; ++t)
-      for (int i = 0; i < HALVES; ++i) store_rows(y, N, n_rows, t, h0 + i, acc[t][i]);
+      for (int h = 0; h < 2; ++h) add_block(acc[t][h], c, h, x, t, b, a[t][h]);
   }
+  for (int t = 0; t < NT; ++t)
+    for (int h = 0; h < 2; ++h) store_rows(y, N, n_rows, t, h, acc[t][h]);
 }
 
 template <int BITS, int NT>
