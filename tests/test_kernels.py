@@ -425,6 +425,19 @@ def test_block_types_matmul_matches_dequantize_then_fp32(w_type, T, N):
     np.testing.assert_array_equal(ops.matmul(x[-1:], raw, w_type, N, 1), y[-1:])  # decode row == prefill row
 
 
+@pytest.mark.parametrize("w_type", BLOCK_TYPES)
+def test_block_types_rows_do_not_depend_on_batch_or_threads(w_type):
+    """These types go in tiles of 8 tokens x 1 row on AVX2 (then 2, then 1): row t of an 11-token product
+    is bitwise the product of row t alone, whichever tile it fell in (decode == prefill)."""
+    rng = np.random.default_rng(4)
+    raw = ref.random_blocks(rng, w_type, 19, 256)
+    x = rng.standard_normal((11, 256)).astype(np.float32)
+    full = ops.matmul(x, raw, w_type, 19, 1)
+    np.testing.assert_array_equal(ops.matmul(x, raw, w_type, 19, 3), full)
+    for t in (0, 7, 8, 10):
+        np.testing.assert_array_equal(ops.matmul(x[t:t + 1], raw, w_type, 19, 2)[0], full[t])
+
+
 @pytest.mark.parametrize("w_type", [ref.F16, ref.BF16, ref.Q4_0, ref.Q4_1, ref.Q8_0] + BLOCK_TYPES)
 def test_matmul_decodes_every_weight_exactly(w_type):
     """x = identity makes y = W^T with one non-zero product per sum: the matmul's own weight decoding
