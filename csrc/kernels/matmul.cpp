@@ -2,8 +2,8 @@
 //
 // T = tokens, K = input features (W's row length), N = output features (W's rows).
 // Weights are dequantized on the fly, one 32-weight block at a time, into PARTS = 32 / VL native float
-// vectors, and multiplied into fp32 activations. A tile of up to TILE_T tokens x TILE_N weight rows
-// shares each dequantized block, which is what makes prefill (T > 1) cheaper per token than decode.
+// vectors, and multiplied into fp32 activations. A tile of several tokens x weight rows shares each
+// dequantized block, which is what makes prefill (T > 1) cheaper per token than decode.
 // Every output y[t][n] is one vector accumulator updated block by block in order k = 0, 32, 64, ...
 // and summed by hsum(): the same whatever the tile shape, T, or thread count.
 #include <algorithm>
@@ -21,8 +21,11 @@ constexpr int PARTS = QK / VL;  // vectors per 32-weight block
 #if defined(__AVX512F__)        // accumulators + one block of each row fit the 32 registers
 constexpr int TILE_T = 4;       // tokens per tile
 constexpr int TILE_N = 4;       // weight rows per tile
-#else                           // 16 registers
-constexpr int TILE_T = 2;
+#else
+// 16 registers: a decoded block is shared by 8 tokens of one row (8 accumulators), since decoding it is
+// what costs (SmolLM2's float32 prefill of 512 tokens ~175 -> ~238 tok/s against 2 tokens x 2 rows, and
+// Gemma 3's ~135 -> ~220, on an AMD EPYC with AVX2); a decode step (one token) takes 2 rows at a time.
+constexpr int TILE_T = 8;
 constexpr int TILE_N = 2;
 #endif
 constexpr int BLOCK_T = 64;     // tokens whose activations stay in L2 while a thread sweeps its rows
@@ -221,37 +224,33 @@ inline void tile(float* y, int N, const float* x, int K, const uint8_t* w, size_
     for (int r = 0; r < NR; ++r) y[size_t(t) * N + r] = hsum(acc[t][r]);
 }
 
-// Tokens [t0, t1) of rows [n, n + NR) of y, NT tokens at a time, then TILE_T, then one.
-template <DType D, int NT, int NR>
+// Tokens [t0, t1) of rows [n, n + NR) of y: TILE_T tokens at a time, then 2 (16 registers), then one.
+template <DType D, int NR>
 inline void row_tile(float* y, const float* x, const uint8_t* w, size_t rb, int t0, int t1, int K, int N, int n) {
   int t = t0;
-  for (; t + NT <= t1; t += NT) tile<D, NT, NR>(y + size_t(t) * N + n, N, x + size_t(t) * K, K, w + n * rb, rb);
-  if constexpr (NT > TILE_T)
-    for (; t + TILE_T <= t1; t += TILE_T)
-      tile<D, TILE_T, NR>(y + size_t(t) * N + n, N, x + size_t(t) * K, K, w + n * rb, rb);
+  for (; t + TILE_T <= t1; t += TILE_T)
+    tile<D, TILE_T, NR>(y + size_t(t) * N + n, N, x + size_t(t) * K, K, w + n * rb, rb);
+  if constexpr (VL == 8)
+    for (; t + 2 <= t1; t += 2) tile<D, 2, NR>(y + size_t(t) * N + n, N, x + size_t(t) * K, K, w + n * rb, rb);
   for (; t < t1; ++t) tile<D, 1, NR>(y + size_t(t) * N + n, N, x + size_t(t) * K, K, w + n * rb, rb);
-}
-
-// Blocks that take many operations to decode (Q5_0's fifth bits, the K-quants' scales) are better shared
-// by more tokens than by more rows: with 16 registers, 8 tokens x 1 row rather than 2 x 2 (Gemma 3's
-// float32 prefill of 512 tokens ~175 -> ~220 tok/s on an AMD EPYC with AVX2).
-constexpr bool costly_blocks(DType D) {
-  return VL == 8 && (D == DType::Q5_0 || D == DType::Q4_K || D == DType::Q5_K || D == DType::Q6_K);
 }
 
 // Rows [n0, n1) of y, every token.
 template <DType D>
 void rows(float* y, const float* x, const uint8_t* w, int T, int K, int N, int n0, int n1) {
   const size_t rb = row_bytes(D, K);
+  constexpr int ROWS_SHARED = VL == 8 ? 1 : TILE_N;  // rows per tile when T > 1
+  if (T == 1) {
+    int n = n0;
+    for (; n + TILE_N <= n1; n += TILE_N) tile<D, 1, TILE_N>(y + n, N, x, K, w + n * rb, rb);
+    for (; n < n1; ++n) tile<D, 1, 1>(y + n, N, x, K, w + n * rb, rb);
+    return;
+  }
   for (int t0 = 0; t0 < T; t0 += BLOCK_T) {
     const int t1 = std::min(T, t0 + BLOCK_T);
     int n = n0;
-    if constexpr (costly_blocks(D)) {
-      for (; n < n1; ++n) row_tile<D, 4 * TILE_T, 1>(y, x, w, rb, t0, t1, K, N, n);
-    } else {
-      for (; n + TILE_N <= n1; n += TILE_N) row_tile<D, TILE_T, TILE_N>(y, x, w, rb, t0, t1, K, N, n);
-      for (; n < n1; ++n) row_tile<D, TILE_T, 1>(y, x, w, rb, t0, t1, K, N, n);
-    }
+    for (; n + ROWS_SHARED <= n1; n += ROWS_SHARED) row_tile<D, ROWS_SHARED>(y, x, w, rb, t0, t1, K, N, n);
+    for (; n < n1; ++n) row_tile<D, 1>(y, x, w, rb, t0, t1, K, N, n);
   }
 }
 
