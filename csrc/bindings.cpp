@@ -619,7 +619,8 @@ py::tuple op_quantize_activations(const FloatArray& x) {
   py::array_t<int8_t> xq({T, K});
   py::array_t<float> dx({T, K / QK});
   py::array_t<int32_t> sx({T, K / QK});
-  quantize_activations(xq.mutable_data(), dx.mutable_data(), sx.mutable_data(), x.data(), T, K, 1);
+  std::vector<float> dx_sx(size_t(T) * K / QK);
+  quantize_activations(xq.mutable_data(), dx.mutable_data(), sx.mutable_data(), dx_sx.data(), x.data(), T, K, 1);
   return py::make_tuple(xq, dx, sx);
 }
 
@@ -633,12 +634,13 @@ py::array_t<float> op_matmul_int8(const FloatArray& x, const ByteArray& packed, 
   std::vector<int8_t> xq(size_t(T) * K);
   std::vector<float> dx(size_t(T) * K / QK);
   std::vector<int32_t> sx(size_t(T) * K / QK);
+  std::vector<float> dx_sx(size_t(T) * K / QK);
   py::array_t<float> y({T, n_out});
   const PackedOut out{y.mutable_data(), packed.data(), packed_bits(t), n_out};
   const float* xp = x.data();
   py::gil_scoped_release release;
-  quantize_activations(xq.data(), dx.data(), sx.data(), xp, T, K, n_threads);
-  matmul_int8_multi(&out, 1, xq.data(), dx.data(), sx.data(), T, K, n_threads);
+  quantize_activations(xq.data(), dx.data(), sx.data(), dx_sx.data(), xp, T, K, n_threads);
+  matmul_int8_multi(&out, 1, xq.data(), dx.data(), sx.data(), dx_sx.data(), T, K, n_threads);
   return y;
 }
 

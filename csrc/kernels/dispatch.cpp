@@ -71,8 +71,8 @@ void matmul_multi(const MatmulOut* outs, int n_outs, const float* x, int T, int 
   NT_DISPATCH(matmul_multi, outs, n_outs, x, T, K, n_threads);
 }
 void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, const float* dx, const int32_t* sx,
-                       int T, int K, int n_threads) {
-  NT_DISPATCH(matmul_int8_multi, outs, n_outs, xq, dx, sx, T, K, n_threads);
+                       const float* dx_sx, int T, int K, int n_threads) {
+  NT_DISPATCH(matmul_int8_multi, outs, n_outs, xq, dx, sx, dx_sx, T, K, n_threads);
 }
 void gated_activation(float* out, const float* gate, const float* up, int64_t n, Activation act) {
   NT_DISPATCH(gated_activation, out, gate, up, n, act);

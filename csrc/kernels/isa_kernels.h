@@ -11,7 +11,7 @@ namespace nextoken {
 namespace NT_ISA {
 void matmul_multi(const MatmulOut* outs, int n_outs, const float* x, int T, int K, int n_threads);
 void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, const float* dx, const int32_t* sx,
-                       int T, int K, int n_threads);
+                       const float* dx_sx, int T, int K, int n_threads);
 void gated_activation(float* out, const float* gate, const float* up, int64_t n, Activation act);
 void activation(float* out, const float* x, int64_t n, Activation act);
 void add_inplace(float* x, const float* y, int64_t n);

@@ -56,10 +56,11 @@ void pack_weight(uint8_t* out, const void* w, DType type, int N, int K, int n_th
 // Whether every block scale of w leaves the packed f16 offset finite (false for damaged or extreme files).
 bool pack_fits(const void* w, DType type, int N, int K);
 // xq (T, K) = round(x / dx) per 32-block, dx (T, K/32) = max|x| / 127, sx (T, K/32) = sum of the block's xq.
-void quantize_activations(int8_t* xq, float* dx, int32_t* sx, const float* x, int T, int K, int n_threads);
+// dx_sx (T, K/32) = dx * float(sx), which matmul_int8_multi needs per token and block.
+void quantize_activations(int8_t* xq, float* dx, int32_t* sx, float* dx_sx, const float* x, int T, int K, int n_threads);
 // y_i (T, N_i) = sum over blocks of d dx (u . xq) + m dx sx, for outputs that share the quantized x.
 void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, const float* dx, const int32_t* sx,
-                       int T, int K, int n_threads);
+                       const float* dx_sx, int T, int K, int n_threads);
 
 // ---- quant.cpp -----------------------------------------------------------------------------------
 // out (n,) = the n weights of one stored row, as float.

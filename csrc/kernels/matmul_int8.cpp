@@ -9,7 +9,6 @@
 // the same, so every ISA gives the same bits. No horizontal sums: 16 outputs at once.
 #include <algorithm>
 #include <cmath>
-#include <vector>
 
 #include "../parallel.h"
 #include "isa_kernels.h"
@@ -28,8 +27,8 @@ constexpr int BLOCK_T = 64; // tokens whose activations stay in cache while a th
 constexpr int PREFETCH_AHEAD = 1024;
 
 // The quantized activations of tokens t, t + 1, ... (K = n_blocks * 32 each): codes, block scale dx, the
-// block's code sum sx, and dx * float(sx), formed once per call rather than in every group's inner loop
-// (the same float product, so the same bits).
+// block's code sum sx, and dx * float(sx) (formed once by quantize_activations, not in every group's inner
+// loop: the same float product, so the same bits).
 struct Tokens {
   const int8_t* xq;
   const float* dx;
@@ -99,6 +98,12 @@ inline void add_block(__m256& acc, const uint8_t* c, int h, const Tokens& x, int
   acc = _mm256_fmadd_ps(m, _mm256_set1_ps(x.scale_sum(t, b)), acc);
 }
 
+// A decode step (NT = 1) streams the group once: ask for the bytes PREFETCH_AHEAD past chunk c early.
+template <int BITS>
+inline void prefetch_ahead(const uint8_t* c) {
+  for (int l = 0; l < int(packed_chunk_bytes(BITS)); l += 64) __builtin_prefetch(c + PREFETCH_AHEAD + l);
+}
+
 inline void store_rows(float* y, int N, int n_rows, int t, int h, __m256 acc) {
   const int rows_here = std::min(8, n_rows - 8 * h);
   if (rows_here <= 0) return;
@@ -118,8 +123,7 @@ void group_tile_4bit(float* y, int N, int n_rows, const Tokens& x, const uint8_t
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   for (int b = 0; b < x.n_blocks; ++b) {
     const uint8_t* c = w + b * packed_chunk_bytes(4);
-    if (NT == 1)  // decode streams the group once: ask for its bytes PREFETCH_AHEAD early
-      for (int l = 0; l < int(packed_chunk_bytes(4)); l += 64) __builtin_prefetch(c + PREFETCH_AHEAD + l);
+    if (NT == 1) prefetch_ahead<4>(c);
     __m256i sum16[NT][2];
     for (int g = 0; g < 8; ++g) {
       __m256i codes[2];  // group g: 4 codes of each of the 8 rows of half h
@@ -153,8 +157,7 @@ void group_tile_8bit(float* y, int N, int n_rows, const Tokens& x, const uint8_t
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   for (int b = 0; b < x.n_blocks; ++b) {
     const uint8_t* c = w + b * packed_chunk_bytes(8);
-    if (NT == 1)  // decode streams the group once: ask for its bytes PREFETCH_AHEAD early
-      for (int l = 0; l < int(packed_chunk_bytes(8)); l += 64) __builtin_prefetch(c + PREFETCH_AHEAD + l);
+    if (NT == 1) prefetch_ahead<8>(c);
     __m256i a[NT][2];
     for (int t = 0; t < NT; ++t) a[t][0] = a[t][1] = _mm256_set1_epi32(128 * x.sum(t, b));
     for (int g = 0; g < 8; ++g) {
@@ -239,11 +242,8 @@ void groups(const PackedOut& o, const Tokens& x, int T, int g0, int g1) {
 }  // namespace
 
 void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, const float* dx, const int32_t* sx,
-                       int T, int K, int n_threads) {
-  const int n_blocks = K / QK;
-  std::vector<float> dx_sx(size_t(T) * n_blocks);
-  for (size_t i = 0; i < dx_sx.size(); ++i) dx_sx[i] = dx[i] * float(sx[i]);
-  const Tokens x{xq, dx, dx_sx.data(), sx, n_blocks};
+                       const float* dx_sx, int T, int K, int n_threads) {
+  const Tokens x{xq, dx, dx_sx, sx, K / QK};
   auto n_groups = [&](int i) { return (outs[i].N + ROWS - 1) / ROWS; };
   parallel_for(total_units(n_outs, n_groups), n_threads, 1, [&](int begin, int end) {
     for_output_ranges(n_outs, n_groups, begin, end, [&](int i, int a, int b) {

@@ -192,7 +192,7 @@ void pack_weight(uint8_t* out, const void* w, DType type, int N, int K, int n_th
   });
 }
 
-void quantize_activations(int8_t* xq, float* dx, int32_t* sx, const float* x, int T, int K, int n_threads) {
+void quantize_activations(int8_t* xq, float* dx, int32_t* sx, float* dx_sx, const float* x, int T, int K, int n_threads) {
   const int n_blocks = K / QK;
   // Rows are independent: split them over the threads (prefill quantizes up to 512 rows at a time).
   parallel_for(T, n_threads, 1, [&](int t0, int t1) {
@@ -212,6 +212,7 @@ void quantize_activations(int8_t* xq, float* dx, int32_t* sx, const float* x, in
       }
       dx[size_t(t) * n_blocks + b] = scale;
       sx[size_t(t) * n_blocks + b] = sum;
+      dx_sx[size_t(t) * n_blocks + b] = scale * float(sum);
     }
   });
 }

@@ -37,8 +37,8 @@ void project(Workspace& ws, std::initializer_list<Product> outs, const float* x,
   }
   if (n_float) matmul_multi(floats, n_float, x, T, K, n_threads);
   if (n_packed) {
-    quantize_activations(ws.xq.data(), ws.dx.data(), ws.sx.data(), x, T, K, n_threads);
-    matmul_int8_multi(packed, n_packed, ws.xq.data(), ws.dx.data(), ws.sx.data(), T, K, n_threads);
+    quantize_activations(ws.xq.data(), ws.dx.data(), ws.sx.data(), ws.dx_sx.data(), x, T, K, n_threads);
+    matmul_int8_multi(packed, n_packed, ws.xq.data(), ws.dx.data(), ws.sx.data(), ws.dx_sx.data(), T, K, n_threads);
   }
   for (const Product& p : outs)
     if (p.bias) add_bias(p.y, p.bias, T, int(p.m->view.rows));

@@ -25,6 +25,7 @@ struct Workspace {
         xq(size_t(batch) * max_in(c)),
         dx(size_t(batch) * max_in(c) / QK),
         sx(size_t(batch) * max_in(c) / QK),
+        dx_sx(size_t(batch) * max_in(c) / QK),
         row_pos(batch),
         row_chunk(batch),
         attention_seqs(std::min(batch, MAX_ATTENTION_SEQS)) {}
@@ -39,10 +40,12 @@ struct Workspace {
   FloatBuffer att;    // (T, H, D) attention output
   FloatBuffer gate;   // (T, hidden)
   FloatBuffer up;     // (T, hidden)
-  // int8 compute: the quantized input of a matmul (T, K), its block scales and block sums (T, K/32)
+  // int8 compute: the quantized input of a matmul (T, K), its block scales, block sums and their products
+  // (T, K/32)
   std::vector<int8_t> xq;
   std::vector<float> dx;
   std::vector<int32_t> sx;
+  std::vector<float> dx_sx;
   // A ragged pass: each row's position and chunk, each chunk's attention view; the logits of a pass with
   // several chunks (grown to the largest pass seen, then reused).
   std::vector<int> row_pos, row_chunk;
