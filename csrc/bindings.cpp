@@ -605,7 +605,7 @@ std::vector<py::array_t<float>> op_matmul_multi(const FloatArray& x, const std::
 
 py::array_t<uint8_t> op_pack_weight(const ByteArray& w, int type, int rows, int cols) {
   const TensorView wv = tensor_view("w", w, type, rows, cols);
-  NT_CHECK(packed_bits(wv.type),
+  NT_CHECK(packed_format(wv.type).bits,
            std::string("no packed form for ") + dtype_name(wv.type) + " (Q4_0, Q4_1, Q5_0, Q8_0, Q4_K, Q5_K only)");
   NT_CHECK(pack_fits(wv.data, wv.type, rows, cols), "a block scale of w is too large for the packed f16 scales");
   py::array_t<uint8_t> out(py::ssize_t(packed_bytes(wv.type, rows, cols)));
@@ -628,7 +628,7 @@ py::array_t<float> op_matmul_int8(const FloatArray& x, const ByteArray& packed, 
   NT_CHECK(x.ndim() == 2 && x.shape(1) % QK == 0, "x must be (T, K) with K a multiple of 32");
   const int T = int(x.shape(0)), K = int(x.shape(1));
   const DType t = checked_dtype(type);
-  NT_CHECK(packed_bits(t), std::string("no packed form for ") + dtype_name(t));
+  NT_CHECK(packed_format(t).bits, std::string("no packed form for ") + dtype_name(t));
   NT_CHECK(n_out > 0 && size_t(packed.nbytes()) == packed_bytes(t, n_out, K), "packed weight has the wrong size");
   checked_threads(n_threads);
   std::vector<int8_t> xq(size_t(T) * K);
@@ -636,7 +636,7 @@ py::array_t<float> op_matmul_int8(const FloatArray& x, const ByteArray& packed, 
   std::vector<int32_t> sx(size_t(T) * K / QK);
   std::vector<float> dx_sx(size_t(T) * K / QK);
   py::array_t<float> y({T, n_out});
-  const PackedOut out{y.mutable_data(), packed.data(), packed_bits(t), n_out};
+  const PackedOut out{y.mutable_data(), packed.data(), packed_format(t), n_out};
   const float* xp = x.data();
   py::gil_scoped_release release;
   quantize_activations(xq.data(), dx.data(), sx.data(), dx_sx.data(), xp, T, K, n_threads);

@@ -338,20 +338,23 @@ def test_matmul_int8_rows_do_not_depend_on_batch_or_threads(w_type):
         np.testing.assert_array_equal(ops.matmul_int8(x[t:t + 1], packed, w_type, 45, 2)[0], full[t])
 
 
-@pytest.mark.parametrize("w_type", [ref.Q4_1, ref.Q8_0])
+@pytest.mark.parametrize("w_type", [ref.Q4_0, ref.Q4_1, ref.Q5_0, ref.Q8_0])
 def test_matmul_int8_largest_codes_do_not_saturate(w_type):
-    """The largest integer sums the SIMD paths can meet: every weight code at its top (15, or 255 and 0 for
-    8-bit codes) against activations at +-127. The AVX2 4-bit path adds a block's 8 vpmaddubsw results
-    in 16 bits (8 * 2 * 15 * 127 = 30480 < 32767); a saturating or overflowing step would show here as a
-    wrong sum, far outside the 1e-5 bound."""
+    """The largest integer sums the SIMD paths can meet: every weight code at its top (15, 31, or 255 and 0
+    for 8-bit codes) against activations at +-127. The AVX2 path adds vpmaddubsw results in 16 bits: a
+    block's 8 for 4-bit codes (8 * 2 * 15 * 127 = 30480 < 32767), 4 at a time for 5-bit codes (4 * 2 * 31
+    * 127 = 31496; 8 would overflow); a saturating or overflowing step would show here as a wrong sum, far
+    outside the 1e-5 bound."""
     N, K = 19, 128
-    nbytes = ref.BLOCK_BYTES[w_type]
+    nbytes = ref.BLOCK_BYTES.get(w_type) or ref.OTHER_BLOCKS[w_type][1]
     blocks = np.zeros((N * K // 32, nbytes), dtype=np.uint8)
     scales = np.full(len(blocks), 0.01, dtype=np.float16).view(np.uint8).reshape(-1, 2)
     blocks[:, 0:2] = scales
     if w_type == ref.Q4_1:
         blocks[:, 2:4] = scales  # m
         blocks[:, 4:] = 0xFF     # every code 15
+    elif w_type in (ref.Q4_0, ref.Q5_0):
+        blocks[:, 2:] = 0xFF     # every code 15 (Q5_0: qh and qs, every code 31)
     else:
         blocks[:, 2:] = np.where(np.arange(nbytes - 2) % 2, 0x7F, 0x80)  # codes +127 and -128 (u = 255 and 0)
     raw = blocks.reshape(-1)
@@ -360,6 +363,19 @@ def test_matmul_int8_largest_codes_do_not_saturate(w_type):
     x[2] = -5.0  # every activation code -127
     packed = ops.pack_weight(raw, w_type, N, K)
     close(ops.matmul_int8(x, packed, w_type, N, 1), ref.matmul_int8(x, ref.dequantize(raw, w_type, N, K)))
+
+
+@pytest.mark.parametrize("w_type,packed_bytes_per_weight", [(ref.Q4_0, 18 / 32), (ref.Q4_1, 20 / 32), (ref.Q5_0, 22 / 32),
+                                                             (ref.Q8_0, 34 / 32), (ref.Q4_K, 20 / 32), (ref.Q5_K, 24 / 32)])
+def test_packed_weights_are_no_larger_than_the_files_blocks(w_type, packed_bytes_per_weight):
+    """Decode reads every packed byte once per token, so the layout's size is its speed: the 32-weight types
+    pack into exactly their file size (the offset m stored only for Q4_1, 5-bit codes as 4 bits plus a bit
+    plane); the K-quants spend 2 bytes more per 32 weights on f16 scale and offset (4.5 -> 5 and 5.5 -> 6
+    bits per weight), which buys their integer path."""
+    rng = np.random.default_rng(1)
+    N, K = 32, 256
+    raw = ref.random_blocks(rng, w_type, N, K) if w_type in ref.OTHER_BLOCKS else random_weight(rng, w_type, N, K)
+    assert ops.pack_weight(raw, w_type, N, K).nbytes == N * K * packed_bytes_per_weight
 
 
 def test_matmul_int8_error_against_fp32_is_the_quantization_error():
@@ -382,7 +398,7 @@ def test_int8_matmul_gives_the_same_bits_on_every_isa():
     import sys
     code = ("import numpy as np, sys; from nextoken import ops, reference as ref\n"
             "rng = np.random.default_rng(0)\n"
-            "for ty, K in ((ref.Q4_1, 96), (ref.Q8_0, 96), (ref.Q5_0, 96), (ref.Q4_K, 256), (ref.Q5_K, 256)):\n"
+            "for ty, K in ((ref.Q4_0, 96), (ref.Q4_1, 96), (ref.Q8_0, 96), (ref.Q5_0, 96), (ref.Q4_K, 256), (ref.Q5_K, 256)):\n"
             "    raw = ref.random_blocks(rng, ty, 37, K) if ty in ref.OTHER_BLOCKS else "
             "ref.quantize(rng.standard_normal((37, K)).astype(np.float32), ty)\n"
             "    x = rng.standard_normal((5, K)).astype(np.float32)\n"

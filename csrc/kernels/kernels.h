@@ -36,29 +36,38 @@ inline void matmul(float* y, const float* x, const void* w, DType w_type, int T,
 // ---- matmul_int8.cpp (compute_type "int8") -----------------------------------------------------------
 // Integer dot products, as llama.cpp does them: activations quantized to int8 per 32-block, weights
 // repacked once at load. Packed layout, per group of 16 rows and per 32-weight block, one chunk:
-//   d[16], m[16] (f16): row j's weights are w = d[j] * u + m[j] for unsigned codes u;
+//   d[16] (f16), then m[16] (f16) for the types with an offset (Q4_1, Q4_K, Q5_K): w = d[j] * u + m[j] for
+//   unsigned codes u; the others (Q4_0, Q5_0, Q8_0) have w = d[j] * (u - z) with z = 2^(bits - 1), and z
+//   times the activations' code sum comes off the exact integer sum, so they store no m;
 //   codes: 4-bit: 4 x 64 bytes, byte 4j + k of vector p holds u(j, 8p + k) low and u(j, 8p + 4 + k) high;
-//          8-bit (Q8_0, and Q5_0's 5-bit codes): 8 x 64 bytes, byte 4j + k of vector g is u(j, 4g + k).
+//          5-bit: the 4-bit layout of the low 4 bits, then 64 bytes whose byte 4j + k holds the fifth bits:
+//                 bit g is that of u(j, 4g + k) (Q5_0 and Q5_K, at the 5/8 bytes per weight of the file);
+//          8-bit (Q8_0): 8 x 64 bytes, byte 4j + k of vector g is u(j, 4g + k).
 // so that one 64-byte vector holds 4 consecutive codes of each of the 16 rows: the shape of VNNI's
 // vpdpbusd, which sums 4 u8 x s8 products per int32 lane. Rows past N in the last group are zero.
+struct PackedFormat {
+  int bits = 0;         // 4, 5 or 8; 0: the type has no packed form
+  bool offset = false;  // m stored (w = d u + m), else w = d (u - 2^(bits - 1))
+};
 // Bytes of one chunk (16 rows x 32 weights): scales, then codes.
-constexpr size_t packed_chunk_bytes(int bits) { return 64 + size_t(bits) * 64; }
+constexpr size_t packed_chunk_bytes(PackedFormat f) { return 32 * (f.offset ? 2 : 1) + 64 * size_t(f.bits); }
 struct PackedOut {
-  float* y;          // (T, N)
-  const uint8_t* w;  // pack_weight() output
-  int bits;          // 4 or 8
+  float* y;              // (T, N)
+  const uint8_t* w;      // pack_weight() output
+  PackedFormat format;
   int N;
 };
 // Bytes pack_weight() writes for a (N, K) weight; 0 when the type has no packed form (F32, F16).
 size_t packed_bytes(DType type, int N, int K);
-int packed_bits(DType type);
+PackedFormat packed_format(DType type);
 void pack_weight(uint8_t* out, const void* w, DType type, int N, int K, int n_threads);
-// Whether every block scale of w leaves the packed f16 offset finite (false for damaged or extreme files).
+// Whether every block scale and offset of a K-quant w fits the packed f16 ones (false for damaged or extreme files).
 bool pack_fits(const void* w, DType type, int N, int K);
 // xq (T, K) = round(x / dx) per 32-block, dx (T, K/32) = max|x| / 127, sx (T, K/32) = sum of the block's xq.
 // dx_sx (T, K/32) = dx * float(sx), which matmul_int8_multi needs per token and block.
 void quantize_activations(int8_t* xq, float* dx, int32_t* sx, float* dx_sx, const float* x, int T, int K, int n_threads);
-// y_i (T, N_i) = sum over blocks of d dx (u . xq) + m dx sx, for outputs that share the quantized x.
+// y_i (T, N_i) = sum over blocks of d dx (u . xq) + m dx sx, or d dx (u . xq - z sx), for outputs that share
+// the quantized x.
 void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, const float* dx, const int32_t* sx,
                        const float* dx_sx, int T, int K, int n_threads);
 

@@ -1,9 +1,9 @@
-// matmul_int8.cpp: y = x @ W^T with int8 activations and packed 4/8-bit weights, CPU, once per ISA.
+// matmul_int8.cpp: y = x @ W^T with int8 activations and packed 4/5/8-bit weights, CPU, once per ISA.
 //
 // T = tokens, K = input features, N = output features; packed layout in kernels.h. Per token, group of
-// 16 rows and 32-weight block b, with u the codes, xq the activation codes and a the exact integer
-// a[j] = sum_i u(j, i) xq(i):
-//     acc[j] = fma(float(a[j]), d[j] * dx_b, acc[j]);   acc[j] = fma(m[j], dx_b * sx_b, acc[j])
+// 16 rows and 32-weight block b, with u the codes, xq the activation codes, sx their sum and a the exact
+// integer a[j] = sum_i u(j, i) xq(i) - z sx (z = 0 for the formats with an offset m, else 2^(bits - 1)):
+//     acc[j] = fma(float(a[j]), d[j] * dx_b, acc[j]);   with an offset also acc[j] = fma(m[j], dx_b * sx_b, acc[j])
 // With AVX-512 VNNI the 16 rows are the 16 lanes of one register and a is 8 vpdpbusd; with AVX2, two
 // registers of 8 rows; elsewhere the same operations run row by row. a is exact and the float steps are
 // the same, so every ISA gives the same bits. No horizontal sums: 16 outputs at once.
@@ -45,38 +45,62 @@ struct Tokens {
   }
 };
 
+// Where a chunk's codes start: after d[16], and m[16] when the format has an offset.
+template <bool OFFSET>
+inline const uint8_t* chunk_codes(const uint8_t* c) { return c + (OFFSET ? 64 : 32); }
+// z of the formats without an offset: w = d (u - z).
+template <int BITS, bool OFFSET>
+constexpr int zero_point() { return OFFSET ? 0 : 1 << (BITS - 1); }
+
 #if defined(__AVX512VNNI__)
+// The fifth bits of group g's codes: bit g of each byte of the 5-bit layout's last 64 bytes, moved to bit 4.
+// 16-bit shifts carry bits across the byte boundary, but never into bit 4 of the other byte (a left shift
+// by 4 - g <= 4 brings in bits at <= 3, a right shift by g - 4 <= 3 at >= 5).
+inline __m512i fifth_bits(__m512i plane, int g) {
+  const __m512i v = g >= 4 ? _mm512_srl_epi16(plane, _mm_cvtsi32_si128(g - 4)) : _mm512_sll_epi16(plane, _mm_cvtsi32_si128(4 - g));
+  return _mm512_and_si512(v, _mm512_set1_epi8(0x10));
+}
+
 // y[t * N + j], j < n_rows (<= 16), for NT tokens and one group of rows.
-template <int BITS, int NT>
+template <int BITS, bool OFFSET, int NT>
 void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) {
+  constexpr PackedFormat format{BITS, OFFSET};
   const int n_blocks = x.n_blocks;
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int b = 0; b < n_blocks; ++b) {
-    const uint8_t* c = w + b * packed_chunk_bytes(BITS);
+    const uint8_t* c = w + b * packed_chunk_bytes(format);
+    const uint8_t* u = chunk_codes<OFFSET>(c);
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
-    const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32)));
     __m512i codes[8];
-    if constexpr (BITS == 4) {
+    if constexpr (BITS == 8) {
+      for (int g = 0; g < 8; ++g) codes[g] = _mm512_loadu_si512(u + 64 * g);
+    } else {
       const __m512i low4 = _mm512_set1_epi8(0x0F);
       for (int p = 0; p < 4; ++p) {
-        const __m512i v = _mm512_loadu_si512(c + 64 + 64 * p);
+        const __m512i v = _mm512_loadu_si512(u + 64 * p);
         codes[2 * p] = _mm512_and_si512(v, low4);
         codes[2 * p + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
       }
-    } else {
-      for (int g = 0; g < 8; ++g) codes[g] = _mm512_loadu_si512(c + 64 + 64 * g);
+      if constexpr (BITS == 5) {
+        const __m512i plane = _mm512_loadu_si512(u + 256);
+#pragma GCC unroll 8  // constant shifts
+        for (int g = 0; g < 8; ++g) codes[g] = _mm512_or_si512(codes[g], fifth_bits(plane, g));
+      }
     }
     for (int t = 0; t < NT; ++t) {
       const int8_t* xb = x.codes(t, b);
-      __m512i a = _mm512_setzero_si512();
+      __m512i a = _mm512_set1_epi32(-zero_point<BITS, OFFSET>() * x.sum(t, b));
       for (int g = 0; g < 8; ++g) {
         int32_t four;
         std::memcpy(&four, xb + 4 * g, 4);
         a = _mm512_dpbusd_epi32(a, codes[g], _mm512_set1_epi32(four));
       }
       acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(d, _mm512_set1_ps(x.scale(t, b))), acc[t]);
-      acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(x.scale_sum(t, b)), acc[t]);
+      if constexpr (OFFSET) {
+        const __m512 m = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 32)));
+        acc[t] = _mm512_fmadd_ps(m, _mm512_set1_ps(x.scale_sum(t, b)), acc[t]);
+      }
     }
   }
   const __mmask16 keep = __mmask16((1u << n_rows) - 1);
@@ -90,18 +114,26 @@ inline __m256i x4(const Tokens& x, int t, int b, int g) {  // activations 4g .. 
   return _mm256_set1_epi32(four);
 }
 
-// Adds block b's terms d dx (u . x) + m dx sx for token t to the accumulator of half h (rows 8h .. 8h + 7).
+// fifth_bits of the AVX-512 path, for one half.
+inline __m256i fifth_bits(__m256i plane, int g) {
+  const __m256i v = g >= 4 ? _mm256_srl_epi16(plane, _mm_cvtsi32_si128(g - 4)) : _mm256_sll_epi16(plane, _mm_cvtsi32_si128(4 - g));
+  return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+}
+
+// Adds block b's terms d dx a (+ m dx sx) for token t to the accumulator of half h (rows 8h .. 8h + 7).
+template <bool OFFSET>
 inline void add_block(__m256& acc, const uint8_t* c, int h, const Tokens& x, int t, int b, __m256i a) {
   const __m256 d = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 16 * h)));
-  const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * h)));
   acc = _mm256_fmadd_ps(_mm256_cvtepi32_ps(a), _mm256_mul_ps(d, _mm256_set1_ps(x.scale(t, b))), acc);
-  acc = _mm256_fmadd_ps(m, _mm256_set1_ps(x.scale_sum(t, b)), acc);
+  if constexpr (OFFSET) {
+    const __m256 m = _mm256_cvtph_ps(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * h)));
+    acc = _mm256_fmadd_ps(m, _mm256_set1_ps(x.scale_sum(t, b)), acc);
+  }
 }
 
 // A decode step (NT = 1) streams the group once: ask for the bytes PREFETCH_AHEAD past chunk c early.
-template <int BITS>
-inline void prefetch_ahead(const uint8_t* c) {
-  for (int l = 0; l < int(packed_chunk_bytes(BITS)); l += 64) __builtin_prefetch(c + PREFETCH_AHEAD + l);
+inline void prefetch_ahead(const uint8_t* c, size_t chunk_bytes) {
+  for (size_t l = 0; l < chunk_bytes; l += 64) __builtin_prefetch(c + PREFETCH_AHEAD + l);
 }
 
 inline void store_rows(float* y, int N, int n_rows, int t, int h, __m256 acc) {
@@ -113,34 +145,44 @@ inline void store_rows(float* y, int N, int n_rows, int t, int h, __m256 acc) {
 }
 
 // 4-bit codes u give at most 2 * 15 * 127 = 3810 per pair, so the 8 groups of a block add up in 16 bits
-// (at most 30480 < 32767 in any order, exact) before one vpmaddwd by ones widens them. Group by group,
-// both halves' codes are unpacked from memory (2 registers, not 16) and each token's activations are
-// broadcast once for both; the sums of NT tokens x 2 halves stay in registers.
-template <int NT>
-void group_tile_4bit(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) {
+// (at most 30480 < 32767 in any order, exact) before one vpmaddwd by ones widens them; 5-bit codes (2 * 31
+// * 127 = 7874 per pair) are widened after groups 0-3 and 4-7 (31496 each). Group by group, both halves'
+// codes are unpacked from memory (2 registers, not 16) and each token's activations are broadcast once
+// for both; the sums of NT tokens x 2 halves stay in registers.
+template <int BITS, bool OFFSET, int NT>
+void group_tile_nibbles(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) {
+  constexpr PackedFormat format{BITS, OFFSET};
+  constexpr int WIDEN_EVERY = BITS == 4 ? 8 : 4;  // groups summed in 16 bits
   const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0F);
   __m256 acc[NT][2];
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   for (int b = 0; b < x.n_blocks; ++b) {
-    const uint8_t* c = w + b * packed_chunk_bytes(4);
-    if (NT == 1) prefetch_ahead<4>(c);
-    __m256i sum16[NT][2];
+    const uint8_t* c = w + b * packed_chunk_bytes(format);
+    const uint8_t* u = chunk_codes<OFFSET>(c);
+    if (NT == 1) prefetch_ahead(c, packed_chunk_bytes(format));
+    __m256i sum16[NT][2], a[NT][2];
+    for (int t = 0; t < NT; ++t) a[t][0] = a[t][1] = _mm256_set1_epi32(-zero_point<BITS, OFFSET>() * x.sum(t, b));
+#pragma GCC unroll 8  // g picks the nibble, the fifth bit's shift and the widening: constants once unrolled
     for (int g = 0; g < 8; ++g) {
       __m256i codes[2];  // group g: 4 codes of each of the 8 rows of half h
       for (int h = 0; h < 2; ++h) {
-        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * (g / 2) + 32 * h));
+        const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + 64 * (g / 2) + 32 * h));
         codes[h] = g % 2 ? _mm256_and_si256(_mm256_srli_epi16(v, 4), low4) : _mm256_and_si256(v, low4);
+        if constexpr (BITS == 5)
+          codes[h] = _mm256_or_si256(
+              codes[h], fifth_bits(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + 256 + 32 * h)), g));
       }
       for (int t = 0; t < NT; ++t) {
         const __m256i xg = x4(x, t, b, g);
         for (int h = 0; h < 2; ++h) {
           const __m256i p = _mm256_maddubs_epi16(codes[h], xg);
-          sum16[t][h] = g == 0 ? p : _mm256_add_epi16(sum16[t][h], p);
+          sum16[t][h] = g % WIDEN_EVERY == 0 ? p : _mm256_add_epi16(sum16[t][h], p);
+          if (g % WIDEN_EVERY == WIDEN_EVERY - 1) a[t][h] = _mm256_add_epi32(a[t][h], _mm256_madd_epi16(sum16[t][h], ones));
         }
       }
     }
     for (int t = 0; t < NT; ++t)
-      for (int h = 0; h < 2; ++h) add_block(acc[t][h], c, h, x, t, b, _mm256_madd_epi16(sum16[t][h], ones));
+      for (int h = 0; h < 2; ++h) add_block<OFFSET>(acc[t][h], c, h, x, t, b, a[t][h]);
   }
   for (int t = 0; t < NT; ++t)
     for (int h = 0; h < 2; ++h) store_rows(y, N, n_rows, t, h, acc[t][h]);
@@ -148,22 +190,24 @@ void group_tile_4bit(float* y, int N, int n_rows, const Tokens& x, const uint8_t
 
 // 8-bit codes would saturate vpmaddubsw (2 * 255 * 127), so they are read as signed q = u - 128 (u ^ 0x80)
 // and multiplied as |q| * (x signed by q), at most 2 * 128 * 127 = 32512 per pair (x is within +-127), and
-// widened group by group; u . x = q . x + 128 * sum(x), exactly. As for 4-bit codes, group by group over
+// widened group by group: q . x is a = u . x - 128 sx itself. As for 4-bit codes, group by group over
 // both halves, each token's activations broadcast once.
 template <int NT>
 void group_tile_8bit(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) {
+  constexpr PackedFormat format{8, false};
   const __m256i ones = _mm256_set1_epi16(1);
   __m256 acc[NT][2];
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   for (int b = 0; b < x.n_blocks; ++b) {
-    const uint8_t* c = w + b * packed_chunk_bytes(8);
-    if (NT == 1) prefetch_ahead<8>(c);
+    const uint8_t* c = w + b * packed_chunk_bytes(format);
+    const uint8_t* u = chunk_codes<false>(c);
+    if (NT == 1) prefetch_ahead(c, packed_chunk_bytes(format));
     __m256i a[NT][2];
-    for (int t = 0; t < NT; ++t) a[t][0] = a[t][1] = _mm256_set1_epi32(128 * x.sum(t, b));
+    for (int t = 0; t < NT; ++t) a[t][0] = a[t][1] = _mm256_setzero_si256();
     for (int g = 0; g < 8; ++g) {
       __m256i q[2], magnitude[2];  // half h: q = u - 128 and |q| (128 for -128: read as unsigned)
       for (int h = 0; h < 2; ++h) {
-        q[h] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c + 64 + 64 * g + 32 * h)),
+        q[h] = _mm256_xor_si256(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + 64 * g + 32 * h)),
                                 _mm256_set1_epi8(char(0x80)));
         magnitude[h] = _mm256_abs_epi8(q[h]);
       }
@@ -176,31 +220,32 @@ void group_tile_8bit(float* y, int N, int n_rows, const Tokens& x, const uint8_t
       }
     }
     for (int t = 0; t < NT; ++t)
-      for (int h = 0; h < 2; ++h) add_block(acc[t][h], c, h, x, t, b, a[t][h]);
+      for (int h = 0; h < 2; ++h) add_block<false>(acc[t][h], c, h, x, t, b, a[t][h]);
   }
   for (int t = 0; t < NT; ++t)
     for (int h = 0; h < 2; ++h) store_rows(y, N, n_rows, t, h, acc[t][h]);
 }
 
-template <int BITS, int NT>
+template <int BITS, bool OFFSET, int NT>
 void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) {
-  if constexpr (BITS == 4) group_tile_4bit<NT>(y, N, n_rows, x, w);
-  else group_tile_8bit<NT>(y, N, n_rows, x, w);
+  if constexpr (BITS == 8) group_tile_8bit<NT>(y, N, n_rows, x, w);
+  else group_tile_nibbles<BITS, OFFSET, NT>(y, N, n_rows, x, w);
 }
 #else
-template <int BITS, int NT>
+template <int BITS, bool OFFSET, int NT>
 void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) {
+  constexpr PackedFormat format{BITS, OFFSET};
   const int n_blocks = x.n_blocks;
   float acc[NT][ROWS] = {};
   for (int b = 0; b < n_blocks; ++b) {
-    const uint8_t* c = w + b * packed_chunk_bytes(BITS);
+    const uint8_t* c = w + b * packed_chunk_bytes(format);
     const uint16_t* d16 = reinterpret_cast<const uint16_t*>(c);
-    const uint8_t* codes = c + 64;
+    const uint8_t* codes = chunk_codes<OFFSET>(c);
     for (int t = 0; t < NT; ++t) {
       const int8_t* xb = x.codes(t, b);
       const float s = x.scale(t, b), s_sum = x.scale_sum(t, b);
       for (int j = 0; j < ROWS; ++j) {
-        int32_t a = 0;
+        int32_t a = -zero_point<BITS, OFFSET>() * x.sum(t, b);
         for (int i = 0; i < QK; ++i) {
           int u;
           if constexpr (BITS == 8) {
@@ -209,11 +254,12 @@ void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) 
             const int p = i / 8, k = i % 8;
             const uint8_t byte = codes[p * 64 + 4 * j + k % 4];
             u = k < 4 ? byte & 0xF : byte >> 4;
+            if constexpr (BITS == 5) u |= ((codes[256 + 4 * j + i % 4] >> (i / 4)) & 1) << 4;
           }
           a += u * xb[i];
         }
         acc[t][j] = std::fma(float(a), f16_to_f32(d16[j]) * s, acc[t][j]);
-        acc[t][j] = std::fma(f16_to_f32(d16[16 + j]), s_sum, acc[t][j]);
+        if constexpr (OFFSET) acc[t][j] = std::fma(f16_to_f32(d16[16 + j]), s_sum, acc[t][j]);
       }
     }
   }
@@ -223,9 +269,9 @@ void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) 
 #endif
 
 // Groups [g0, g1) of one output, every token.
-template <int BITS>
+template <int BITS, bool OFFSET>
 void groups(const PackedOut& o, const Tokens& x, int T, int g0, int g1) {
-  const size_t group_bytes = size_t(x.n_blocks) * packed_chunk_bytes(BITS);
+  const size_t group_bytes = size_t(x.n_blocks) * packed_chunk_bytes(o.format);
   for (int t0 = 0; t0 < T; t0 += BLOCK_T) {
     const int t1 = std::min(T, t0 + BLOCK_T);
     for (int g = g0; g < g1; ++g) {
@@ -233,10 +279,17 @@ void groups(const PackedOut& o, const Tokens& x, int T, int g0, int g1) {
       const uint8_t* w = o.w + g * group_bytes;
       int t = t0;
       for (; t + TILE_T <= t1; t += TILE_T)
-        group_tile<BITS, TILE_T>(o.y + size_t(t) * o.N + g * ROWS, o.N, n_rows, x.from(t), w);
-      for (; t < t1; ++t) group_tile<BITS, 1>(o.y + size_t(t) * o.N + g * ROWS, o.N, n_rows, x.from(t), w);
+        group_tile<BITS, OFFSET, TILE_T>(o.y + size_t(t) * o.N + g * ROWS, o.N, n_rows, x.from(t), w);
+      for (; t < t1; ++t) group_tile<BITS, OFFSET, 1>(o.y + size_t(t) * o.N + g * ROWS, o.N, n_rows, x.from(t), w);
     }
   }
+}
+
+void groups_of_format(const PackedOut& o, const Tokens& x, int T, int g0, int g1) {
+  const PackedFormat f = o.format;
+  if (f.bits == 4) f.offset ? groups<4, true>(o, x, T, g0, g1) : groups<4, false>(o, x, T, g0, g1);
+  else if (f.bits == 5) f.offset ? groups<5, true>(o, x, T, g0, g1) : groups<5, false>(o, x, T, g0, g1);
+  else groups<8, false>(o, x, T, g0, g1);  // Q8_0, the one 8-bit format
 }
 
 }  // namespace
@@ -246,10 +299,7 @@ void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, cons
   const Tokens x{xq, dx, dx_sx, sx, K / QK};
   auto n_groups = [&](int i) { return (outs[i].N + ROWS - 1) / ROWS; };
   parallel_for(total_units(n_outs, n_groups), n_threads, 1, [&](int begin, int end) {
-    for_output_ranges(n_outs, n_groups, begin, end, [&](int i, int a, int b) {
-      if (outs[i].bits == 4) groups<4>(outs[i], x, T, a, b);
-      else groups<8>(outs[i], x, T, a, b);
-    });
+    for_output_ranges(n_outs, n_groups, begin, end, [&](int i, int a, int b) { groups_of_format(outs[i], x, T, a, b); });
   });
 }
 

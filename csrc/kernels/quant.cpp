@@ -64,11 +64,14 @@ void dequantize_row(float* out, const void* row, DType type, int64_t n) {
 }
 
 // ---- packing for matmul_int8 (layout in kernels.h) ---------------------------------------------------
-int packed_bits(DType type) {
+PackedFormat packed_format(DType type) {
   switch (type) {
-    case DType::Q4_0: case DType::Q4_1: case DType::Q4_K: return 4;
-    case DType::Q8_0: case DType::Q5_0: case DType::Q5_K: return 8;
-    default: return 0;
+    case DType::Q4_0: return {4, false};
+    case DType::Q4_1: case DType::Q4_K: return {4, true};
+    case DType::Q5_0: return {5, false};
+    case DType::Q5_K: return {5, true};
+    case DType::Q8_0: return {8, false};
+    default: return {};
   }
 }
 
@@ -89,98 +92,84 @@ static void k_quant_affine(const uint8_t* row, DType type, int b, float& scale, 
 }
 
 size_t packed_bytes(DType type, int N, int K) {
-  const int bits = packed_bits(type);
-  return bits ? size_t((N + 15) / 16) * (K / QK) * packed_chunk_bytes(bits) : 0;
+  const PackedFormat f = packed_format(type);
+  return f.bits ? size_t((N + 15) / 16) * (K / QK) * packed_chunk_bytes(f) : 0;
 }
 
 bool pack_fits(const void* w, DType type, int N, int K) {
-  if (type == DType::Q4_K || type == DType::Q5_K) {  // d sc and dmin mn become f16
-    const size_t rb = row_bytes(type, K);
-    for (int n = 0; n < N; ++n)
-      for (int b = 0; b < K / QK; ++b) {
-        float scale, offset;
-        k_quant_affine(static_cast<const uint8_t*>(w) + size_t(n) * rb, type, b, scale, offset);
-        if (!(std::fabs(scale) <= 65504.0f && std::fabs(offset) <= 65504.0f)) return false;
-      }
-    return true;
-  }
-  // The packed offset m = -128 d (Q8_0) or -8 d (Q4_0) is stored as f16: it must stay below 65504.
-  const float limit = type == DType::Q8_0   ? 65504.0f / 128.0f
-                      : type == DType::Q5_0 ? 65504.0f / 16.0f
-                      : type == DType::Q4_0 ? 65504.0f / 8.0f
-                                            : INFINITY;
-  const size_t n_blocks = size_t(N) * (K / QK), stride = dtype_info(int(type))->block_bytes;
-  for (size_t b = 0; b < n_blocks; ++b) {
-    uint16_t d;
-    std::memcpy(&d, static_cast<const uint8_t*>(w) + b * stride, 2);  // d leads every 32-weight block
-    if (!(std::fabs(f16_to_f32(d)) <= limit)) return false;
-  }
+  if (type != DType::Q4_K && type != DType::Q5_K) return true;  // the other types' f16 d and m are the file's
+  const size_t rb = row_bytes(type, K);  // d sc and dmin mn become f16
+  for (int n = 0; n < N; ++n)
+    for (int b = 0; b < K / QK; ++b) {
+      float scale, offset;
+      k_quant_affine(static_cast<const uint8_t*>(w) + size_t(n) * rb, type, b, scale, offset);
+      if (!(std::fabs(scale) <= 65504.0f && std::fabs(offset) <= 65504.0f)) return false;
+    }
   return true;
 }
 
 // Group g (rows 16g .. 16g + 15) of pack_weight's output.
 static void pack_group(uint8_t* out, const void* w, DType type, int N, int K, int g) {
-  const int bits = packed_bits(type), n_blocks = K / QK;
-  const size_t rb = row_bytes(type, K), chunk = packed_chunk_bytes(bits);
-  {
-    std::memset(out + size_t(g) * n_blocks * chunk, 0, size_t(n_blocks) * chunk);  // rows past N stay zero
-    for (int n = g * 16; n < std::min(N, g * 16 + 16); ++n) {
-      const uint8_t* row = static_cast<const uint8_t*>(w) + size_t(n) * rb;
-      const int j = n % 16;
-      for (int b = 0; b < n_blocks; ++b) {
-        uint8_t* c = out + (size_t(g) * n_blocks + b) * chunk;
-        uint16_t* d = reinterpret_cast<uint16_t*>(c);
-        uint16_t* m = d + 16;
-        uint8_t u[QK];  // the block's unsigned codes, w = d * u + m
-        if (type == DType::Q8_0) {
-          const BlockQ8_0& blk = reinterpret_cast<const BlockQ8_0*>(row)[b];
-          for (int i = 0; i < QK; ++i) u[i] = uint8_t(blk.qs[i] + 128);
-          d[j] = blk.d;
-          m[j] = f32_to_f16(-128.0f * f16_to_f32(blk.d));  // exact: a power-of-two multiple
-        } else if (type == DType::Q5_0) {  // 5-bit codes in the 8-bit layout: w = d * u - 16 d
-          const BlockQ5_0& blk = reinterpret_cast<const BlockQ5_0*>(row)[b];
-          uint32_t qh;
-          std::memcpy(&qh, blk.qh, 4);
-          for (int i = 0; i < QK / 2; ++i) {
-            u[i] = uint8_t((blk.qs[i] & 0xF) | ((qh >> i) & 1) << 4);
-            u[i + QK / 2] = uint8_t((blk.qs[i] >> 4) | ((qh >> (i + 16)) & 1) << 4);
-          }
-          d[j] = blk.d;
-          m[j] = f32_to_f16(-16.0f * f16_to_f32(blk.d));  // exact: a power-of-two multiple
-        } else if (type == DType::Q4_K || type == DType::Q5_K) {  // 4- or 5-bit codes, layout in blocks.h
-          const bool five = type == DType::Q5_K;
-          const uint8_t* x = row + size_t(b / 8) * (five ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K));
-          const uint8_t* qs = x + (five ? offsetof(BlockQ5_K, qs) : offsetof(BlockQ4_K, qs)) + 32 * ((b % 8) / 2);
-          const uint8_t* qh = x + offsetof(BlockQ5_K, qh);
-          const int shift = (b % 2) * 4;
-          for (int i = 0; i < QK; ++i)
-            u[i] = uint8_t(((qs[i] >> shift) & 0xF) | (five ? ((qh[i] >> (b % 8)) & 1) << 4 : 0));
-          float scale, offset;
-          k_quant_affine(row, type, b, scale, offset);
-          d[j] = f32_to_f16(scale);  // rounded: see k_quant_affine
-          m[j] = f32_to_f16(offset);
-        } else {
-          const uint8_t* qs = type == DType::Q4_1 ? reinterpret_cast<const BlockQ4_1*>(row)[b].qs
-                                                  : reinterpret_cast<const BlockQ4_0*>(row)[b].qs;
-          for (int i = 0; i < QK / 2; ++i) {
-            u[i] = qs[i] & 0xF;
-            u[i + QK / 2] = qs[i] >> 4;
-          }
-          if (type == DType::Q4_1) {
-            d[j] = reinterpret_cast<const BlockQ4_1*>(row)[b].d;
-            m[j] = reinterpret_cast<const BlockQ4_1*>(row)[b].m;
-          } else {
-            d[j] = reinterpret_cast<const BlockQ4_0*>(row)[b].d;
-            m[j] = f32_to_f16(-8.0f * f16_to_f32(d[j]));  // exact: a power-of-two multiple
-          }
+  const PackedFormat f = packed_format(type);
+  const int n_blocks = K / QK;
+  const size_t rb = row_bytes(type, K), chunk = packed_chunk_bytes(f);
+  std::memset(out + size_t(g) * n_blocks * chunk, 0, size_t(n_blocks) * chunk);  // rows past N stay zero
+  for (int n = g * 16; n < std::min(N, g * 16 + 16); ++n) {
+    const uint8_t* row = static_cast<const uint8_t*>(w) + size_t(n) * rb;
+    const int j = n % 16;
+    for (int b = 0; b < n_blocks; ++b) {
+      uint8_t* c = out + (size_t(g) * n_blocks + b) * chunk;
+      uint16_t* d = reinterpret_cast<uint16_t*>(c);
+      uint16_t* m = d + 16;  // only with f.offset
+      uint8_t u[QK];         // the block's unsigned codes: w = d u + m, or d (u - 2^(bits - 1))
+      if (type == DType::Q8_0) {
+        const BlockQ8_0& blk = reinterpret_cast<const BlockQ8_0*>(row)[b];
+        for (int i = 0; i < QK; ++i) u[i] = uint8_t(blk.qs[i] + 128);
+        d[j] = blk.d;
+      } else if (type == DType::Q5_0) {
+        const BlockQ5_0& blk = reinterpret_cast<const BlockQ5_0*>(row)[b];
+        uint32_t qh;
+        std::memcpy(&qh, blk.qh, 4);
+        for (int i = 0; i < QK / 2; ++i) {
+          u[i] = uint8_t((blk.qs[i] & 0xF) | ((qh >> i) & 1) << 4);
+          u[i + QK / 2] = uint8_t((blk.qs[i] >> 4) | ((qh >> (i + 16)) & 1) << 4);
         }
-        uint8_t* codes = c + 64;
-        if (bits == 8) {
-          for (int i = 0; i < QK; ++i) codes[(i / 4) * 64 + 4 * j + i % 4] = u[i];
-        } else {
-          for (int p = 0; p < 4; ++p)
-            for (int k = 0; k < 4; ++k) codes[p * 64 + 4 * j + k] = uint8_t(u[8 * p + k] | (u[8 * p + 4 + k] << 4));
+        d[j] = blk.d;
+      } else if (type == DType::Q4_K || type == DType::Q5_K) {  // 4- or 5-bit codes, layout in blocks.h
+        const bool five = type == DType::Q5_K;
+        const uint8_t* x = row + size_t(b / 8) * (five ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K));
+        const uint8_t* qs = x + (five ? offsetof(BlockQ5_K, qs) : offsetof(BlockQ4_K, qs)) + 32 * ((b % 8) / 2);
+        const uint8_t* qh = x + offsetof(BlockQ5_K, qh);
+        const int shift = (b % 2) * 4;
+        for (int i = 0; i < QK; ++i)
+          u[i] = uint8_t(((qs[i] >> shift) & 0xF) | (five ? ((qh[i] >> (b % 8)) & 1) << 4 : 0));
+        float scale, offset;
+        k_quant_affine(row, type, b, scale, offset);
+        d[j] = f32_to_f16(scale);  // rounded: see k_quant_affine
+        m[j] = f32_to_f16(offset);
+      } else {
+        const uint8_t* qs = type == DType::Q4_1 ? reinterpret_cast<const BlockQ4_1*>(row)[b].qs
+                                                : reinterpret_cast<const BlockQ4_0*>(row)[b].qs;
+        for (int i = 0; i < QK / 2; ++i) {
+          u[i] = qs[i] & 0xF;
+          u[i + QK / 2] = qs[i] >> 4;
         }
+        if (type == DType::Q4_1) {
+          d[j] = reinterpret_cast<const BlockQ4_1*>(row)[b].d;
+          m[j] = reinterpret_cast<const BlockQ4_1*>(row)[b].m;
+        } else {
+          d[j] = reinterpret_cast<const BlockQ4_0*>(row)[b].d;
+        }
+      }
+      uint8_t* codes = c + (f.offset ? 64 : 32);
+      if (f.bits == 8) {
+        for (int i = 0; i < QK; ++i) codes[(i / 4) * 64 + 4 * j + i % 4] = u[i];
+      } else {
+        for (int p = 0; p < 4; ++p)
+          for (int k = 0; k < 4; ++k)
+            codes[p * 64 + 4 * j + k] = uint8_t((u[8 * p + k] & 0xF) | (u[8 * p + 4 + k] & 0xF) << 4);
+        if (f.bits == 5)
+          for (int i = 0; i < QK; ++i) codes[256 + 4 * j + i % 4] |= uint8_t((u[i] >> 4) << (i / 4));
       }
     }
   }

@@ -32,7 +32,7 @@ void project(Workspace& ws, std::initializer_list<Product> outs, const float* x,
   int n_float = 0, n_packed = 0;
   for (const Product& p : outs) {
     const int N = int(p.m->view.rows);
-    if (p.m->packed) packed[n_packed++] = PackedOut{p.y, p.m->packed, packed_bits(p.m->view.type), N};
+    if (p.m->packed) packed[n_packed++] = PackedOut{p.y, p.m->packed, packed_format(p.m->view.type), N};
     else floats[n_float++] = MatmulOut{p.y, p.m->view.data, p.m->view.type, N};
   }
   if (n_float) matmul_multi(floats, n_float, x, T, K, n_threads);

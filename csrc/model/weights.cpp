@@ -198,18 +198,18 @@ bool pack_matrices(ModelWeights& w, PackedBuffer& buffer, bool file_mapped, int 
   // The layout's version and the matrices' shapes belong to the key: a cache made by another engine or
   // for other shapes is not this model's.
   PackedCache keyed = cache;
-  keyed.key += "\npacked layout 2";
+  keyed.key += "\npacked layout 3";
   for (Matrix* m : all)
     keyed.key += " " + std::to_string(int(m->view.type)) + ":" + std::to_string(m->view.rows) + "x" + std::to_string(m->view.cols);
   if (read_packed_cache(keyed, total, buffer)) {
     for (size_t i = 0; i < all.size(); ++i)
-      if (packed_bits(all[i]->view.type)) all[i]->packed = buffer.get() + offsets[i];
+      if (packed_format(all[i]->view.type).bits) all[i]->packed = buffer.get() + offsets[i];
     return true;
   }
   buffer = PackedBuffer(total);
   for (size_t i = 0; i < all.size(); ++i) {
     const TensorView& v = all[i]->view;
-    if (!packed_bits(v.type)) continue;  // other types keep the fp32 path
+    if (!packed_format(v.type).bits) continue;  // other types keep the fp32 path
     NT_CHECK(pack_fits(v.data, v.type, int(v.rows), int(v.cols)),
              std::string("a ") + dtype_name(v.type) + " weight has a block scale too large for compute_type 'int8' "
              "(its packed offset would overflow f16); use compute_type 'float32'");
