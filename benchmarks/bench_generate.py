@@ -55,13 +55,22 @@ class NextokenEngine:
         self.model = nextoken.load(path, n_ctx=N_CTX, n_threads=threads, compute_type=compute_type, kv_cache=kv_cache,
                                    packed_cache=packed_cache)
 
+    def _run_whole(self, prompts):
+        """The session keeps the last finished sequence's cache for a prompt that starts with the same tokens
+        (a chat's next turn reuses it); a timed prompt must run whole, as llama.cpp's after reset() does. A
+        one-token sequence whose token starts none of the prompts takes that place, untimed."""
+        token = min(set(range(len(prompts) + 1)) - {p[0] for p in prompts})
+        self.model.generate([token], max_new_tokens=1)
+
     def prefill(self, ids):
+        self._run_whole([ids])
         t = time.perf_counter()
         self.model.generate(ids, max_new_tokens=1)
         return time.perf_counter() - t
 
     def batch(self, prompts, n_new):
         def run(n):
+            self._run_whole(prompts)
             t = time.perf_counter()
             self.model.generate(prompts, max_new_tokens=n, min_new_tokens=n)
             return time.perf_counter() - t
@@ -216,13 +225,15 @@ def peak_rss_mib() -> float:
 
 
 def worker(engine: str, path: Path, threads: int):
-    """Answers JSON requests on stdin, one per line, with JSON on stdout."""
+    """Answers JSON requests on stdin, one per line, with JSON on stdout. The first line holds the prompts'
+    token ids, tokenized by the driver: a tokenizer here (Gemma 3's has 262k entries) would count in
+    every engine's peak RSS."""
     out = sys.stdout
     sys.stdout = sys.stderr  # keep library chatter off the protocol
     t = time.perf_counter()
     eng = ENGINES[engine][0](path, threads)
     load_s = time.perf_counter() - t
-    prompts = {n: prompt_ids(path, n) for _, _, n, _ in FIGURES}
+    prompts = {int(n): ids for n, ids in json.loads(sys.stdin.readline()).items()}
     long_prompt = prompts[max(prompts)]
     out.write(json.dumps({"load_s": load_s, "peak_rss_mib": peak_rss_mib()}) + "\n")
     out.flush()
@@ -312,10 +323,10 @@ def main():
     unknown = [f for f in args.figures if f not in figure_names]
     if unknown:
         ap.error(f"unknown figure(s) {', '.join(unknown)}; choose from {', '.join(figure_names)}")
+    if args.worker:  # the driver passes the resolved path
+        return worker(args.worker, Path(args.model), args.threads)
     import nextoken
     path = nextoken.hub.resolve(args.model).resolve()
-    if args.worker:
-        return worker(args.worker, path, args.threads)
 
     engines = [e for e in args.engines if available(e)]
     skipped = [e for e in args.engines if e not in engines]
@@ -324,10 +335,13 @@ def main():
         _ct2_model(path)  # convert before timing anything: load time is the converted model's
     if any(e.startswith("nextoken-int8") and e != "nextoken-int8-repack" for e in engines):
         nextoken.load(path, n_ctx=16, compute_type="int8", packed_cache=True)  # the same: the packed cache written
+    prompts = json.dumps({n: prompt_ids(path, n) for _, _, n, _ in FIGURES})
     procs, results = {}, {}
     for e in engines:
         p = subprocess.Popen([sys.executable, __file__, "--worker", e, "--model", str(path), "--threads", str(args.threads)],
                              stdin=subprocess.PIPE, stdout=subprocess.PIPE, text=True)
+        p.stdin.write(prompts + "\n")
+        p.stdin.flush()
         line = p.stdout.readline()
         if not line:
             print(f"{e}: worker failed to start, skipped", file=sys.stderr)
