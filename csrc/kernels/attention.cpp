@@ -252,13 +252,17 @@ void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs,
   // A row's keys go in segments of SEGMENT_KEYS from its first key, each reduced alone and then merged in
   // order: a row's output depends on its keys alone, not on how the work was split. With few rows
   // (decode) the segments are spread over the threads (split-K, so that every thread works whatever the
-  // head count); with many, each (row, key/value head) goes to one thread, which runs its segments in turn.
+  // head count); with many, each (row, key/value head) goes to one thread, which runs its segments in turn,
+  // last rows first: in a causal prefill a row's cost grows with its position, and the pool's threads
+  // claim chunks in order, so the cheap chunks left at the end even out the threads' shares (first rows
+  // first, the costliest chunk came last and ran on one thread alone: a 512-token, 9-head prefill on 2
+  // threads of an AVX2 EPYC took ~7.3 ms, last rows first ~6.4).
   const int n_items = n_rows * H_kv;
   if (n_items >= 4 * n_threads) {
     parallel_for(n_items, n_threads, 1, [&](int begin, int end) {
       std::vector<float> partial;
-      for (int item = begin; item < end; ++item) {
-        const int row = item / H_kv, kv_head = item % H_kv;
+      for (int i = begin; i < end; ++i) {
+        const int item = n_items - 1 - i, row = item / H_kv, kv_head = item % H_kv;
         const Keys keys = keys_of(row);
         partial.resize(size_t(keys.n_segments) * per_group);
         for (int segment = 0; segment < keys.n_segments; ++segment)
