@@ -60,7 +60,7 @@ def test_top_logits_match_transformers(gemma3, i):
 
 
 def test_int8_compute_keeps_transformers_top_choice_close():
-    """compute_type="int8" (Q4_K, Q5_0 and Q8_0 matrices repacked, Q6_K on the fp32 kernels) moves logits by
+    """compute_type="int8" (its Q4_K, Q5_0, Q6_K and Q8_0 matrices repacked) moves logits by
     the activation quantization error: its top token stays among transformers' three best."""
     model = nextoken.load(nextoken.pull("gemma3-270m", quiet=True), n_ctx=128, n_threads=2, compute_type="int8")
     for i, p in enumerate(PROMPTS):

@@ -316,6 +316,36 @@ def test_matmul_int8_k_quants_match_reference(w_type, T, K, N):
     assert np.abs(ours - unrounded).max() > 1e-5 * np.abs(unrounded).max()  # the rounding is visible
 
 
+@pytest.mark.parametrize("T,K,N", [(1, 256, 17), (5, 512, 37), (9, 256, 16)])
+def test_matmul_int8_q6_k_matches_reference(T, K, N):
+    """Q6_K's packing is exact (d and the int8 scale per 16 weights as stored, w = d sc (u - 32) taken into
+    the integer sum), so the int8 product is the float64 product of the dequantized weights and the int8
+    activations, inside the usual 1e-5."""
+    rng = np.random.default_rng(T + K + N)
+    raw = ref.random_blocks(rng, ref.Q6_K, N, K)
+    x = rng.standard_normal((T, K)).astype(np.float32)
+    close(ops.matmul_int8(x, ops.pack_weight(raw, ref.Q6_K, N, K), ref.Q6_K, N, 2),
+          ref.matmul_int8(x, ref.dequantize(raw, ref.Q6_K, N, K)))
+
+
+def test_matmul_int8_q6_k_largest_codes_and_scales():
+    """The extremes of Q6_K's integer path: every code 63 (u - 32 = 31) or 0 (-32), scales +127 and -128,
+    activations at +-127. AVX2 adds 2 groups' vpmaddubsw in 16 bits (2 * 2 * 63 * 127 = 32004 < 32767) and
+    multiplies each sub-block's 32-bit sum by its scale (|a| <= 2 * 128 * 16 * 32 * 127 ~ 1.7e7 < 2^31); an
+    overflow or saturation anywhere would miss the reference by far more than 1e-5."""
+    N, K = 19, 256
+    blocks = np.zeros((N * K // 256, 210), dtype=np.uint8)
+    blocks[0::2, 0:192] = 0xFF  # ql, qh: every code 63 in even blocks, 0 in odd ones
+    blocks[:, 192:208] = np.where(np.arange(16) % 2, 0x80, 0x7F)  # scales +127, -128 alternately
+    blocks[:, 208:210] = np.array([0.01], dtype=np.float16).view(np.uint8)  # d
+    raw = blocks.reshape(-1)
+    x = np.where(np.arange(K) % 3, 5.0, -5.0).astype(np.float32)[None].repeat(3, axis=0)
+    x[1] = 5.0
+    x[2] = -5.0
+    close(ops.matmul_int8(x, ops.pack_weight(raw, ref.Q6_K, N, K), ref.Q6_K, N, 1),
+          ref.matmul_int8(x, ref.dequantize(raw, ref.Q6_K, N, K)))
+
+
 def test_pack_weight_refuses_k_quant_scales_past_f16():
     """d * sc of a Q4_K sub-block above 65504 has no f16 form: an Error, not infinities in the packed
     weights (a model load says the same and names compute_type 'float32')."""
@@ -366,12 +396,13 @@ def test_matmul_int8_largest_codes_do_not_saturate(w_type):
 
 
 @pytest.mark.parametrize("w_type,packed_bytes_per_weight", [(ref.Q4_0, 18 / 32), (ref.Q4_1, 20 / 32), (ref.Q5_0, 22 / 32),
-                                                             (ref.Q8_0, 34 / 32), (ref.Q4_K, 20 / 32), (ref.Q5_K, 24 / 32)])
+                                                             (ref.Q8_0, 34 / 32), (ref.Q4_K, 20 / 32), (ref.Q5_K, 24 / 32),
+                                                             (ref.Q6_K, 28 / 32)])
 def test_packed_weights_are_no_larger_than_the_files_blocks(w_type, packed_bytes_per_weight):
     """Decode reads every packed byte once per token, so the layout's size is its speed: the 32-weight types
     pack into exactly their file size (the offset m stored only for Q4_1, 5-bit codes as 4 bits plus a bit
-    plane); the K-quants spend 2 bytes more per 32 weights on f16 scale and offset (4.5 -> 5 and 5.5 -> 6
-    bits per weight), which buys their integer path."""
+    plane); the K-quants spend more on their scales, one f16 scale and offset per 32 weights (4.5 -> 5 and
+    5.5 -> 6 bits per weight) or, for Q6_K, an f16 d per 32 weights beside the int8 scales (6.5625 -> 7)."""
     rng = np.random.default_rng(1)
     N, K = 32, 256
     raw = ref.random_blocks(rng, w_type, N, K) if w_type in ref.OTHER_BLOCKS else random_weight(rng, w_type, N, K)
@@ -398,7 +429,8 @@ def test_int8_matmul_gives_the_same_bits_on_every_isa():
     import sys
     code = ("import numpy as np, sys; from nextoken import ops, reference as ref\n"
             "rng = np.random.default_rng(0)\n"
-            "for ty, K in ((ref.Q4_0, 96), (ref.Q4_1, 96), (ref.Q8_0, 96), (ref.Q5_0, 96), (ref.Q4_K, 256), (ref.Q5_K, 256)):\n"
+            "for ty, K in ((ref.Q4_0, 96), (ref.Q4_1, 96), (ref.Q8_0, 96), (ref.Q5_0, 96), (ref.Q4_K, 256), (ref.Q5_K, 256),\n"
+            "              (ref.Q6_K, 256)):\n"
             "    raw = ref.random_blocks(rng, ty, 37, K) if ty in ref.OTHER_BLOCKS else "
             "ref.quantize(rng.standard_normal((37, K)).astype(np.float32), ty)\n"
             "    x = rng.standard_normal((5, K)).astype(np.float32)\n"

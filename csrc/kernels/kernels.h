@@ -37,20 +37,25 @@ inline void matmul(float* y, const float* x, const void* w, DType w_type, int T,
 // Integer dot products, as llama.cpp does them: activations quantized to int8 per 32-block, weights
 // repacked once at load. Packed layout, per group of 16 rows and per 32-weight block, one chunk:
 //   d[16] (f16), then m[16] (f16) for the types with an offset (Q4_1, Q4_K, Q5_K): w = d[j] * u + m[j] for
-//   unsigned codes u; the others (Q4_0, Q5_0, Q8_0) have w = d[j] * (u - z) with z = 2^(bits - 1), and z
-//   times the activations' code sum comes off the exact integer sum, so they store no m;
+//   unsigned codes u; the others (Q4_0, Q5_0, Q8_0, Q6_K) have w = d[j] * (u - z) with z = 2^(bits - 1),
+//   and z times the activations' code sum comes off the exact integer sum, so they store no m; Q6_K's
+//   int8 scale per 16 weights follows d: sc[2][16], sub-block s (weights 16s .. 16s + 15) of row j at
+//   byte 16s + j, and w = d[j] * sc[s][j] * (u - 32), which the integer sum takes in too;
 //   codes: 4-bit: 4 x 64 bytes, byte 4j + k of vector p holds u(j, 8p + k) low and u(j, 8p + 4 + k) high;
-//          5-bit: the 4-bit layout of the low 4 bits, then 64 bytes whose byte 4j + k holds the fifth bits:
-//                 bit g is that of u(j, 4g + k) (Q5_0 and Q5_K, at the 5/8 bytes per weight of the file);
+//          5- and 6-bit: the 4-bit layout of the low 4 bits, then 64 bytes for each higher bit, whose byte
+//                 4j + k holds bit g of u(j, 4g + k) in its bit g (Q5_0 and Q5_K in the 5/8 bytes per
+//                 weight of the file, Q6_K in 7/8);
 //          8-bit (Q8_0): 8 x 64 bytes, byte 4j + k of vector g is u(j, 4g + k).
 // so that one 64-byte vector holds 4 consecutive codes of each of the 16 rows: the shape of VNNI's
 // vpdpbusd, which sums 4 u8 x s8 products per int32 lane. Rows past N in the last group are zero.
 struct PackedFormat {
-  int bits = 0;         // 4, 5 or 8; 0: the type has no packed form
+  int bits = 0;         // 4, 5, 6 (Q6_K, with its scales per 16 weights) or 8; 0: the type has no packed form
   bool offset = false;  // m stored (w = d u + m), else w = d (u - 2^(bits - 1))
 };
 // Bytes of one chunk (16 rows x 32 weights): scales, then codes.
-constexpr size_t packed_chunk_bytes(PackedFormat f) { return 32 * (f.offset ? 2 : 1) + 64 * size_t(f.bits); }
+constexpr size_t packed_chunk_bytes(PackedFormat f) {
+  return 32 * (1 + (f.offset ? 1 : 0) + (f.bits == 6 ? 1 : 0)) + 64 * size_t(f.bits);
+}
 struct PackedOut {
   float* y;              // (T, N)
   const uint8_t* w;      // pack_weight() output

@@ -1,8 +1,9 @@
-// matmul_int8.cpp: y = x @ W^T with int8 activations and packed 4/5/8-bit weights, CPU, once per ISA.
+// matmul_int8.cpp: y = x @ W^T with int8 activations and packed 4/5/6/8-bit weights, CPU, once per ISA.
 //
 // T = tokens, K = input features, N = output features; packed layout in kernels.h. Per token, group of
 // 16 rows and 32-weight block b, with u the codes, xq the activation codes, sx their sum and a the exact
-// integer a[j] = sum_i u(j, i) xq(i) - z sx (z = 0 for the formats with an offset m, else 2^(bits - 1)):
+// integer a[j] = sum_i u(j, i) xq(i) - z sx (z = 0 for the formats with an offset m, else 2^(bits - 1);
+// for Q6_K the sum of sc[s][j] (sum over sub-block s of u xq - 32 sx_s), sx_s the sub-block's code sum):
 //     acc[j] = fma(float(a[j]), d[j] * dx_b, acc[j]);   with an offset also acc[j] = fma(m[j], dx_b * sx_b, acc[j])
 // With AVX-512 VNNI the 16 rows are the 16 lanes of one register and a is 8 vpdpbusd; with AVX2, two
 // registers of 8 rows; elsewhere the same operations run row by row. a is exact and the float steps are
@@ -45,20 +46,29 @@ struct Tokens {
   }
 };
 
-// Where a chunk's codes start: after d[16], and m[16] when the format has an offset.
-template <bool OFFSET>
-inline const uint8_t* chunk_codes(const uint8_t* c) { return c + (OFFSET ? 64 : 32); }
+// Where a chunk's codes start: after d[16], m[16] when the format has an offset, and Q6_K's sc[2][16].
+template <int BITS, bool OFFSET>
+inline const uint8_t* chunk_codes(const uint8_t* c) { return c + packed_chunk_bytes({BITS, OFFSET}) - 64 * BITS; }
 // z of the formats without an offset: w = d (u - z).
 template <int BITS, bool OFFSET>
 constexpr int zero_point() { return OFFSET ? 0 : 1 << (BITS - 1); }
+// Q6_K: the code sums of the block's two halves of 16 activations (sub-blocks 0 and 1).
+inline void sub_sums(const int8_t* xb, int32_t s[2]) {
+  s[0] = s[1] = 0;
+  for (int i = 0; i < QK / 2; ++i) {
+    s[0] += xb[i];
+    s[1] += xb[QK / 2 + i];
+  }
+}
 
 #if defined(__AVX512VNNI__)
-// The fifth bits of group g's codes: bit g of each byte of the 5-bit layout's last 64 bytes, moved to bit 4.
-// 16-bit shifts carry bits across the byte boundary, but never into bit 4 of the other byte (a left shift
-// by 4 - g <= 4 brings in bits at <= 3, a right shift by g - 4 <= 3 at >= 5).
-inline __m512i fifth_bits(__m512i plane, int g) {
-  const __m512i v = g >= 4 ? _mm512_srl_epi16(plane, _mm_cvtsi32_si128(g - 4)) : _mm512_sll_epi16(plane, _mm_cvtsi32_si128(4 - g));
-  return _mm512_and_si512(v, _mm512_set1_epi8(0x10));
+// Bit `bit` (4 or 5) of group g's codes: bit g of each byte of that bit's 64 bytes, moved to bit `bit`.
+// 16-bit shifts carry bits across the byte boundary, but never into bit `bit` of the other byte (a left
+// shift by bit - g <= 5 brings in bits below it, a right shift by g - bit <= 3 bits above it).
+inline __m512i high_bits(__m512i plane, int g, int bit) {
+  const __m512i v = g >= bit ? _mm512_srl_epi16(plane, _mm_cvtsi32_si128(g - bit))
+                             : _mm512_sll_epi16(plane, _mm_cvtsi32_si128(bit - g));
+  return _mm512_and_si512(v, _mm512_set1_epi8(char(1 << bit)));
 }
 
 // y[t * N + j], j < n_rows (<= 16), for NT tokens and one group of rows.
@@ -70,7 +80,7 @@ void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) 
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
   for (int b = 0; b < n_blocks; ++b) {
     const uint8_t* c = w + b * packed_chunk_bytes(format);
-    const uint8_t* u = chunk_codes<OFFSET>(c);
+    const uint8_t* u = chunk_codes<BITS, OFFSET>(c);
     const __m512 d = _mm512_cvtph_ps(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(c)));
     __m512i codes[8];
     if constexpr (BITS == 8) {
@@ -82,19 +92,36 @@ void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) 
         codes[2 * p] = _mm512_and_si512(v, low4);
         codes[2 * p + 1] = _mm512_and_si512(_mm512_srli_epi16(v, 4), low4);
       }
-      if constexpr (BITS == 5) {
-        const __m512i plane = _mm512_loadu_si512(u + 256);
+      for (int bit = 4; bit < BITS; ++bit) {
+        const __m512i plane = _mm512_loadu_si512(u + 256 + 64 * (bit - 4));
 #pragma GCC unroll 8  // constant shifts
-        for (int g = 0; g < 8; ++g) codes[g] = _mm512_or_si512(codes[g], fifth_bits(plane, g));
+        for (int g = 0; g < 8; ++g) codes[g] = _mm512_or_si512(codes[g], high_bits(plane, g, bit));
       }
     }
     for (int t = 0; t < NT; ++t) {
       const int8_t* xb = x.codes(t, b);
-      __m512i a = _mm512_set1_epi32(-zero_point<BITS, OFFSET>() * x.sum(t, b));
-      for (int g = 0; g < 8; ++g) {
-        int32_t four;
-        std::memcpy(&four, xb + 4 * g, 4);
-        a = _mm512_dpbusd_epi32(a, codes[g], _mm512_set1_epi32(four));
+      __m512i a;
+      if constexpr (BITS == 6) {  // a = sc0 (u . x - 32 sx_0) + sc1 (u . x - 32 sx_1), over the two halves
+        int32_t sums[2];
+        sub_sums(xb, sums);
+        a = _mm512_setzero_si512();
+        for (int sub = 0; sub < 2; ++sub) {
+          __m512i part = _mm512_set1_epi32(-32 * sums[sub]);
+          for (int g = 4 * sub; g < 4 * sub + 4; ++g) {
+            int32_t four;
+            std::memcpy(&four, xb + 4 * g, 4);
+            part = _mm512_dpbusd_epi32(part, codes[g], _mm512_set1_epi32(four));
+          }
+          const __m512i sc = _mm512_cvtepi8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(c + 32 + 16 * sub)));
+          a = _mm512_add_epi32(a, _mm512_mullo_epi32(part, sc));
+        }
+      } else {
+        a = _mm512_set1_epi32(-zero_point<BITS, OFFSET>() * x.sum(t, b));
+        for (int g = 0; g < 8; ++g) {
+          int32_t four;
+          std::memcpy(&four, xb + 4 * g, 4);
+          a = _mm512_dpbusd_epi32(a, codes[g], _mm512_set1_epi32(four));
+        }
       }
       acc[t] = _mm512_fmadd_ps(_mm512_cvtepi32_ps(a), _mm512_mul_ps(d, _mm512_set1_ps(x.scale(t, b))), acc[t]);
       if constexpr (OFFSET) {
@@ -114,10 +141,11 @@ inline __m256i x4(const Tokens& x, int t, int b, int g) {  // activations 4g .. 
   return _mm256_set1_epi32(four);
 }
 
-// fifth_bits of the AVX-512 path, for one half.
-inline __m256i fifth_bits(__m256i plane, int g) {
-  const __m256i v = g >= 4 ? _mm256_srl_epi16(plane, _mm_cvtsi32_si128(g - 4)) : _mm256_sll_epi16(plane, _mm_cvtsi32_si128(4 - g));
-  return _mm256_and_si256(v, _mm256_set1_epi8(0x10));
+// high_bits of the AVX-512 path, for one half.
+inline __m256i high_bits(__m256i plane, int g, int bit) {
+  const __m256i v = g >= bit ? _mm256_srl_epi16(plane, _mm_cvtsi32_si128(g - bit))
+                             : _mm256_sll_epi16(plane, _mm_cvtsi32_si128(bit - g));
+  return _mm256_and_si256(v, _mm256_set1_epi8(char(1 << bit)));
 }
 
 // Adds block b's terms d dx a (+ m dx sx) for token t to the accumulator of half h (rows 8h .. 8h + 7).
@@ -146,38 +174,61 @@ inline void store_rows(float* y, int N, int n_rows, int t, int h, __m256 acc) {
 
 // 4-bit codes u give at most 2 * 15 * 127 = 3810 per pair, so the 8 groups of a block add up in 16 bits
 // (at most 30480 < 32767 in any order, exact) before one vpmaddwd by ones widens them; 5-bit codes (2 * 31
-// * 127 = 7874 per pair) are widened after groups 0-3 and 4-7 (31496 each). Group by group, both halves'
-// codes are unpacked from memory (2 registers, not 16) and each token's activations are broadcast once
-// for both; the sums of NT tokens x 2 halves stay in registers.
+// * 127 = 7874 per pair) are widened after groups 0-3 and 4-7 (31496 each), 6-bit codes (16002) every 2
+// groups (32004). Q6_K's scale multiplies each sub-block's exact sum (groups 0-3, 4-7) in 32 bits. Group
+// by group, both halves' codes are unpacked from memory (2 registers, not 16) and each token's activations
+// are broadcast once for both; the sums of NT tokens x 2 halves stay in registers.
 template <int BITS, bool OFFSET, int NT>
 void group_tile_nibbles(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) {
   constexpr PackedFormat format{BITS, OFFSET};
-  constexpr int WIDEN_EVERY = BITS == 4 ? 8 : 4;  // groups summed in 16 bits
+  constexpr int WIDEN_EVERY = BITS == 4 ? 8 : BITS == 5 ? 4 : 2;  // groups summed in 16 bits
   const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0F);
   __m256 acc[NT][2];
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   for (int b = 0; b < x.n_blocks; ++b) {
     const uint8_t* c = w + b * packed_chunk_bytes(format);
-    const uint8_t* u = chunk_codes<OFFSET>(c);
+    const uint8_t* u = chunk_codes<BITS, OFFSET>(c);
     if (NT == 1) prefetch_ahead(c, packed_chunk_bytes(format));
-    __m256i sum16[NT][2], a[NT][2];
-    for (int t = 0; t < NT; ++t) a[t][0] = a[t][1] = _mm256_set1_epi32(-zero_point<BITS, OFFSET>() * x.sum(t, b));
-#pragma GCC unroll 8  // g picks the nibble, the fifth bit's shift and the widening: constants once unrolled
+    // a: the block's integer sum; Q6_K sums a sub-block in part (from -32 sx_s) and adds sc times it to a
+    __m256i sum16[NT][2], a[NT][2], part[NT][2];
+    int32_t sums[NT][2];
+    for (int t = 0; t < NT; ++t) {
+      if constexpr (BITS == 6) {
+        sub_sums(x.codes(t, b), sums[t]);
+        a[t][0] = a[t][1] = _mm256_setzero_si256();
+        part[t][0] = part[t][1] = _mm256_set1_epi32(-32 * sums[t][0]);
+      } else {
+        a[t][0] = a[t][1] = _mm256_set1_epi32(-zero_point<BITS, OFFSET>() * x.sum(t, b));
+      }
+    }
+#pragma GCC unroll 8  // g picks the nibble, the high bits' shifts and the widening: constants once unrolled
     for (int g = 0; g < 8; ++g) {
       __m256i codes[2];  // group g: 4 codes of each of the 8 rows of half h
       for (int h = 0; h < 2; ++h) {
         const __m256i v = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + 64 * (g / 2) + 32 * h));
         codes[h] = g % 2 ? _mm256_and_si256(_mm256_srli_epi16(v, 4), low4) : _mm256_and_si256(v, low4);
-        if constexpr (BITS == 5)
-          codes[h] = _mm256_or_si256(
-              codes[h], fifth_bits(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(u + 256 + 32 * h)), g));
+        for (int bit = 4; bit < BITS; ++bit)
+          codes[h] = _mm256_or_si256(codes[h], high_bits(_mm256_loadu_si256(reinterpret_cast<const __m256i*>(
+                                                             u + 256 + 64 * (bit - 4) + 32 * h)), g, bit));
       }
       for (int t = 0; t < NT; ++t) {
         const __m256i xg = x4(x, t, b, g);
         for (int h = 0; h < 2; ++h) {
           const __m256i p = _mm256_maddubs_epi16(codes[h], xg);
           sum16[t][h] = g % WIDEN_EVERY == 0 ? p : _mm256_add_epi16(sum16[t][h], p);
-          if (g % WIDEN_EVERY == WIDEN_EVERY - 1) a[t][h] = _mm256_add_epi32(a[t][h], _mm256_madd_epi16(sum16[t][h], ones));
+          if (g % WIDEN_EVERY != WIDEN_EVERY - 1) continue;
+          const __m256i wide = _mm256_madd_epi16(sum16[t][h], ones);
+          if constexpr (BITS == 6) {
+            part[t][h] = _mm256_add_epi32(part[t][h], wide);
+            if (g % 4 == 3) {  // the end of sub-block g / 4
+              const int sub = g / 4;
+              const __m256i sc = _mm256_cvtepi8_epi32(_mm_loadl_epi64(reinterpret_cast<const __m128i*>(c + 32 + 16 * sub + 8 * h)));
+              a[t][h] = _mm256_add_epi32(a[t][h], _mm256_mullo_epi32(part[t][h], sc));
+              if (sub == 0) part[t][h] = _mm256_set1_epi32(-32 * sums[t][1]);
+            }
+          } else {
+            a[t][h] = _mm256_add_epi32(a[t][h], wide);
+          }
         }
       }
     }
@@ -200,7 +251,7 @@ void group_tile_8bit(float* y, int N, int n_rows, const Tokens& x, const uint8_t
   for (int t = 0; t < NT; ++t) acc[t][0] = acc[t][1] = _mm256_setzero_ps();
   for (int b = 0; b < x.n_blocks; ++b) {
     const uint8_t* c = w + b * packed_chunk_bytes(format);
-    const uint8_t* u = chunk_codes<false>(c);
+    const uint8_t* u = chunk_codes<8, false>(c);
     if (NT == 1) prefetch_ahead(c, packed_chunk_bytes(format));
     __m256i a[NT][2];
     for (int t = 0; t < NT; ++t) a[t][0] = a[t][1] = _mm256_setzero_si256();
@@ -240,12 +291,15 @@ void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) 
   for (int b = 0; b < n_blocks; ++b) {
     const uint8_t* c = w + b * packed_chunk_bytes(format);
     const uint16_t* d16 = reinterpret_cast<const uint16_t*>(c);
-    const uint8_t* codes = chunk_codes<OFFSET>(c);
+    const int8_t* sc = reinterpret_cast<const int8_t*>(c + 32);  // Q6_K's sc[2][16]
+    const uint8_t* codes = chunk_codes<BITS, OFFSET>(c);
     for (int t = 0; t < NT; ++t) {
       const int8_t* xb = x.codes(t, b);
       const float s = x.scale(t, b), s_sum = x.scale_sum(t, b);
+      int32_t sums[2] = {0, 0};
+      if constexpr (BITS == 6) sub_sums(xb, sums);
       for (int j = 0; j < ROWS; ++j) {
-        int32_t a = -zero_point<BITS, OFFSET>() * x.sum(t, b);
+        int32_t part[2] = {0, 0};  // u . x over each sub-block
         for (int i = 0; i < QK; ++i) {
           int u;
           if constexpr (BITS == 8) {
@@ -254,10 +308,12 @@ void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) 
             const int p = i / 8, k = i % 8;
             const uint8_t byte = codes[p * 64 + 4 * j + k % 4];
             u = k < 4 ? byte & 0xF : byte >> 4;
-            if constexpr (BITS == 5) u |= ((codes[256 + 4 * j + i % 4] >> (i / 4)) & 1) << 4;
+            for (int bit = 4; bit < BITS; ++bit) u |= ((codes[256 + 64 * (bit - 4) + 4 * j + i % 4] >> (i / 4)) & 1) << bit;
           }
-          a += u * xb[i];
+          part[i / 16] += u * xb[i];
         }
+        const int32_t a = BITS == 6 ? sc[j] * (part[0] - 32 * sums[0]) + sc[16 + j] * (part[1] - 32 * sums[1])
+                                    : part[0] + part[1] - zero_point<BITS, OFFSET>() * x.sum(t, b);
         acc[t][j] = std::fma(float(a), f16_to_f32(d16[j]) * s, acc[t][j]);
         if constexpr (OFFSET) acc[t][j] = std::fma(f16_to_f32(d16[16 + j]), s_sum, acc[t][j]);
       }
@@ -289,6 +345,7 @@ void groups_of_format(const PackedOut& o, const Tokens& x, int T, int g0, int g1
   const PackedFormat f = o.format;
   if (f.bits == 4) f.offset ? groups<4, true>(o, x, T, g0, g1) : groups<4, false>(o, x, T, g0, g1);
   else if (f.bits == 5) f.offset ? groups<5, true>(o, x, T, g0, g1) : groups<5, false>(o, x, T, g0, g1);
+  else if (f.bits == 6) groups<6, false>(o, x, T, g0, g1);  // Q6_K
   else groups<8, false>(o, x, T, g0, g1);  // Q8_0, the one 8-bit format
 }
 

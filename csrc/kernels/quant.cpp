@@ -70,6 +70,7 @@ PackedFormat packed_format(DType type) {
     case DType::Q4_1: case DType::Q4_K: return {4, true};
     case DType::Q5_0: return {5, false};
     case DType::Q5_K: return {5, true};
+    case DType::Q6_K: return {6, false};
     case DType::Q8_0: return {8, false};
     default: return {};
   }
@@ -135,6 +136,16 @@ static void pack_group(uint8_t* out, const void* w, DType type, int N, int K, in
           u[i + QK / 2] = uint8_t((blk.qs[i] >> 4) | ((qh >> (i + 16)) & 1) << 4);
         }
         d[j] = blk.d;
+      } else if (type == DType::Q6_K) {  // layout in blocks.h; w = d sc (u - 32), the same float products
+        const BlockQ6_K& x = reinterpret_cast<const BlockQ6_K*>(row)[b / 8];
+        const int sub = b % 8, half = sub / 4, s = sub % 4;
+        const uint8_t* ql = x.ql + 64 * half + 32 * (s & 1);
+        const uint8_t* qh = x.qh + 32 * half;
+        for (int i = 0; i < QK; ++i) u[i] = uint8_t(((ql[i] >> (s >= 2 ? 4 : 0)) & 0xF) | ((qh[i] >> (2 * s)) & 3) << 4);
+        d[j] = x.d;
+        int8_t* sc = reinterpret_cast<int8_t*>(c + 32);
+        sc[j] = x.scales[2 * sub];
+        sc[16 + j] = x.scales[2 * sub + 1];
       } else if (type == DType::Q4_K || type == DType::Q5_K) {  // 4- or 5-bit codes, layout in blocks.h
         const bool five = type == DType::Q5_K;
         const uint8_t* x = row + size_t(b / 8) * (five ? sizeof(BlockQ5_K) : sizeof(BlockQ4_K));
@@ -161,15 +172,16 @@ static void pack_group(uint8_t* out, const void* w, DType type, int N, int K, in
           d[j] = reinterpret_cast<const BlockQ4_0*>(row)[b].d;
         }
       }
-      uint8_t* codes = c + (f.offset ? 64 : 32);
+      uint8_t* codes = c + packed_chunk_bytes(f) - 64 * f.bits;
       if (f.bits == 8) {
         for (int i = 0; i < QK; ++i) codes[(i / 4) * 64 + 4 * j + i % 4] = u[i];
       } else {
         for (int p = 0; p < 4; ++p)
           for (int k = 0; k < 4; ++k)
             codes[p * 64 + 4 * j + k] = uint8_t((u[8 * p + k] & 0xF) | (u[8 * p + 4 + k] & 0xF) << 4);
-        if (f.bits == 5)
-          for (int i = 0; i < QK; ++i) codes[256 + 4 * j + i % 4] |= uint8_t((u[i] >> 4) << (i / 4));
+        for (int bit = 4; bit < f.bits; ++bit)
+          for (int i = 0; i < QK; ++i)
+            codes[256 + 64 * (bit - 4) + 4 * j + i % 4] |= uint8_t(((u[i] >> bit) & 1) << (i / 4));
       }
     }
   }
