@@ -51,7 +51,7 @@ template <int BITS, bool OFFSET>
 inline const uint8_t* chunk_codes(const uint8_t* c) { return c + packed_chunk_bytes({BITS, OFFSET}) - 64 * BITS; }
 // z of the formats without an offset: w = d (u - z).
 template <int BITS, bool OFFSET>
-constexpr int zero_point() { return OFFSET ? 0 : 1 << (BITS - 1); }
+constexpr int ZERO_POINT = OFFSET ? 0 : 1 << (BITS - 1);
 // Q6_K: the code sums of the block's two halves of 16 activations (sub-blocks 0 and 1).
 inline void sub_sums(const int8_t* xb, int32_t s[2]) {
   s[0] = s[1] = 0;
@@ -75,6 +75,7 @@ inline __m512i high_bits(__m512i plane, int g, int bit) {
 template <int BITS, bool OFFSET, int NT>
 void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) {
   constexpr PackedFormat format{BITS, OFFSET};
+  constexpr int Z = ZERO_POINT<BITS, OFFSET>;
   const int n_blocks = x.n_blocks;
   __m512 acc[NT];
   for (int t = 0; t < NT; ++t) acc[t] = _mm512_setzero_ps();
@@ -116,7 +117,7 @@ void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) 
           a = _mm512_add_epi32(a, _mm512_mullo_epi32(part, sc));
         }
       } else {
-        a = _mm512_set1_epi32(-zero_point<BITS, OFFSET>() * x.sum(t, b));
+        a = _mm512_set1_epi32(-Z * x.sum(t, b));
         for (int g = 0; g < 8; ++g) {
           int32_t four;
           std::memcpy(&four, xb + 4 * g, 4);
@@ -181,6 +182,7 @@ inline void store_rows(float* y, int N, int n_rows, int t, int h, __m256 acc) {
 template <int BITS, bool OFFSET, int NT>
 void group_tile_nibbles(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) {
   constexpr PackedFormat format{BITS, OFFSET};
+  constexpr int Z = ZERO_POINT<BITS, OFFSET>;
   constexpr int WIDEN_EVERY = BITS == 4 ? 8 : BITS == 5 ? 4 : 2;  // groups summed in 16 bits
   const __m256i ones = _mm256_set1_epi16(1), low4 = _mm256_set1_epi8(0x0F);
   __m256 acc[NT][2];
@@ -198,7 +200,7 @@ void group_tile_nibbles(float* y, int N, int n_rows, const Tokens& x, const uint
         a[t][0] = a[t][1] = _mm256_setzero_si256();
         part[t][0] = part[t][1] = _mm256_set1_epi32(-32 * sums[t][0]);
       } else {
-        a[t][0] = a[t][1] = _mm256_set1_epi32(-zero_point<BITS, OFFSET>() * x.sum(t, b));
+        a[t][0] = a[t][1] = _mm256_set1_epi32(-Z * x.sum(t, b));
       }
     }
 #pragma GCC unroll 8  // g picks the nibble, the high bits' shifts and the widening: constants once unrolled
@@ -286,6 +288,7 @@ void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) 
 template <int BITS, bool OFFSET, int NT>
 void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) {
   constexpr PackedFormat format{BITS, OFFSET};
+  constexpr int Z = ZERO_POINT<BITS, OFFSET>;
   const int n_blocks = x.n_blocks;
   float acc[NT][ROWS] = {};
   for (int b = 0; b < n_blocks; ++b) {
@@ -313,7 +316,7 @@ void group_tile(float* y, int N, int n_rows, const Tokens& x, const uint8_t* w) 
           part[i / 16] += u * xb[i];
         }
         const int32_t a = BITS == 6 ? sc[j] * (part[0] - 32 * sums[0]) + sc[16 + j] * (part[1] - 32 * sums[1])
-                                    : part[0] + part[1] - zero_point<BITS, OFFSET>() * x.sum(t, b);
+                                    : part[0] + part[1] - Z * x.sum(t, b);
         acc[t][j] = std::fma(float(a), f16_to_f32(d16[j]) * s, acc[t][j]);
         if constexpr (OFFSET) acc[t][j] = std::fma(f16_to_f32(d16[16 + j]), s_sum, acc[t][j]);
       }
