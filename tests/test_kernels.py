@@ -283,6 +283,8 @@ def test_quantize_activations_matches_reference():
     rng = np.random.default_rng(5)
     x = (rng.standard_normal((7, 96)) * rng.uniform(0.01, 10, (7, 1))).astype(np.float32)
     x[3, 32:64] = 0.0  # an all-zero block: scale 0, codes 0
+    x[5, 0:32] = np.concatenate([[127.0], np.arange(31) - 14.5])  # 127 / max|x| = 1: every other code a tie,
+    # -14.5 .. 15.5, which both sides must round to even (as np.rint does), whatever the ISA
     for ours, theirs in zip(ops.quantize_activations(x), ref.quantize_activations(x)):
         np.testing.assert_array_equal(ours, theirs)
 

@@ -70,6 +70,9 @@ const char* cpu_isa() {
 void matmul_multi(const MatmulOut* outs, int n_outs, const float* x, int T, int K, int n_threads) {
   NT_DISPATCH(matmul_multi, outs, n_outs, x, T, K, n_threads);
 }
+void quantize_activations(int8_t* xq, float* dx, int32_t* sx, float* dx_sx, const float* x, int T, int K, int n_threads) {
+  NT_DISPATCH(quantize_activations, xq, dx, sx, dx_sx, x, T, K, n_threads);
+}
 void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, const float* dx, const int32_t* sx,
                        const float* dx_sx, int T, int K, int n_threads) {
   NT_DISPATCH(matmul_int8_multi, outs, n_outs, xq, dx, sx, dx_sx, T, K, n_threads);

@@ -10,6 +10,7 @@
 namespace nextoken {
 namespace NT_ISA {
 void matmul_multi(const MatmulOut* outs, int n_outs, const float* x, int T, int K, int n_threads);
+void quantize_activations(int8_t* xq, float* dx, int32_t* sx, float* dx_sx, const float* x, int T, int K, int n_threads);
 void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, const float* dx, const int32_t* sx,
                        const float* dx_sx, int T, int K, int n_threads);
 void gated_activation(float* out, const float* gate, const float* up, int64_t n, Activation act);

@@ -352,7 +352,62 @@ void groups_of_format(const PackedOut& o, const Tokens& x, int T, int g0, int g1
   else groups<8, false>(o, x, T, g0, g1);  // Q8_0, the one 8-bit format
 }
 
+// Block b of one token: amax = max |x| (NaNs never win, as in std::max(amax, |x|)), the codes
+// round(x * 127 / amax) by the 1.5 * 2^23 shifter (|x * inv| <= 127: no libm call; a multiply, then an
+// add, never fused, so that every ISA rounds alike) and their sum.
+inline void quantize_block(int8_t* q, float& scale, int32_t& sum, const float* x) {
+#if defined(__AVX2__)
+  const __m256 magnitude = _mm256_castsi256_ps(_mm256_set1_epi32(0x7FFFFFFF));
+  __m256 v[4], m = _mm256_setzero_ps();
+  for (int i = 0; i < 4; ++i) {
+    v[i] = _mm256_loadu_ps(x + 8 * i);
+    m = _mm256_max_ps(_mm256_and_ps(v[i], magnitude), m);  // the second operand where either is NaN
+  }
+  m = _mm256_max_ps(m, _mm256_permute2f128_ps(m, m, 1));
+  m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0x4E));
+  m = _mm256_max_ps(m, _mm256_shuffle_ps(m, m, 0xB1));
+  const float amax = _mm256_cvtss_f32(m);
+  scale = amax / 127.0f;
+  const __m256 inv = _mm256_set1_ps(amax > 0.0f ? 127.0f / amax : 0.0f), shifter = _mm256_set1_ps(12582912.0f);
+  __m256i c[4], total = _mm256_setzero_si256();
+  for (int i = 0; i < 4; ++i) {
+    c[i] = _mm256_cvttps_epi32(_mm256_sub_ps(_mm256_add_ps(_mm256_mul_ps(v[i], inv), shifter), shifter));
+    total = _mm256_add_epi32(total, c[i]);
+  }
+  // int32 -> int8 (exact: |code| <= 127); packs work within 128-bit lanes, the permute restores the order
+  const __m256i packed = _mm256_packs_epi16(_mm256_packs_epi32(c[0], c[1]), _mm256_packs_epi32(c[2], c[3]));
+  _mm256_storeu_si256(reinterpret_cast<__m256i*>(q), _mm256_permutevar8x32_epi32(packed, _mm256_setr_epi32(0, 4, 1, 5, 2, 6, 3, 7)));
+  __m128i s4 = _mm_add_epi32(_mm256_castsi256_si128(total), _mm256_extracti128_si256(total, 1));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0x4E));
+  s4 = _mm_add_epi32(s4, _mm_shuffle_epi32(s4, 0xB1));
+  sum = _mm_cvtsi128_si32(s4);
+#else
+  float amax = 0.0f;
+  for (int i = 0; i < QK; ++i) amax = std::max(amax, std::fabs(x[i]));
+  scale = amax / 127.0f;
+  const float inv = amax > 0.0f ? 127.0f / amax : 0.0f;
+  sum = 0;
+  for (int i = 0; i < QK; ++i) {
+    q[i] = int8_t((x[i] * inv + 12582912.0f) - 12582912.0f);  // the baseline ISA has no FMA to fuse it into
+    sum += q[i];
+  }
+#endif
+}
+
 }  // namespace
+
+void quantize_activations(int8_t* xq, float* dx, int32_t* sx, float* dx_sx, const float* x, int T, int K, int n_threads) {
+  const int n_blocks = K / QK;
+  // Rows are independent: split them over the threads (prefill quantizes up to 512 rows at a time).
+  parallel_for(T, n_threads, 1, [&](int t0, int t1) {
+    for (int t = t0; t < t1; ++t)
+      for (int b = 0; b < n_blocks; ++b) {
+        const size_t i = size_t(t) * n_blocks + b;
+        quantize_block(xq + i * QK, dx[i], sx[i], x + i * QK);
+        dx_sx[i] = dx[i] * float(sx[i]);
+      }
+  });
+}
 
 void matmul_int8_multi(const PackedOut* outs, int n_outs, const int8_t* xq, const float* dx, const int32_t* sx,
                        const float* dx_sx, int T, int K, int n_threads) {

@@ -193,29 +193,4 @@ void pack_weight(uint8_t* out, const void* w, DType type, int N, int K, int n_th
   });
 }
 
-void quantize_activations(int8_t* xq, float* dx, int32_t* sx, float* dx_sx, const float* x, int T, int K, int n_threads) {
-  const int n_blocks = K / QK;
-  // Rows are independent: split them over the threads (prefill quantizes up to 512 rows at a time).
-  parallel_for(T, n_threads, 1, [&](int t0, int t1) {
-  for (int t = t0; t < t1; ++t)
-    for (int b = 0; b < n_blocks; ++b) {
-      const float* xb = x + size_t(t) * K + b * QK;
-      int8_t* qb = xq + size_t(t) * K + b * QK;
-      float amax = 0.0f;
-      for (int i = 0; i < QK; ++i) amax = std::max(amax, std::fabs(xb[i]));
-      const float scale = amax / 127.0f, inv = amax > 0.0f ? 127.0f / amax : 0.0f;
-      int32_t sum = 0;
-      for (int i = 0; i < QK; ++i) {
-        // Round to nearest even by the 1.5 * 2^23 shifter (|x * inv| <= 127): no libm call, vectorises.
-        const float r = (xb[i] * inv + 12582912.0f) - 12582912.0f;
-        qb[i] = int8_t(r);
-        sum += qb[i];
-      }
-      dx[size_t(t) * n_blocks + b] = scale;
-      sx[size_t(t) * n_blocks + b] = sum;
-      dx_sx[size_t(t) * n_blocks + b] = scale * float(sum);
-    }
-  });
-}
-
 }  // namespace nextoken

@@ -1,6 +1,6 @@
 // main.cpp: every packed weight type through the emulated AVX-512 variant and the baseline one, on random
-// weights and activations, tile sizes 4 and 1 (T = 1, 5, 9), 1 and 2 threads: the outputs must be equal
-// bit for bit, as the test suite demands of the variants a CPU can run.
+// weights and activations, tile sizes 4 and 1 (T = 1, 5, 9), 1 and 2 threads: the quantized activations
+// and the outputs must be equal bit for bit, as the test suite demands of the variants a CPU can run.
 #include <cstdio>
 #include <cstring>
 #include <random>
@@ -40,7 +40,17 @@ int main() {
       for (auto& v : x) v = normal(rng);
       std::vector<int8_t> xq(x.size());
       std::vector<int32_t> sx(dx.size());
-      quantize_activations(xq.data(), dx.data(), sx.data(), dx_sx.data(), x.data(), T, K, 1);
+      generic::quantize_activations(xq.data(), dx.data(), sx.data(), dx_sx.data(), x.data(), T, K, 1);
+      {  // the emulated variant's quantization must match too
+        std::vector<int8_t> xq2(xq.size());
+        std::vector<float> dx2(dx.size()), dx_sx2(dx.size());
+        std::vector<int32_t> sx2(sx.size());
+        avx512_emulated::quantize_activations(xq2.data(), dx2.data(), sx2.data(), dx_sx2.data(), x.data(), T, K, 2);
+        if (xq2 != xq || dx2 != dx || sx2 != sx || dx_sx2 != dx_sx) {
+          ++failures;
+          std::printf("%s T=%d: quantize_activations differs\n", dtype_name(c.type), T);
+        }
+      }
       std::vector<float> want(size_t(T) * N), got(want.size());
       const PackedOut w{want.data(), packed.data(), packed_format(c.type), N}, g{got.data(), packed.data(), packed_format(c.type), N};
       generic::matmul_int8_multi(&w, 1, xq.data(), dx.data(), sx.data(), dx_sx.data(), T, K, 1);
