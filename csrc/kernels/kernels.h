@@ -43,8 +43,8 @@ inline void matmul(float* y, const float* x, const void* w, DType w_type, int T,
 //   byte 16s + j, and w = d[j] * sc[s][j] * (u - 32), which the integer sum takes in too;
 //   codes: 4-bit: 4 x 64 bytes, byte 4j + k of vector p holds u(j, 8p + k) low and u(j, 8p + 4 + k) high;
 //          5- and 6-bit: the 4-bit layout of the low 4 bits, then 64 bytes for each higher bit, whose byte
-//                 4j + k holds bit g of u(j, 4g + k) in its bit g (Q5_0 and Q5_K in the 5/8 bytes per
-//                 weight of the file, Q6_K in 7/8);
+//                 4j + k holds bit g of u(j, 4g + k) in its bit g (Q5_0, Q5_K; Q6_K): 5 or 6 bits per
+//                 code, as in the files;
 //          8-bit (Q8_0): 8 x 64 bytes, byte 4j + k of vector g is u(j, 4g + k).
 // so that one 64-byte vector holds 4 consecutive codes of each of the 16 rows: the shape of VNNI's
 // vpdpbusd, which sums 4 u8 x s8 products per int32 lane. Rows past N in the last group are zero.
