@@ -169,7 +169,7 @@ def test_embedding(w_type):
 
 ATTENTION_CASES = [  # T, pos0, H, H_kv, D
     (1, 0, 1, 1, 16), (5, 0, 2, 1, 16), (33, 0, 9, 3, 64), (70, 0, 4, 4, 32),
-    (13, 20, 4, 2, 64), (3, 61, 8, 2, 128), (100, 31, 2, 2, 80),
+    (13, 20, 4, 2, 64), (3, 61, 8, 2, 128), (100, 31, 2, 2, 80), (37, 6, 4, 1, 256),
     (9, 4, 4, 2, 8), (40, 0, 3, 3, 12), (6, 35, 2, 1, 24),  # head dims off the vector width: the scalar path
     # keys in several 256-key segments, merged; decode splits them over the threads (split-K); groups of
     # 9 and 20 query heads per key/value head (more than the 16 that share one pass)
