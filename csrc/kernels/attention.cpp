@@ -62,9 +62,7 @@ inline int partial_floats(int D) { return D + 2; }
 // accumulator rescaled by e^(m_old - m_new) whenever a block of keys raises the max. Each block of keys
 // is read from memory once and used by every head of the group from L1; each head's arithmetic is the
 // same, in the same order, whatever G is. DV = D / VL vectors per head row is a template parameter so
-// that the row (up to 8 vectors; else a few at a time) lives in registers; the output accumulates in two
-// copies (even and odd keys), so each
-// key's FMAs need not wait for the previous key's.
+// that the output row (up to 8 vectors; else a few at a time) lives in registers.
 template <int DV, DType KV>
 void attend_segment(float* partial, const float* q, int G, float scale, const uint8_t* k, const uint8_t* v, int n,
                     const float* const* bias, int) {
@@ -78,73 +76,89 @@ void attend_segment(float* partial, const float* q, int G, float scale, const ui
     state[D] = -INFINITY;
     state[D + 1] = 0.0f;
   }
-  alignas(64) float acc_odd[MAX_GROUP][D];  // the odd keys' accumulator of each head
-  for (int g = 0; g < G; ++g)
+  // Each key's FMAs into the output must not wait for the previous key's: with CHUNK >= 8 vectors there
+  // are enough independent chains, else the odd keys accumulate in a second copy, acc_odd.
+  constexpr int COPIES = CHUNK >= 8 ? 1 : 2;
+  alignas(64) float acc_odd[COPIES == 2 ? MAX_GROUP : 1][D];
+  for (int g = 0; COPIES == 2 && g < G; ++g)
     for (int i = 0; i < D; ++i) acc_odd[g][i] = 0.0f;
   alignas(64) float s[KEY_BLOCK];
+  alignas(64) float q_scaled[MAX_GROUP][D];
+  for (int g = 0; g < G; ++g)
+    for (int i = 0; i < DV; ++i) storev(q_scaled[g] + VL * i, loadv(q + size_t(g) * D + VL * i) * scale);
   for (int j0 = 0; j0 < n; j0 += KEY_BLOCK) {
     const int nb = std::min(KEY_BLOCK, n - j0);
     for (int g = 0; g < G; ++g) {
       float* state = partial + size_t(g) * partial_floats(D);
-      vfloat qv[DV], acc[2][CHUNK];
-      for (int i = 0; i < DV; ++i) qv[i] = loadv(q + size_t(g) * D + VL * i) * scale;
-      // Scores KEYS_AT_ONCE keys at a time when rows are long: each key's dot product is one chain of DV
-      // dependent FMAs (32 for Gemma 3's 256-wide heads on AVX2), and interleaving independent keys'
-      // chains hides their latency; each key's arithmetic stays the same, whatever the others. (With 8
-      // vectors or fewer, SmolLM2's 64, interleaving measured slower.)
-      constexpr int KEYS_AT_ONCE = DV <= 8 ? 1 : 4;
+      vfloat acc[COPIES][CHUNK];
+      // Scores 8 keys at a time, vector i of the query against vector i of each key: 8 independent
+      // chains of DV dependent FMAs hide one another's latency, and hsum8 reduces the 8 dot products
+      // together. A short last step repeats its first key in the unused places. Each key's arithmetic
+      // is the same whatever the other keys.
       int j = 0;
-      for (; j < nb; j += KEYS_AT_ONCE) {
-        const int keys = std::min(KEYS_AT_ONCE, nb - j);
-        const uint8_t* kj = k + size_t(j0 + j) * rb;
-        vfloat dot[KEYS_AT_ONCE];
-        for (int r = 0; r < KEYS_AT_ONCE; ++r) dot[r] = qv[0] * row_vector<KV>(kj + (r < keys ? r : 0) * rb, 0);
-        for (int i = 1; i < DV; ++i)
-          for (int r = 0; r < KEYS_AT_ONCE; ++r) dot[r] += qv[i] * row_vector<KV>(kj + (r < keys ? r : 0) * rb, i);
-        for (int r = 0; r < keys; ++r) s[j + r] = bias[g] ? hsum(dot[r]) + bias[g][j0 + j + r] : hsum(dot[r]);
+      for (; j < nb; j += 8) {
+        const int keys = std::min(8, nb - j);
+        const uint8_t* key[8];
+        for (int r = 0; r < 8; ++r) key[r] = k + size_t(j0 + j + (r < keys ? r : 0)) * rb;
+        vfloat dot[8];
+        const vfloat q0 = loadv(q_scaled[g]);
+        for (int r = 0; r < 8; ++r) dot[r] = q0 * row_vector<KV>(key[r], 0);
+        for (int i = 1; i < DV; ++i) {
+          const vfloat qi = loadv(q_scaled[g] + VL * i);
+          for (int r = 0; r < 8; ++r) dot[r] += qi * row_vector<KV>(key[r], i);
+        }
+        alignas(32) float sums[8];
+        hsum8(sums, dot);
+        for (int r = 0; r < keys; ++r) s[j + r] = bias[g] ? sums[r] + bias[g][j0 + j + r] : sums[r];
       }
-      float block_max = -INFINITY;
-      for (j = 0; j < nb; ++j) block_max = std::max(block_max, s[j]);
-      for (int j = nb; j < KEY_BLOCK; ++j) s[j] = -INFINITY;
+      // The block's max and sum a vector at a time (a scalar loop is a chain of 32 dependent steps, per
+      // block and head); the missing keys of a short block are -inf, so e^(s - m) = 0 adds nothing.
+      for (j = nb; j < KEY_BLOCK; ++j) s[j] = -INFINITY;
+      vfloat top = loadv(s);
+      for (j = VL; j < KEY_BLOCK; j += VL) {
+        const vfloat x = loadv(s + j);
+        top = x > top ? x : top;
+      }
+      float block_max = top[0];
+      for (int i = 1; i < VL; ++i) block_max = std::max(block_max, top[i]);
       const float m = state[D], m_new = std::max(m, block_max);
       const float correction = std::exp(m - m_new);  // 0 on the first block (m = -inf)
-      for (int j = 0; j < KEY_BLOCK; j += VL) storev(s + j, expv(loadv(s + j) - m_new));
-      float block_sum = 0.0f;
-      for (int j = 0; j < nb; ++j) block_sum += s[j];
+      vfloat total = {};
+      for (j = 0; j < KEY_BLOCK; j += VL) {
+        const vfloat e = expv(loadv(s + j) - m_new);
+        storev(s + j, e);
+        total += e;
+      }
+      const float block_sum = hsum(total);
       state[D + 1] = state[D + 1] * correction + block_sum;
       state[D] = m_new;
-      // The output row a chunk of vectors at a time, each chunk over all the block's keys: 2 x CHUNK
-      // accumulators stay in registers (a whole 256-wide row, Gemma 3's, would spill them to the stack).
+      // The output row a chunk of vectors at a time, each chunk over all the block's keys, its
+      // accumulators in registers (a whole 256-wide row, Gemma 3's, would spill them to the stack).
       for (int c0 = 0; c0 < DV; c0 += CHUNK) {
-        for (int i = 0; i < CHUNK; ++i) {
-          acc[0][i] = loadv(state + VL * (c0 + i)) * correction;
-          acc[1][i] = loadv(acc_odd[g] + VL * (c0 + i)) * correction;
-        }
+        for (int c = 0; c < COPIES; ++c)
+          for (int i = 0; i < CHUNK; ++i) acc[c][i] = loadv((c ? acc_odd[g] : state) + VL * (c0 + i)) * correction;
         int j = 0;
-        for (; j + 2 <= nb; j += 2) {
-          const uint8_t* vj = v + size_t(j0 + j) * rb;
-          const vfloat p0 = splat(s[j]), p1 = splat(s[j + 1]);
-          for (int i = 0; i < CHUNK; ++i) {
-            acc[0][i] += p0 * row_vector<KV>(vj, c0 + i);
-            acc[1][i] += p1 * row_vector<KV>(vj + rb, c0 + i);
+        for (; j + COPIES <= nb; j += COPIES)
+          for (int c = 0; c < COPIES; ++c) {
+            const uint8_t* vj = v + size_t(j0 + j + c) * rb;
+            const vfloat p = splat(s[j + c]);
+            for (int i = 0; i < CHUNK; ++i) acc[c][i] += p * row_vector<KV>(vj, c0 + i);
           }
-        }
-        if (j < nb) {
+        for (; j < nb; ++j) {  // an odd key left over with two copies: into the even keys' copy
           const uint8_t* vj = v + size_t(j0 + j) * rb;
-          const vfloat p0 = splat(s[j]);
-          for (int i = 0; i < CHUNK; ++i) acc[0][i] += p0 * row_vector<KV>(vj, c0 + i);
+          const vfloat p = splat(s[j]);
+          for (int i = 0; i < CHUNK; ++i) acc[0][i] += p * row_vector<KV>(vj, c0 + i);
         }
-        for (int i = 0; i < CHUNK; ++i) {
-          storev(state + VL * (c0 + i), acc[0][i]);
-          storev(acc_odd[g] + VL * (c0 + i), acc[1][i]);
-        }
+        for (int c = 0; c < COPIES; ++c)
+          for (int i = 0; i < CHUNK; ++i) storev((c ? acc_odd[g] : state) + VL * (c0 + i), acc[c][i]);
       }
     }
   }
-  for (int g = 0; g < G; ++g) {
-    float* state = partial + size_t(g) * partial_floats(D);
-    for (int i = 0; i < DV; ++i) storev(state + VL * i, loadv(state + VL * i) + loadv(acc_odd[g] + VL * i));
-  }
+  if (COPIES == 2)
+    for (int g = 0; g < G; ++g) {
+      float* state = partial + size_t(g) * partial_floats(D);
+      for (int i = 0; i < DV; ++i) storev(state + VL * i, loadv(state + VL * i) + loadv(acc_odd[g] + VL * i));
+    }
 }
 
 // The same for head dims that are not a multiple of 16 (tiny models), a float at a time, a head at a time.
@@ -278,7 +292,7 @@ void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs,
     parallel_for(n_items, n_threads, 1, [&](int begin, int end) {
       std::vector<float> partial;
       for (int i = begin; i < end; ++i) {
-        const int item = n_items - 1 - i, row = item / H_kv, kv_head = item % H_kv;
+        const int kv_head = i / n_rows, row = n_rows - 1 - i % n_rows;
         const Keys keys = keys_of(row);
         partial.resize(size_t(keys.n_segments) * per_group);
         for (int segment = 0; segment < keys.n_segments; ++segment)
