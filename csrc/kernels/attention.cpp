@@ -56,109 +56,135 @@ inline float row_value(const uint8_t* row, int i) {
 // denominator l of its online softmax. partial_floats(D) floats each.
 inline int partial_floats(int D) { return D + 2; }
 
+// The scores of keys k[0:nb] (rows rb bytes apart) against HEADS query rows qs[h] (scaled), into s[h][0:nb],
+// KEYS keys at a time (HEADS x KEYS = 8): vector i of each query against vector i of each key, 8
+// independent chains of DV dependent FMAs that hide one another's latency, reduced together by hsum8.
+// Two heads share every key vector loaded. A short last step repeats its first key in the unused places.
+// Each score's arithmetic is the same whatever the other heads and keys.
+template <int DV, DType KV, int HEADS>
+inline void score_keys(float* const* s, const float* const* qs, const uint8_t* k, int nb, size_t rb) {
+  constexpr int KEYS = 8 / HEADS;
+  for (int j = 0; j < nb; j += KEYS) {
+    const int keys = std::min(KEYS, nb - j);
+    const uint8_t* key[KEYS];
+    for (int r = 0; r < KEYS; ++r) key[r] = k + size_t(j + (r < keys ? r : 0)) * rb;
+    vfloat dot[8];
+    for (int h = 0; h < HEADS; ++h) {
+      const vfloat q0 = loadv(qs[h]);
+      for (int r = 0; r < KEYS; ++r) dot[h * KEYS + r] = q0 * row_vector<KV>(key[r], 0);
+    }
+    for (int i = 1; i < DV; ++i) {
+      vfloat kv[KEYS];
+      for (int r = 0; r < KEYS; ++r) kv[r] = row_vector<KV>(key[r], i);
+      for (int h = 0; h < HEADS; ++h) {
+        const vfloat qi = loadv(qs[h] + VL * i);
+        for (int r = 0; r < KEYS; ++r) dot[h * KEYS + r] += qi * kv[r];
+      }
+    }
+    alignas(32) float sums[8];
+    hsum8(sums, dot);
+    for (int h = 0; h < HEADS; ++h)
+      for (int r = 0; r < keys; ++r) s[h][j + r] = sums[h * KEYS + r];
+  }
+}
+
+// out[h] (D = VL DV floats) = out[h] * correction[h] + sum over keys j of s[h][j] v[j], for HEADS heads, CHUNK
+// vectors of the row at a time; two heads share every value vector loaded. Each output element adds the
+// keys one by one, in order, into one accumulator: the same arithmetic whatever the other heads.
+template <int DV, DType KV, int HEADS, int CHUNK>
+inline void accumulate_values(float* const* out, const float* const* s, const float* correction, const uint8_t* v,
+                              int nb, size_t rb) {
+  for (int c0 = 0; c0 < DV; c0 += CHUNK) {
+    vfloat acc[HEADS][CHUNK];
+    for (int h = 0; h < HEADS; ++h)
+      for (int i = 0; i < CHUNK; ++i) acc[h][i] = loadv(out[h] + VL * (c0 + i)) * correction[h];
+    for (int j = 0; j < nb; ++j) {
+      const uint8_t* vj = v + size_t(j) * rb;
+      vfloat p[HEADS];
+      for (int h = 0; h < HEADS; ++h) p[h] = splat(s[h][j]);
+      for (int i = 0; i < CHUNK; ++i) {
+        const vfloat value = row_vector<KV>(vj, c0 + i);
+        for (int h = 0; h < HEADS; ++h) acc[h][i] += p[h] * value;
+      }
+    }
+    for (int h = 0; h < HEADS; ++h)
+      for (int i = 0; i < CHUNK; ++i) storev(out[h] + VL * (c0 + i), acc[h][i]);
+  }
+}
+
+// The largest divisor of DV that is at most `most`.
+constexpr int chunk_of(int DV, int most) {
+  int c = most < DV ? most : DV;
+  while (DV % c != 0) --c;
+  return c;
+}
+
 // One segment of keys, k[0:n] and v[0:n], for the G <= MAX_GROUP query heads q[0:G] (rows D apart) that
 // share them (a GQA group): partial[g] = softmax state of scale * k q[g] + bias[g] over the segment (bias[g] may be
 // null). Online softmax (Milakov & Gimelshein): a running max m, running denominator l, and the output
 // accumulator rescaled by e^(m_old - m_new) whenever a block of keys raises the max. Each block of keys
-// is read from memory once and used by every head of the group from L1; each head's arithmetic is the
-// same, in the same order, whatever G is. DV = D / VL vectors per head row is a template parameter so
-// that the output row (up to 8 vectors; else a few at a time) lives in registers.
+// is read from memory once and used by every head of the group from L1, heads two at a time (each key
+// and value vector loaded feeds both); each head's arithmetic is the same, in the same order, whatever G
+// is. DV = D / VL vectors per head row is a template parameter so that the output rows being summed live
+// in registers: 4 vectors of each of two heads, or 8 of a head left alone (as many FMA chains as hide
+// their latency; a row of fewer vectors has fewer).
 template <int DV, DType KV>
 void attend_segment(float* partial, const float* q, int G, float scale, const uint8_t* k, const uint8_t* v, int n,
                     const float* const* bias, int) {
   constexpr int D = VL * DV;
-  // output vectors per pass over a block's values: the whole row up to 8, else the most (<= 4) dividing DV
-  constexpr int CHUNK = DV <= 8 ? DV : DV % 4 == 0 ? 4 : DV % 3 == 0 ? 3 : DV % 2 == 0 ? 2 : 1;
   const size_t rb = kv_row_bytes(KV, D);
+  float* state[MAX_GROUP];  // each head's output row, then its m and l
   for (int g = 0; g < G; ++g) {
-    float* state = partial + size_t(g) * partial_floats(D);
-    for (int i = 0; i < D; ++i) state[i] = 0.0f;
-    state[D] = -INFINITY;
-    state[D + 1] = 0.0f;
+    state[g] = partial + size_t(g) * partial_floats(D);
+    for (int i = 0; i < D; ++i) state[g][i] = 0.0f;
+    state[g][D] = -INFINITY;
+    state[g][D + 1] = 0.0f;
   }
-  // Each key's FMAs into the output must not wait for the previous key's: with CHUNK >= 8 vectors there
-  // are enough independent chains, else the odd keys accumulate in a second copy, acc_odd.
-  constexpr int COPIES = CHUNK >= 8 ? 1 : 2;
-  alignas(64) float acc_odd[COPIES == 2 ? MAX_GROUP : 1][D];
-  for (int g = 0; COPIES == 2 && g < G; ++g)
-    for (int i = 0; i < D; ++i) acc_odd[g][i] = 0.0f;
-  alignas(64) float s[KEY_BLOCK];
+  alignas(64) float scores[MAX_GROUP][KEY_BLOCK];
   alignas(64) float q_scaled[MAX_GROUP][D];
-  for (int g = 0; g < G; ++g)
+  float* s[MAX_GROUP];
+  const float* qs[MAX_GROUP];
+  for (int g = 0; g < G; ++g) {
+    s[g] = scores[g];
+    qs[g] = q_scaled[g];
     for (int i = 0; i < DV; ++i) storev(q_scaled[g] + VL * i, loadv(q + size_t(g) * D + VL * i) * scale);
+  }
+  float correction[MAX_GROUP];
   for (int j0 = 0; j0 < n; j0 += KEY_BLOCK) {
     const int nb = std::min(KEY_BLOCK, n - j0);
-    for (int g = 0; g < G; ++g) {
-      float* state = partial + size_t(g) * partial_floats(D);
-      vfloat acc[COPIES][CHUNK];
-      // Scores 8 keys at a time, vector i of the query against vector i of each key: 8 independent
-      // chains of DV dependent FMAs hide one another's latency, and hsum8 reduces the 8 dot products
-      // together. A short last step repeats its first key in the unused places. Each key's arithmetic
-      // is the same whatever the other keys.
-      int j = 0;
-      for (; j < nb; j += 8) {
-        const int keys = std::min(8, nb - j);
-        const uint8_t* key[8];
-        for (int r = 0; r < 8; ++r) key[r] = k + size_t(j0 + j + (r < keys ? r : 0)) * rb;
-        vfloat dot[8];
-        const vfloat q0 = loadv(q_scaled[g]);
-        for (int r = 0; r < 8; ++r) dot[r] = q0 * row_vector<KV>(key[r], 0);
-        for (int i = 1; i < DV; ++i) {
-          const vfloat qi = loadv(q_scaled[g] + VL * i);
-          for (int r = 0; r < 8; ++r) dot[r] += qi * row_vector<KV>(key[r], i);
-        }
-        alignas(32) float sums[8];
-        hsum8(sums, dot);
-        for (int r = 0; r < keys; ++r) s[j + r] = bias[g] ? sums[r] + bias[g][j0 + j + r] : sums[r];
-      }
+    const uint8_t *kb = k + size_t(j0) * rb, *vb = v + size_t(j0) * rb;
+    int g = 0;
+    for (; g + 2 <= G; g += 2) score_keys<DV, KV, 2>(s + g, qs + g, kb, nb, rb);
+    if (g < G) score_keys<DV, KV, 1>(s + g, qs + g, kb, nb, rb);
+    for (g = 0; g < G; ++g) {
+      float* sg = s[g];
+      if (bias[g])
+        for (int j = 0; j < nb; ++j) sg[j] += bias[g][j0 + j];
       // The block's max and sum a vector at a time (a scalar loop is a chain of 32 dependent steps, per
       // block and head); the missing keys of a short block are -inf, so e^(s - m) = 0 adds nothing.
-      for (j = nb; j < KEY_BLOCK; ++j) s[j] = -INFINITY;
-      vfloat top = loadv(s);
-      for (j = VL; j < KEY_BLOCK; j += VL) {
-        const vfloat x = loadv(s + j);
+      for (int j = nb; j < KEY_BLOCK; ++j) sg[j] = -INFINITY;
+      vfloat top = loadv(sg);
+      for (int j = VL; j < KEY_BLOCK; j += VL) {
+        const vfloat x = loadv(sg + j);
         top = x > top ? x : top;
       }
       float block_max = top[0];
       for (int i = 1; i < VL; ++i) block_max = std::max(block_max, top[i]);
-      const float m = state[D], m_new = std::max(m, block_max);
-      const float correction = std::exp(m - m_new);  // 0 on the first block (m = -inf)
+      const float m = state[g][D], m_new = std::max(m, block_max);
+      correction[g] = std::exp(m - m_new);  // 0 on the first block (m = -inf)
       vfloat total = {};
-      for (j = 0; j < KEY_BLOCK; j += VL) {
-        const vfloat e = expv(loadv(s + j) - m_new);
-        storev(s + j, e);
+      for (int j = 0; j < KEY_BLOCK; j += VL) {
+        const vfloat e = expv(loadv(sg + j) - m_new);
+        storev(sg + j, e);
         total += e;
       }
-      const float block_sum = hsum(total);
-      state[D + 1] = state[D + 1] * correction + block_sum;
-      state[D] = m_new;
-      // The output row a chunk of vectors at a time, each chunk over all the block's keys, its
-      // accumulators in registers (a whole 256-wide row, Gemma 3's, would spill them to the stack).
-      for (int c0 = 0; c0 < DV; c0 += CHUNK) {
-        for (int c = 0; c < COPIES; ++c)
-          for (int i = 0; i < CHUNK; ++i) acc[c][i] = loadv((c ? acc_odd[g] : state) + VL * (c0 + i)) * correction;
-        int j = 0;
-        for (; j + COPIES <= nb; j += COPIES)
-          for (int c = 0; c < COPIES; ++c) {
-            const uint8_t* vj = v + size_t(j0 + j + c) * rb;
-            const vfloat p = splat(s[j + c]);
-            for (int i = 0; i < CHUNK; ++i) acc[c][i] += p * row_vector<KV>(vj, c0 + i);
-          }
-        for (; j < nb; ++j) {  // an odd key left over with two copies: into the even keys' copy
-          const uint8_t* vj = v + size_t(j0 + j) * rb;
-          const vfloat p = splat(s[j]);
-          for (int i = 0; i < CHUNK; ++i) acc[0][i] += p * row_vector<KV>(vj, c0 + i);
-        }
-        for (int c = 0; c < COPIES; ++c)
-          for (int i = 0; i < CHUNK; ++i) storev((c ? acc_odd[g] : state) + VL * (c0 + i), acc[c][i]);
-      }
+      state[g][D + 1] = state[g][D + 1] * correction[g] + hsum(total);
+      state[g][D] = m_new;
     }
+    for (g = 0; g + 2 <= G; g += 2)
+      accumulate_values<DV, KV, 2, chunk_of(DV, 4)>(state + g, s + g, correction + g, vb, nb, rb);
+    if (g < G) accumulate_values<DV, KV, 1, chunk_of(DV, 8)>(state + g, s + g, correction + g, vb, nb, rb);
   }
-  if (COPIES == 2)
-    for (int g = 0; g < G; ++g) {
-      float* state = partial + size_t(g) * partial_floats(D);
-      for (int i = 0; i < DV; ++i) storev(state + VL * i, loadv(state + VL * i) + loadv(acc_odd[g] + VL * i));
-    }
 }
 
 // The same for head dims that are not a multiple of 16 (tiny models), a float at a time, a head at a time.
