@@ -62,7 +62,7 @@ inline int partial_floats(int D) { return D + 2; }
 // Two heads share every key vector loaded. A short last step repeats its first key in the unused places.
 // Each score's arithmetic is the same whatever the other heads and keys.
 template <int DV, DType KV, int HEADS>
-inline void score_keys(float* const* s, const float* const* qs, const uint8_t* k, int nb, size_t rb) {
+inline void score_keys(float (*s)[KEY_BLOCK], const float (*qs)[VL * DV], const uint8_t* k, int nb, size_t rb) {
   constexpr int KEYS = 8 / HEADS;
   for (int j = 0; j < nb; j += KEYS) {
     const int keys = std::min(KEYS, nb - j);
@@ -88,16 +88,16 @@ inline void score_keys(float* const* s, const float* const* qs, const uint8_t* k
   }
 }
 
-// out[h] (D = VL DV floats) = out[h] * correction[h] + sum over keys j of s[h][j] v[j], for HEADS heads, CHUNK
+// out[h] (D = VL DV floats, rows stride floats apart) = out[h] * correction[h] + sum over keys j of s[h][j] v[j], for HEADS heads, CHUNK
 // vectors of the row at a time; two heads share every value vector loaded. Each output element adds the
 // keys one by one, in order, into one accumulator: the same arithmetic whatever the other heads.
 template <int DV, DType KV, int HEADS, int CHUNK>
-inline void accumulate_values(float* const* out, const float* const* s, const float* correction, const uint8_t* v,
-                              int nb, size_t rb) {
+inline void accumulate_values(float* out, size_t stride, const float (*s)[KEY_BLOCK], const float* correction,
+                              const uint8_t* v, int nb, size_t rb) {
   for (int c0 = 0; c0 < DV; c0 += CHUNK) {
     vfloat acc[HEADS][CHUNK];
     for (int h = 0; h < HEADS; ++h)
-      for (int i = 0; i < CHUNK; ++i) acc[h][i] = loadv(out[h] + VL * (c0 + i)) * correction[h];
+      for (int i = 0; i < CHUNK; ++i) acc[h][i] = loadv(out + h * stride + VL * (c0 + i)) * correction[h];
     for (int j = 0; j < nb; ++j) {
       const uint8_t* vj = v + size_t(j) * rb;
       vfloat p[HEADS];
@@ -108,7 +108,7 @@ inline void accumulate_values(float* const* out, const float* const* s, const fl
       }
     }
     for (int h = 0; h < HEADS; ++h)
-      for (int i = 0; i < CHUNK; ++i) storev(out[h] + VL * (c0 + i), acc[h][i]);
+      for (int i = 0; i < CHUNK; ++i) storev(out + h * stride + VL * (c0 + i), acc[h][i]);
   }
 }
 
@@ -133,20 +133,14 @@ void attend_segment(float* partial, const float* q, int G, float scale, const ui
                     const float* const* bias, int) {
   constexpr int D = VL * DV;
   const size_t rb = kv_row_bytes(KV, D);
-  float* state[MAX_GROUP];  // each head's output row, then its m and l
-  for (int g = 0; g < G; ++g) {
-    state[g] = partial + size_t(g) * partial_floats(D);
-    for (int i = 0; i < D; ++i) state[g][i] = 0.0f;
-    state[g][D] = -INFINITY;
-    state[g][D + 1] = 0.0f;
-  }
-  alignas(64) float scores[MAX_GROUP][KEY_BLOCK];
+  const size_t stride = size_t(partial_floats(D));  // head g's output row, then its m and l, at partial + g stride
+  alignas(64) float s[MAX_GROUP][KEY_BLOCK];
   alignas(64) float q_scaled[MAX_GROUP][D];
-  float* s[MAX_GROUP];
-  const float* qs[MAX_GROUP];
   for (int g = 0; g < G; ++g) {
-    s[g] = scores[g];
-    qs[g] = q_scaled[g];
+    float* state = partial + g * stride;
+    for (int i = 0; i < D; ++i) state[i] = 0.0f;
+    state[D] = -INFINITY;
+    state[D + 1] = 0.0f;
     for (int i = 0; i < DV; ++i) storev(q_scaled[g] + VL * i, loadv(q + size_t(g) * D + VL * i) * scale);
   }
   float correction[MAX_GROUP];
@@ -154,10 +148,10 @@ void attend_segment(float* partial, const float* q, int G, float scale, const ui
     const int nb = std::min(KEY_BLOCK, n - j0);
     const uint8_t *kb = k + size_t(j0) * rb, *vb = v + size_t(j0) * rb;
     int g = 0;
-    for (; g + 2 <= G; g += 2) score_keys<DV, KV, 2>(s + g, qs + g, kb, nb, rb);
-    if (g < G) score_keys<DV, KV, 1>(s + g, qs + g, kb, nb, rb);
+    for (; g + 2 <= G; g += 2) score_keys<DV, KV, 2>(s + g, q_scaled + g, kb, nb, rb);
+    if (g < G) score_keys<DV, KV, 1>(s + g, q_scaled + g, kb, nb, rb);
     for (g = 0; g < G; ++g) {
-      float* sg = s[g];
+      float *sg = s[g], *state = partial + g * stride;
       if (bias[g])
         for (int j = 0; j < nb; ++j) sg[j] += bias[g][j0 + j];
       // The block's max and sum a vector at a time (a scalar loop is a chain of 32 dependent steps, per
@@ -170,7 +164,7 @@ void attend_segment(float* partial, const float* q, int G, float scale, const ui
       }
       float block_max = top[0];
       for (int i = 1; i < VL; ++i) block_max = std::max(block_max, top[i]);
-      const float m = state[g][D], m_new = std::max(m, block_max);
+      const float m = state[D], m_new = std::max(m, block_max);
       correction[g] = std::exp(m - m_new);  // 0 on the first block (m = -inf)
       vfloat total = {};
       for (int j = 0; j < KEY_BLOCK; j += VL) {
@@ -178,12 +172,13 @@ void attend_segment(float* partial, const float* q, int G, float scale, const ui
         storev(sg + j, e);
         total += e;
       }
-      state[g][D + 1] = state[g][D + 1] * correction[g] + hsum(total);
-      state[g][D] = m_new;
+      state[D + 1] = state[D + 1] * correction[g] + hsum(total);
+      state[D] = m_new;
     }
     for (g = 0; g + 2 <= G; g += 2)
-      accumulate_values<DV, KV, 2, chunk_of(DV, 4)>(state + g, s + g, correction + g, vb, nb, rb);
-    if (g < G) accumulate_values<DV, KV, 1, chunk_of(DV, 8)>(state + g, s + g, correction + g, vb, nb, rb);
+      accumulate_values<DV, KV, 2, chunk_of(DV, 4)>(partial + g * stride, stride, s + g, correction + g, vb, nb, rb);
+    if (g < G)
+      accumulate_values<DV, KV, 1, chunk_of(DV, 8)>(partial + g * stride, stride, s + g, correction + g, vb, nb, rb);
   }
 }
 
