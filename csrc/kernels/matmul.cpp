@@ -122,9 +122,16 @@ inline void dequantize_q5_0(const BlockQ5_0* blk, vfloat* w) {
 }
 #endif
 
-// Block b (weights 32b .. 32b + 31) of one row, as PARTS vectors in weight order.
+// K-quant types group 8 blocks in a superblock under one header.
+constexpr bool k_quant(DType D) { return D == DType::Q4_K || D == DType::Q5_K || D == DType::Q6_K; }
+
+// Block b = b0 + j (weights 32b .. 32b + 31) of one row, as PARTS vectors in weight order. For K-quant
+// types b0 is a superblock's first block and j (0-7) the block's place in it: tile() passes j as a
+// constant of an unrolled loop, so each block's scale bits and nibble shift are fixed at compile time and
+// the superblock's header is decoded once for its 8 blocks.
 template <DType D>
-inline void load_block(const uint8_t* row, int b, vfloat* w) {
+inline void load_block(const uint8_t* row, int b0, int j, vfloat* w) {
+  const int b = b0 + j;
   if constexpr (D == DType::F32) {
     const float* p = reinterpret_cast<const float*>(row) + b * QK;
     for (int i = 0; i < PARTS; ++i) w[i] = loadv(p + i * VL);
@@ -151,15 +158,14 @@ inline void load_block(const uint8_t* row, int b, vfloat* w) {
   } else if constexpr (D == DType::Q5_0) {
     dequantize_q5_0(reinterpret_cast<const BlockQ5_0*>(row) + b, w);
   } else if constexpr (D == DType::Q4_K) {
-    const BlockQ4_K& x = reinterpret_cast<const BlockQ4_K*>(row)[b / 8];
-    const int j = int(b % 8);
+    const BlockQ4_K& x = reinterpret_cast<const BlockQ4_K*>(row)[b0 / 8];
     int sc, mn;
     blocks::scale_min_k4(j, x.scales, sc, mn);
     codes_to_floats(unsigned_nibbles(x.qs + 32 * (j / 2), (j % 2) * 4), half_to_float(x.d) * float(sc),
                     -(half_to_float(x.dmin) * float(mn)), w);
   } else if constexpr (D == DType::Q6_K) {  // layout in blocks.h
-    const BlockQ6_K& x = reinterpret_cast<const BlockQ6_K*>(row)[b / 8];
-    const int j = int(b % 8), half = j / 4, sub = j % 4;
+    const BlockQ6_K& x = reinterpret_cast<const BlockQ6_K*>(row)[b0 / 8];
+    const int half = j / 4, sub = j % 4;
     const __m256i low = unsigned_nibbles(x.ql + 64 * half + 32 * (sub & 1), sub >= 2 ? 4 : 0);
     const __m256i qh = _mm256_loadu_si256(reinterpret_cast<const __m256i*>(x.qh + 32 * half));
     const __m256i high = _mm256_and_si256(_mm256_srl_epi16(qh, _mm_cvtsi32_si128(2 * sub)), _mm256_set1_epi8(3));
@@ -196,17 +202,23 @@ inline void tile(float* y, int N, const float* x, int K, const uint8_t* w, size_
   for (int t = 0; t < NT; ++t)
     for (int r = 0; r < NR; ++r) acc[t][r] = splat(0.0f);
   const int n_full = K / QK, tail = K % QK;
-  for (int b = 0; b < n_full; ++b) {
-    vfloat wb[NR][PARTS];
-    if constexpr (NT == 1)  // decode streams each row once: ask for its bytes PREFETCH_AHEAD early
-      for (int r = 0; r < NR; ++r) __builtin_prefetch(w + r * rb + (b + 1) * row_bytes(D, QK) + PREFETCH_AHEAD);
-    for (int r = 0; r < NR; ++r) load_block<D>(w + r * rb, b, wb[r]);
-    for (int t = 0; t < NT; ++t)
-      for (int i = 0; i < PARTS; ++i) {
-        const vfloat xv = loadv(x + size_t(t) * K + b * QK + i * VL);
-        for (int r = 0; r < NR; ++r) acc[t][r] += wb[r][i] * xv;
-      }
-  }
+  constexpr int UNROLL = k_quant(D) ? 8 : 1;  // a superblock's blocks (K is a multiple of 256 for these)
+  for (int b0 = 0; b0 < n_full; b0 += UNROLL)
+#pragma GCC unroll 8
+    for (int j = 0; j < UNROLL; ++j) {
+      const int b = b0 + j;
+      vfloat wb[NR][PARTS];
+      // Decode streams each row once: ask for its bytes PREFETCH_AHEAD early. Bytes per block from those of
+      // 8 (a K-quant superblock holds 8 blocks: row_bytes(D, 32) is 0 for them).
+      if constexpr (NT == 1)
+        for (int r = 0; r < NR; ++r) __builtin_prefetch(w + r * rb + (b + 1) * row_bytes(D, 8 * QK) / 8 + PREFETCH_AHEAD);
+      for (int r = 0; r < NR; ++r) load_block<D>(w + r * rb, b0, j, wb[r]);
+      for (int t = 0; t < NT; ++t)
+        for (int i = 0; i < PARTS; ++i) {
+          const vfloat xv = loadv(x + size_t(t) * K + b * QK + i * VL);
+          for (int r = 0; r < NR; ++r) acc[t][r] += wb[r][i] * xv;
+        }
+    }
   if constexpr (unblocked(D)) {
     if (tail) {
       vfloat wb[NR][PARTS];
