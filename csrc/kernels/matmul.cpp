@@ -63,12 +63,19 @@ inline void dequantize_nibbles(const uint8_t* qs, float d, float m, vfloat* w) {
 }
 
 #if defined(__AVX2__)
+// An empty asm that claims to change the bytes of q in memory: the codes just stored there are read back by
+// widening loads (load ports), where GCC would otherwise take each 8 bytes out of the register with 2-3
+// shuffles before widening them, on the ports the conversion also needs.
+template <typename Bytes>
+inline void keep_in_memory(Bytes& q) { asm("" : "+m"(q)); }
+
 // 32 unsigned codes (bytes) as the weights a * q + c, in PARTS vectors. Both scalar decoders compute
 // a * q exactly in fp32 (a has at most 17 significant bits, q at most 5), so the one rounding of the FMA
 // is theirs: bit for bit the same weights.
 inline void codes_to_floats(__m256i codes, float a, float c, vfloat* w) {
   alignas(32) uint8_t q[QK];
   _mm256_store_si256(reinterpret_cast<__m256i*>(q), codes);
+  keep_in_memory(q);
   for (int p = 0; p < PARTS; ++p) {
 #if defined(__AVX512F__)
     const __m512 qf = _mm512_cvtepi32_ps(_mm512_cvtepu8_epi32(_mm_loadu_si128(reinterpret_cast<const __m128i*>(q + 16 * p))));
@@ -85,6 +92,7 @@ inline void codes_to_floats(__m256i codes, float a, float c, vfloat* w) {
 inline void signed_codes_to_floats(__m256i codes, float a0, float a1, vfloat* w) {
   alignas(32) int8_t q[QK];
   _mm256_store_si256(reinterpret_cast<__m256i*>(q), codes);
+  keep_in_memory(q);
   for (int p = 0; p < PARTS; ++p) {
     const float a = p * VL < 16 ? a0 : a1;
 #if defined(__AVX512F__)
