@@ -505,9 +505,10 @@ def test_block_types_rows_do_not_depend_on_batch_or_threads(w_type):
 @pytest.mark.parametrize("w_type", [ref.F16, ref.BF16, ref.Q4_0, ref.Q4_1, ref.Q8_0] + BLOCK_TYPES)
 def test_matmul_decodes_every_weight_exactly(w_type):
     """x = identity makes y = W^T with one non-zero product per sum: the matmul's own weight decoding
-    (vectorised per ISA) must give the reference dequantization bit for bit."""
+    (vectorised per ISA) must give the reference dequantization bit for bit. K = 512: two K-quant
+    superblocks, whose 8 blocks the kernel goes through in an unrolled loop per superblock."""
     rng = np.random.default_rng(w_type)
-    K, N = 256, 5
+    K, N = 512, 5
     raw = ref.random_blocks(rng, w_type, N, K) if w_type in BLOCK_TYPES else random_weight(rng, w_type, N, K)
     y = ops.matmul(np.eye(K, dtype=np.float32), raw, w_type, N, 2)
     np.testing.assert_array_equal(y.T, ref.dequantize(raw, w_type, N, K))
