@@ -284,12 +284,14 @@ void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs,
     const int first = seq.n_keys > 0 ? 0 : first_key(p, window), last = seq.n_keys > 0 ? seq.n_keys - 1 : p;
     return Keys{&seq, p, first, last, (last - first) / SEGMENT_KEYS + 1};
   };
-  // Segment `segment` of row `row`'s keys for the query heads of key/value head `kv_head`.
-  const auto run_segment = [&](float* partial, int row, int kv_head, const Keys& keys, int segment) {
+  // Segment `segment` of row `row`'s keys for query heads [g_begin, g_end) of key/value head `kv_head`'s
+  // group (g_begin even: attend_segment pairs the heads from the first, so they pair as in the whole group).
+  const auto run_segment = [&](float* partial, int row, int kv_head, const Keys& keys, int segment, int g_begin,
+                               int g_end) {
     const int first = keys.first + segment * SEGMENT_KEYS, n = std::min(SEGMENT_KEYS, keys.last + 1 - first);
     const size_t offset = (size_t(kv_head) * keys.seq->S + first) * row_bytes;
-    for (int g0 = 0; g0 < group; g0 += MAX_GROUP) {
-      const int G = std::min(MAX_GROUP, group - g0);
+    for (int g0 = g_begin; g0 < g_end; g0 += MAX_GROUP) {
+      const int G = std::min(MAX_GROUP, g_end - g0);
       const float* bias[MAX_GROUP] = {};
       for (int g = 0; rel_bias && g < G; ++g) {  // T5's bias of key j for the query at p: rel_bias[h][(j - p) + span - 1]
         const int h = kv_head * group + g0 + g;
@@ -319,7 +321,7 @@ void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs,
         const Keys keys = keys_of(row);
         partial.resize(size_t(keys.n_segments) * per_group);
         for (int segment = 0; segment < keys.n_segments; ++segment)
-          run_segment(partial.data() + size_t(segment) * per_group, row, kv_head, keys, segment);
+          run_segment(partial.data() + size_t(segment) * per_group, row, kv_head, keys, segment, 0, group);
         for (int g = 0; g < group; ++g)
           combine_segments(out + (size_t(row) * H + size_t(kv_head) * group + g) * D, partial.data() + g * per_head,
                            keys.n_segments, per_group, D);
@@ -331,11 +333,19 @@ void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs,
   for (int row = 0; row < n_rows; ++row) first_segment[size_t(row) + 1] = first_segment[size_t(row)] + keys_of(row).n_segments;
   const int n_segments = first_segment[size_t(n_rows)];
   std::vector<float> partial(size_t(n_segments) * H_kv * per_group);  // (segment, kv head, head in group)
-  parallel_for(n_segments * H_kv, n_threads, 1, [&](int begin, int end) {
+  // A unit is a segment of one key/value head for its whole group of query heads. With fewer units than
+  // twice the threads (a decode step within 256 tokens: Gemma 3 has one key/value head, so one thread did
+  // all the work while the other waited), each unit is split into items of two query heads, so that every
+  // thread takes a share; these are the pairs attend_segment makes of the whole group, so the same bits.
+  const int heads_per_item = n_threads > 1 && n_segments * H_kv < 2 * n_threads ? 2 : group;
+  const int items_per_unit = (group + heads_per_item - 1) / heads_per_item;
+  parallel_for(n_segments * H_kv * items_per_unit, n_threads, 1, [&](int begin, int end) {
     for (int item = begin; item < end; ++item) {
-      const int segment = item / H_kv, kv_head = item % H_kv;
+      const int unit = item / items_per_unit, part = item % items_per_unit;
+      const int segment = unit / H_kv, kv_head = unit % H_kv;
       const int row = int(std::upper_bound(first_segment.begin(), first_segment.end(), segment) - first_segment.begin()) - 1;
-      run_segment(partial.data() + size_t(item) * per_group, row, kv_head, keys_of(row), segment - first_segment[size_t(row)]);
+      run_segment(partial.data() + size_t(unit) * per_group, row, kv_head, keys_of(row), segment - first_segment[size_t(row)],
+                  part * heads_per_item, std::min(group, (part + 1) * heads_per_item));
     }
   });
   for (int row = 0; row < n_rows; ++row)
