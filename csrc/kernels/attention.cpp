@@ -88,9 +88,10 @@ inline void score_keys(float (*s)[KEY_BLOCK], const float (*qs)[VL * DV], const 
   }
 }
 
-// out[h] (D = VL DV floats, rows stride floats apart) = out[h] * correction[h] + sum over keys j of s[h][j] v[j], for HEADS heads, CHUNK
-// vectors of the row at a time; two heads share every value vector loaded. Each output element adds the
-// keys one by one, in order, into one accumulator: the same arithmetic whatever the other heads.
+// out[h] (D = VL DV floats, rows stride floats apart) = out[h] * correction[h] + sum over keys j of
+// s[h][j] v[j], for HEADS heads, CHUNK vectors of the row at a time; two heads share every value vector
+// loaded. Each output element adds the keys one by one, in order, into one accumulator: the same
+// arithmetic whatever the other heads.
 template <int DV, DType KV, int HEADS, int CHUNK>
 inline void accumulate_values(float* out, size_t stride, const float (*s)[KEY_BLOCK], const float* correction,
                               const uint8_t* v, int nb, size_t rb) {

@@ -210,16 +210,18 @@ inline void tile(float* y, int N, const float* x, int K, const uint8_t* w, size_
   for (int t = 0; t < NT; ++t)
     for (int r = 0; r < NR; ++r) acc[t][r] = splat(0.0f);
   const int n_full = K / QK, tail = K % QK;
-  constexpr int UNROLL = k_quant(D) ? 8 : 1;  // a superblock's blocks (K is a multiple of 256 for these)
+  constexpr int BLOCKS_PER_SUPER = QK_K / QK;
+  constexpr int UNROLL = k_quant(D) ? BLOCKS_PER_SUPER : 1;  // (K is a multiple of QK_K for K-quants)
+  // Block b starts b / 8 of a superblock's worth of bytes into a row (row_bytes(D, QK) is 0 for K-quants).
+  const size_t superblock_bytes = row_bytes(D, QK_K);
   for (int b0 = 0; b0 < n_full; b0 += UNROLL)
 #pragma GCC unroll 8
     for (int j = 0; j < UNROLL; ++j) {
       const int b = b0 + j;
       vfloat wb[NR][PARTS];
-      // Decode streams each row once: ask for its bytes PREFETCH_AHEAD early. Bytes per block from those of
-      // 8 (a K-quant superblock holds 8 blocks: row_bytes(D, 32) is 0 for them).
-      if constexpr (NT == 1)
-        for (int r = 0; r < NR; ++r) __builtin_prefetch(w + r * rb + (b + 1) * row_bytes(D, 8 * QK) / 8 + PREFETCH_AHEAD);
+      if constexpr (NT == 1)  // decode streams each row once: ask for its bytes PREFETCH_AHEAD early
+        for (int r = 0; r < NR; ++r)
+          __builtin_prefetch(w + r * rb + (b + 1) * superblock_bytes / BLOCKS_PER_SUPER + PREFETCH_AHEAD);
       for (int r = 0; r < NR; ++r) load_block<D>(w + r * rb, b0, j, wb[r]);
       for (int t = 0; t < NT; ++t)
         for (int i = 0; i < PARTS; ++i) {
