@@ -8,6 +8,14 @@
 #include <string>
 
 
+// Functions that the CUDA kernels share with the CPU ones (weight decoding): host and device code under
+// nvcc, plain functions elsewhere.
+#ifdef __CUDACC__
+#define NT_HOST_DEVICE __host__ __device__
+#else
+#define NT_HOST_DEVICE
+#endif
+
 namespace nextoken {
 
 // Thrown for anything a user can get wrong (bad shapes, ids, parameters). The binding turns it into
@@ -79,7 +87,7 @@ inline size_t row_bytes(DType t, int64_t n) {
 // A feed-forward nonlinearity (kernels.h: activation, gated_activation).
 enum class Activation { SiLU, GeluTanh, Gelu, ReLU };
 
-inline float bf16_to_f32(uint16_t h) {
+NT_HOST_DEVICE inline float bf16_to_f32(uint16_t h) {
   const uint32_t bits = uint32_t(h) << 16;
   float f;
   std::memcpy(&f, &bits, 4);
@@ -87,7 +95,7 @@ inline float bf16_to_f32(uint16_t h) {
 }
 
 // IEEE binary16 -> binary32, exact for every input (subnormals, inf, nan included).
-inline float f16_to_f32(uint16_t h) {
+NT_HOST_DEVICE inline float f16_to_f32(uint16_t h) {
   uint32_t sign = uint32_t(h & 0x8000) << 16, exp = (h >> 10) & 0x1f, man = h & 0x3ff, bits;
   if (exp == 0x1f) {
     bits = sign | 0x7f800000u | (man << 13);

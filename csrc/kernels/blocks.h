@@ -1,7 +1,8 @@
-// blocks.h: 32 weights at a time out of the GGUF block types that the vector kernels do not decode
-// themselves (Q5_0 and the K-quants), plain scalar code with ggml's float32 arithmetic: every product
-// below is exact in float32 (11-bit significands times at most 7-bit integers), so the result equals
-// ggml's dequantize_row_* bit for bit.
+// blocks.h: 32 weights at a time out of any GGUF block type, plain scalar code with ggml's float32
+// arithmetic: every product below is exact in float32 (11-bit significands times at most 8-bit
+// integers), so the result equals ggml's dequantize_row_* bit for bit, with or without FMA contraction.
+// Used by dequantize_row, by the CPU matmul for the types its vector code does not decode itself, and
+// by the CUDA kernels (host and device code under nvcc).
 #pragma once
 
 #include "../common.h"
@@ -12,7 +13,7 @@ namespace blocks {
 // The 6-bit scale and min of sub-block j (0..7), packed in 12 bytes: bytes 0-3 hold the scales of
 // j = 0..3 and 4-7 their mins, whose top 2 bits are the high bits of j + 4; bytes 8-11 hold the low
 // nibbles of j + 4's scale (low) and min (high).
-inline void scale_min_k4(int j, const uint8_t* s, int& scale, int& min) {
+NT_HOST_DEVICE inline void scale_min_k4(int j, const uint8_t* s, int& scale, int& min) {
   if (j < 4) {
     scale = s[j] & 63;
     min = s[j + 4] & 63;
@@ -22,9 +23,33 @@ inline void scale_min_k4(int j, const uint8_t* s, int& scale, int& min) {
   }
 }
 
-// Weights 32b .. 32b + 31 of a row stored as `type` (Q5_0, Q4_K, Q5_K or Q6_K).
-inline void decode32(float* out, const uint8_t* row, DType type, int64_t b) {
+// Weights 32b .. 32b + 31 of a row stored as `type` (a block type: not F32, F16 or BF16).
+NT_HOST_DEVICE inline void decode32(float* out, const uint8_t* row, DType type, int64_t b) {
   switch (type) {
+    case DType::Q4_0: {  // byte j: weight j in its low nibble, j + 16 in its high one
+      const BlockQ4_0& x = reinterpret_cast<const BlockQ4_0*>(row)[b];
+      const float d = f16_to_f32(x.d);
+      for (int j = 0; j < QK / 2; ++j) {
+        out[j] = float((x.qs[j] & 0xF) - 8) * d;
+        out[j + QK / 2] = float((x.qs[j] >> 4) - 8) * d;
+      }
+      return;
+    }
+    case DType::Q4_1: {
+      const BlockQ4_1& x = reinterpret_cast<const BlockQ4_1*>(row)[b];
+      const float d = f16_to_f32(x.d), m = f16_to_f32(x.m);
+      for (int j = 0; j < QK / 2; ++j) {
+        out[j] = float(x.qs[j] & 0xF) * d + m;
+        out[j + QK / 2] = float(x.qs[j] >> 4) * d + m;
+      }
+      return;
+    }
+    case DType::Q8_0: {
+      const BlockQ8_0& x = reinterpret_cast<const BlockQ8_0*>(row)[b];
+      const float d = f16_to_f32(x.d);
+      for (int j = 0; j < QK; ++j) out[j] = float(x.qs[j]) * d;
+      return;
+    }
     case DType::Q5_0: {
       const BlockQ5_0& x = reinterpret_cast<const BlockQ5_0*>(row)[b];
       const float d = f16_to_f32(x.d);

@@ -24,36 +24,9 @@ void dequantize_row(float* out, const void* row, DType type, int64_t n) {
       for (int64_t i = 0; i < n; ++i) out[i] = bf16_to_f32(h[i]);
       return;
     }
-    case DType::Q4_0: {
-      const BlockQ4_0* blk = static_cast<const BlockQ4_0*>(row);
-      for (int64_t b = 0; b < n / QK; ++b, out += QK) {
-        const float d = f16_to_f32(blk[b].d);
-        for (int j = 0; j < QK / 2; ++j) {
-          out[j] = float((blk[b].qs[j] & 0xF) - 8) * d;
-          out[j + QK / 2] = float((blk[b].qs[j] >> 4) - 8) * d;
-        }
-      }
-      return;
-    }
-    case DType::Q4_1: {
-      const BlockQ4_1* blk = static_cast<const BlockQ4_1*>(row);
-      for (int64_t b = 0; b < n / QK; ++b, out += QK) {
-        const float d = f16_to_f32(blk[b].d), m = f16_to_f32(blk[b].m);
-        for (int j = 0; j < QK / 2; ++j) {
-          out[j] = float(blk[b].qs[j] & 0xF) * d + m;
-          out[j + QK / 2] = float(blk[b].qs[j] >> 4) * d + m;
-        }
-      }
-      return;
-    }
-    case DType::Q8_0: {
-      const BlockQ8_0* blk = static_cast<const BlockQ8_0*>(row);
-      for (int64_t b = 0; b < n / QK; ++b, out += QK) {
-        const float d = f16_to_f32(blk[b].d);
-        for (int j = 0; j < QK; ++j) out[j] = float(blk[b].qs[j]) * d;
-      }
-      return;
-    }
+    case DType::Q4_0:
+    case DType::Q4_1:
+    case DType::Q8_0:
     case DType::Q5_0:
     case DType::Q4_K:
     case DType::Q5_K:
