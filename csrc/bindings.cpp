@@ -15,6 +15,7 @@
 #include <optional>
 #include <string>
 
+#include "kernels/cuda.h"
 #include "kernels/kernels.h"
 #include "loaders/gguf_models.h"
 #include "loaders/hf_models.h"
@@ -570,7 +571,30 @@ struct PySession {
 
 // ---- ops: kernels on numpy arrays ------------------------------------------------------------------
 
-py::array_t<float> op_matmul(const FloatArray& x, const ByteArray& w, int type, int n_out, int n_threads) {
+// device="cuda": the op's CUDA twin on device copies of the arrays (for tests and benchmarks of the twins).
+// False for "cpu"; true once run() has run the op on the GPU. In a build without CUDA run() is never called,
+// so the cuda:: calls in it are never compiled into the module.
+template <class Run>
+bool ran_on_cuda(const std::string& device, const Run& run) {
+  if (device == "cpu") return false;
+  NT_CHECK(device == "cuda", "device must be 'cpu' or 'cuda', not '" + device + "'");
+#ifdef NEXTOKEN_CUDA
+  NT_CHECK(cuda::device_count() > 0, "device='cuda': no CUDA device is visible (no GPU, or no driver)");
+  py::gil_scoped_release release;
+  run();
+  return true;
+#else
+  (void)run;
+  throw Error("device='cuda': this build of nextoken has no CUDA kernels (no CUDA compiler was found when it was built)");
+#endif
+}
+
+// Device copies of host arrays, and fresh device buffers, for ran_on_cuda's ops.
+template <class T>
+cuda::Buffer to_device(const T* host, size_t n) { return cuda::Buffer(n * sizeof(T), host); }
+
+py::array_t<float> op_matmul(const FloatArray& x, const ByteArray& w, int type, int n_out, int n_threads,
+                             const std::string& device) {
   NT_CHECK(x.ndim() == 2, "x must be 2-D (T, K)");
   const int T = int(x.shape(0)), K = int(x.shape(1));
   TensorView wv = tensor_view("w", w, type, n_out, K);
@@ -578,6 +602,13 @@ py::array_t<float> op_matmul(const FloatArray& x, const ByteArray& w, int type, 
   py::array_t<float> y({T, n_out});
   float* yp = y.mutable_data();
   const float* xp = x.data();
+  if (ran_on_cuda(device, [&] {
+        const cuda::Buffer dx = to_device(xp, size_t(T) * K), dy(size_t(T) * n_out * sizeof(float));
+        const cuda::Buffer dw(row_bytes(wv.type, K) * n_out, wv.data);
+        cuda::matmul(dy.as<float>(), dx.as<float>(), dw.as<void>(), wv.type, T, K, n_out);
+        dy.to_host(yp);
+      }))
+    return y;
   py::gil_scoped_release release;
   matmul(yp, xp, wv.data, wv.type, T, K, n_out, n_threads);
   return y;
@@ -669,19 +700,38 @@ py::array_t<float> op_dequantize(const ByteArray& w, int type, int64_t rows, int
   return out;
 }
 
-py::array_t<float> op_rmsnorm(const FloatArray& x, const FloatArray& weight, float eps) {
+py::array_t<float> op_rmsnorm(const FloatArray& x, const FloatArray& weight, float eps, const std::string& device) {
   NT_CHECK(x.ndim() == 2 && weight.ndim() == 1 && weight.shape(0) == x.shape(1), "rmsnorm: x (T, C), weight (C)");
-  py::array_t<float> out({x.shape(0), x.shape(1)});
-  rmsnorm(out.mutable_data(), x.data(), weight.data(), int(x.shape(0)), int(x.shape(1)), eps);
+  const int T = int(x.shape(0)), C = int(x.shape(1));
+  py::array_t<float> out({T, C});
+  float* o = out.mutable_data();
+  const float *xp = x.data(), *wp = weight.data();
+  if (ran_on_cuda(device, [&] {
+        const cuda::Buffer dx = to_device(xp, size_t(T) * C), dw = to_device(wp, C);
+        cuda::rmsnorm(dx.as<float>(), dx.as<float>(), dw.as<float>(), T, C, eps);
+        dx.to_host(o);
+      }))
+    return out;
+  rmsnorm(o, xp, wp, T, C, eps);
   return out;
 }
 
-py::array_t<float> op_layernorm(const FloatArray& x, const FloatArray& weight, const FloatArray& bias, float eps) {
+py::array_t<float> op_layernorm(const FloatArray& x, const FloatArray& weight, const FloatArray& bias, float eps,
+                                const std::string& device) {
   NT_CHECK(x.ndim() == 2 && weight.ndim() == 1 && weight.shape(0) == x.shape(1) && bias.ndim() == 1 &&
                bias.shape(0) == x.shape(1),
            "layernorm: x (T, C), weight (C), bias (C)");
-  py::array_t<float> out({x.shape(0), x.shape(1)});
-  layernorm(out.mutable_data(), x.data(), weight.data(), bias.data(), int(x.shape(0)), int(x.shape(1)), eps);
+  const int T = int(x.shape(0)), C = int(x.shape(1));
+  py::array_t<float> out({T, C});
+  float* o = out.mutable_data();
+  const float *xp = x.data(), *wp = weight.data(), *bp = bias.data();
+  if (ran_on_cuda(device, [&] {
+        const cuda::Buffer dx = to_device(xp, size_t(T) * C), dw = to_device(wp, C), db = to_device(bp, C);
+        cuda::layernorm(dx.as<float>(), dx.as<float>(), dw.as<float>(), db.as<float>(), T, C, eps);
+        dx.to_host(o);
+      }))
+    return out;
+  layernorm(o, xp, wp, bp, T, C, eps);
   return out;
 }
 
@@ -693,15 +743,25 @@ py::tuple op_rope_table(int n_pos, const FloatArray& inv_freq) {
   return py::make_tuple(cos, sin);
 }
 
-py::array_t<float> op_rope(const FloatArray& x, const FloatArray& cos, const FloatArray& sin, bool half_layout) {
+py::array_t<float> op_rope(const FloatArray& x, const FloatArray& cos, const FloatArray& sin, bool half_layout,
+                           const std::string& device) {
   NT_CHECK(x.ndim() == 3 && x.shape(2) % 2 == 0, "rope: x must be (T, n_heads, D) with D even");
   const int T = int(x.shape(0)), H = int(x.shape(1)), D = int(x.shape(2));
   NT_CHECK(cos.ndim() == 2 && sin.ndim() == 2 && cos.shape(0) == T && cos.shape(1) == D / 2 &&
                sin.shape(0) == T && sin.shape(1) == D / 2,
            "rope: cos and sin must be (T, D/2)");
   py::array_t<float> out({T, H, D});
-  std::copy(x.data(), x.data() + x.size(), out.mutable_data());
-  rope(out.mutable_data(), cos.data(), sin.data(), T, H, D, half_layout);
+  float* o = out.mutable_data();
+  const float *xp = x.data(), *cp = cos.data(), *sp = sin.data();
+  if (ran_on_cuda(device, [&] {
+        const size_t n = size_t(T) * H * D, n_table = size_t(T) * (D / 2);
+        const cuda::Buffer dx = to_device(xp, n), dc = to_device(cp, n_table), ds = to_device(sp, n_table);
+        cuda::rope(dx.as<float>(), dc.as<float>(), ds.as<float>(), T, H, D, half_layout);
+        dx.to_host(o);
+      }))
+    return out;
+  std::copy(xp, xp + x.size(), o);
+  rope(o, cp, sp, T, H, D, half_layout);
   return out;
 }
 
@@ -713,20 +773,39 @@ Activation activation_kind(const std::string& kind) {
   throw Error("activation: unknown kind '" + kind + "' (silu, gelu_tanh, gelu, relu)");
 }
 
-py::array_t<float> op_activation(const FloatArray& x, const std::string& kind, const std::optional<FloatArray>& up) {
+py::array_t<float> op_activation(const FloatArray& x, const std::string& kind, const std::optional<FloatArray>& up,
+                                 const std::string& device) {
   const Activation act = activation_kind(kind);
   NT_CHECK(!up || up->request().shape == x.request().shape, "activation: x and up must have the same shape");
   py::array_t<float> out(x.request().shape);
-  if (up) gated_activation(out.mutable_data(), x.data(), up->data(), x.size(), act);
-  else activation(out.mutable_data(), x.data(), x.size(), act);
+  float* o = out.mutable_data();
+  const float *xp = x.data(), *up_p = up ? up->data() : nullptr;
+  const size_t n = size_t(x.size());
+  if (ran_on_cuda(device, [&] {
+        const cuda::Buffer dx = to_device(xp, n), du(up_p ? n * sizeof(float) : 0, up_p);
+        cuda::activation(dx.as<float>(), dx.as<float>(), up_p ? du.as<float>() : nullptr, int64_t(n), act);
+        dx.to_host(o);
+      }))
+    return out;
+  if (up_p) gated_activation(o, xp, up_p, int64_t(n), act);
+  else activation(o, xp, int64_t(n), act);
   return out;
 }
 
-py::array_t<float> op_add(const FloatArray& x, const FloatArray& y) {
+py::array_t<float> op_add(const FloatArray& x, const FloatArray& y, const std::string& device) {
   NT_CHECK(x.request().shape == y.request().shape, "add: x and y must have the same shape");
   py::array_t<float> out(x.request().shape);
-  std::copy(x.data(), x.data() + x.size(), out.mutable_data());
-  add_inplace(out.mutable_data(), y.data(), x.size());
+  float* o = out.mutable_data();
+  const float *xp = x.data(), *yp = y.data();
+  const size_t n = size_t(x.size());
+  if (ran_on_cuda(device, [&] {
+        const cuda::Buffer dx = to_device(xp, n), dy = to_device(yp, n);
+        cuda::add_inplace(dx.as<float>(), dy.as<float>(), int64_t(n));
+        dx.to_host(o);
+      }))
+    return out;
+  std::copy(xp, xp + n, o);
+  add_inplace(o, yp, int64_t(n));
   return out;
 }
 
@@ -756,35 +835,45 @@ void check_attention(const FloatArray& q, const FloatArray& k, const FloatArray&
   NT_CHECK(D > 0 && D <= 256, "attention: head dim must be in [1, 256]");
 }
 
+// One sequence's attention (T query rows at pos0 ..) on the CPU or, with device="cuda", on the GPU.
+void attention_one(float* out, const float* q, const float* k, const float* v, int T, int pos0, int S, int H, int H_kv,
+                   int D, int window, int n_threads, const std::string& device) {
+  const float scale = 1.0f / std::sqrt(float(D));
+  if (ran_on_cuda(device, [&] {
+        const size_t n_q = size_t(T) * H * D, n_kv = size_t(H_kv) * S * D;
+        const cuda::Buffer dq = to_device(q, n_q), dk = to_device(k, n_kv), dv = to_device(v, n_kv);
+        const cuda::Buffer dout(n_q * sizeof(float));
+        const AttentionSeq seq{dk.as<float>(), dv.as<float>(), S, T, pos0, 0};
+        cuda::attention(dout.as<float>(), dq.as<float>(), &seq, 1, H, H_kv, D, scale, window, nullptr, 0, DType::F32);
+        dout.to_host(out);
+      }))
+    return;
+  const AttentionSeq seq{k, v, S, T, pos0, 0};
+  py::gil_scoped_release release;
+  attention(out, q, &seq, 1, H, H_kv, D, scale, window, nullptr, 0, DType::F32, n_threads);
+}
+
 py::array_t<float> op_attention_prefill(const FloatArray& q, const FloatArray& k, const FloatArray& v, int pos0,
-                                        int window, int n_threads) {
+                                        int window, int n_threads, const std::string& device) {
   check_attention(q, k, v, 3);
   const int T = int(q.shape(0)), H = int(q.shape(1)), D = int(q.shape(2)), H_kv = int(k.shape(0)), S = int(k.shape(1));
   NT_CHECK(pos0 >= 0 && int64_t(pos0) + T <= S, "attention_prefill: pos0 + T exceeds the cache length");
   NT_CHECK(window >= 0, "attention_prefill: window must be >= 0");
   checked_threads(n_threads);
   py::array_t<float> out({T, H, D});
-  float* o = out.mutable_data();
-  const float *qp = q.data(), *kp = k.data(), *vp = v.data();
-  const AttentionSeq seq{kp, vp, S, T, pos0, 0};
-  py::gil_scoped_release release;
-  attention(o, qp, &seq, 1, H, H_kv, D, 1.0f / std::sqrt(float(D)), window, nullptr, 0, DType::F32, n_threads);
+  attention_one(out.mutable_data(), q.data(), k.data(), v.data(), T, pos0, S, H, H_kv, D, window, n_threads, device);
   return out;
 }
 
 py::array_t<float> op_attention_decode(const FloatArray& q, const FloatArray& k, const FloatArray& v, int n_keys,
-                                       int window, int n_threads) {
+                                       int window, int n_threads, const std::string& device) {
   check_attention(q, k, v, 2);
   const int H = int(q.shape(0)), D = int(q.shape(1)), H_kv = int(k.shape(0)), S = int(k.shape(1));
   NT_CHECK(n_keys > 0 && n_keys <= S, "attention_decode: n_keys must be in [1, cache length]");
   NT_CHECK(window >= 0, "attention_decode: window must be >= 0");
   checked_threads(n_threads);
   py::array_t<float> out({H, D});
-  float* o = out.mutable_data();
-  const float *qp = q.data(), *kp = k.data(), *vp = v.data();
-  const AttentionSeq seq{kp, vp, S, 1, n_keys - 1, 0};
-  py::gil_scoped_release release;
-  attention(o, qp, &seq, 1, H, H_kv, D, 1.0f / std::sqrt(float(D)), window, nullptr, 0, DType::F32, n_threads);
+  attention_one(out.mutable_data(), q.data(), k.data(), v.data(), 1, n_keys - 1, S, H, H_kv, D, window, n_threads, device);
   return out;
 }
 
@@ -842,6 +931,13 @@ PYBIND11_MODULE(_core, m) {
     }
   });
   m.def("cpu_isa", &cpu_isa, "The instruction set the CPU kernels run with.");
+  m.def("cuda_devices", [] {
+    std::vector<std::string> names;
+#ifdef NEXTOKEN_CUDA
+    for (int i = 0; i < cuda::device_count(); ++i) names.push_back(cuda::device_name(i));
+#endif
+    return names;
+  }, "Names of the GPUs the CUDA kernels can run on: empty without a GPU, or in a build without CUDA.");
 
   m.def("read_gguf", &read_gguf, py::arg("path"),
         "A GGUF file: {metadata, architecture, config, context_length, tensors [(role, type, rows, cols, bytes)]}\n"
@@ -979,7 +1075,7 @@ PYBIND11_MODULE(_core, m) {
 
   py::module_ ops = m.def_submodule("ops", "Kernels on numpy arrays (float32 activations, raw GGUF weight bytes).");
   ops.def("matmul", &op_matmul, py::arg("x"), py::arg("w"), py::arg("w_type"), py::arg("n_out"), py::arg("n_threads") = 1,
-          "y (T, N) = x (T, K) @ W^T; w holds N rows of K weights of GGUF type w_type.");
+          py::arg("device") = "cpu", "y (T, N) = x (T, K) @ W^T; w holds N rows of K weights of GGUF type w_type.");
   ops.def("matmul_multi", &op_matmul_multi, py::arg("x"), py::arg("weights"), py::arg("n_threads") = 1,
           "[x @ W_i^T for (w_i, w_type_i, n_out_i) in weights], in one pass over the threads.");
   ops.def("pack_weight", &op_pack_weight, py::arg("w"), py::arg("w_type"), py::arg("rows"), py::arg("cols"),
@@ -990,19 +1086,21 @@ PYBIND11_MODULE(_core, m) {
   ops.def("quantize", &op_quantize, py::arg("x"), py::arg("w_type"), py::arg("n_threads") = 1,
           "Raw GGUF bytes of x (rows, cols) as Q8_0, Q4_0 or Q4_K, rounded as llama.cpp's reference quantizers.");
   ops.def("dequantize", &op_dequantize, py::arg("w"), py::arg("w_type"), py::arg("rows"), py::arg("cols"));
-  ops.def("rmsnorm", &op_rmsnorm, py::arg("x"), py::arg("weight"), py::arg("eps"));
-  ops.def("layernorm", &op_layernorm, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("eps"));
+  ops.def("rmsnorm", &op_rmsnorm, py::arg("x"), py::arg("weight"), py::arg("eps"), py::arg("device") = "cpu");
+  ops.def("layernorm", &op_layernorm, py::arg("x"), py::arg("weight"), py::arg("bias"), py::arg("eps"),
+          py::arg("device") = "cpu");
   ops.def("rope_table", &op_rope_table, py::arg("n_pos"), py::arg("inv_freq"), "cos, sin (n_pos, len(inv_freq)).");
-  ops.def("rope", &op_rope, py::arg("x"), py::arg("cos"), py::arg("sin"), py::arg("half_layout") = false);
+  ops.def("rope", &op_rope, py::arg("x"), py::arg("cos"), py::arg("sin"), py::arg("half_layout") = false,
+          py::arg("device") = "cpu");
   ops.def("activation", &op_activation, py::arg("x"), py::arg("kind"), py::arg("up") = py::none(),
-          "act(x), or act(x) * up (gated); kind: silu, gelu_tanh, gelu, relu.");
-  ops.def("add", &op_add, py::arg("x"), py::arg("y"));
+          py::arg("device") = "cpu", "act(x), or act(x) * up (gated); kind: silu, gelu_tanh, gelu, relu.");
+  ops.def("add", &op_add, py::arg("x"), py::arg("y"), py::arg("device") = "cpu");
   ops.def("embedding", &op_embedding, py::arg("ids"), py::arg("table"), py::arg("w_type"), py::arg("vocab"), py::arg("dim"));
   ops.def("attention_prefill", &op_attention_prefill, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("pos0") = 0,
-          py::arg("window") = 0, py::arg("n_threads") = 1,
+          py::arg("window") = 0, py::arg("n_threads") = 1, py::arg("device") = "cpu",
           "q (T, H, D); k, v (H_kv, S, D); query t at position pos0 + t (sees the last `window` keys if > 0).");
   ops.def("attention_decode", &op_attention_decode, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("n_keys"),
-          py::arg("window") = 0, py::arg("n_threads") = 1,
+          py::arg("window") = 0, py::arg("n_threads") = 1, py::arg("device") = "cpu",
           "q (H, D); k, v (H_kv, S, D); attends to keys 0 .. n_keys - 1 (the last `window` if > 0).");
   ops.def("philox4x32_10", [](std::array<uint32_t, 4> counter, std::array<uint32_t, 2> key) {
     std::array<uint32_t, 4> out;

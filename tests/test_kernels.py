@@ -13,6 +13,10 @@ from nextoken import reference as ref
 
 RTOL = 1e-5
 TYPES = [ref.F32, ref.F16, ref.BF16, ref.Q4_0, ref.Q4_1, ref.Q8_0]
+# Kernels with a CUDA twin (csrc/kernels/*.cu) run against the same references on the GPU where one is
+# visible; elsewhere only "cpu" is collected. The twins decode weights with the CPU's code and sum in float32
+# in another fixed order, so the same tolerances hold.
+DEVICES = ["cpu"] + (["cuda"] if nextoken.cuda_devices() else [])
 
 
 def close(actual, expected, rtol=RTOL):
@@ -52,23 +56,25 @@ def test_reference_dequantize_decodes_known_blocks():
     np.testing.assert_array_equal(ref.dequantize(block, ref.Q8_0, 1, 32)[0], np.arange(-16, 16) * 2.0)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("w_type", TYPES)
 @pytest.mark.parametrize("T,K,N", [(1, 32, 1), (1, 64, 7), (3, 96, 5), (5, 128, 33), (17, 576, 70), (70, 256, 9)])
-def test_matmul_matches_dequantize_then_fp32(w_type, T, K, N):
+def test_matmul_matches_dequantize_then_fp32(w_type, T, K, N, device):
     rng = np.random.default_rng(T * 1000 + K + N)
     raw = random_weight(rng, w_type, N, K)
     x = rng.standard_normal((T, K)).astype(np.float32)
     expected = ref.matmul(x, ref.dequantize(raw, w_type, N, K))
-    close(ops.matmul(x, raw, w_type, N, 2), expected)
+    close(ops.matmul(x, raw, w_type, N, 2, device=device), expected)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("w_type", [ref.F32, ref.F16, ref.BF16])
 @pytest.mark.parametrize("K", [1, 15, 17, 33, 47, 100])
-def test_matmul_unblocked_types_take_any_row_length(w_type, K):
+def test_matmul_unblocked_types_take_any_row_length(w_type, K, device):
     rng = np.random.default_rng(K)
     raw = random_weight(rng, w_type, 6, K)
     x = rng.standard_normal((5, K)).astype(np.float32)
-    close(ops.matmul(x, raw, w_type, 6, 2), ref.matmul(x, ref.dequantize(raw, w_type, 6, K)))
+    close(ops.matmul(x, raw, w_type, 6, 2, device=device), ref.matmul(x, ref.dequantize(raw, w_type, 6, K)))
 
 
 @pytest.mark.parametrize("w_type", TYPES)
@@ -96,25 +102,28 @@ def test_matmul_multi_equals_separate_products(threads):
         close(y, ref.matmul(x, ref.dequantize(raw, ty, n, 64)))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("T,C", [(1, 8), (3, 576), (5, 37)])
-def test_rmsnorm(T, C):
+def test_rmsnorm(T, C, device):
     rng = np.random.default_rng(C)
     x = rng.standard_normal((T, C)).astype(np.float32) * 3
     w = rng.standard_normal(C).astype(np.float32)
-    close(ops.rmsnorm(x, w, 1e-5), ref.rmsnorm(x, w, 1e-5))
+    close(ops.rmsnorm(x, w, 1e-5, device=device), ref.rmsnorm(x, w, 1e-5))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("T,C", [(1, 8), (3, 576), (5, 37)])
-def test_layernorm(T, C):
+def test_layernorm(T, C, device):
     rng = np.random.default_rng(C)
     x = (rng.standard_normal((T, C)) * 3 + 5).astype(np.float32)  # an offset mean: centring matters
     w, b = rng.standard_normal(C).astype(np.float32), rng.standard_normal(C).astype(np.float32)
-    close(ops.layernorm(x, w, b, 1e-5), ref.layernorm(x, w, b, 1e-5))
+    close(ops.layernorm(x, w, b, 1e-5, device=device), ref.layernorm(x, w, b, 1e-5))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("D,base", [(16, 10000.0), (64, 100000.0), (128, 500000.0)])
 @pytest.mark.parametrize("half_layout", [False, True])
-def test_rope_table_and_rotation(D, base, half_layout):
+def test_rope_table_and_rotation(D, base, half_layout, device):
     inv_freq = ref.rope_inv_freq(base, D)
     cos, sin = ops.rope_table(300, inv_freq)
     rcos, rsin = ref.rope_table(300, inv_freq)
@@ -123,7 +132,7 @@ def test_rope_table_and_rotation(D, base, half_layout):
     assert np.all(np.abs(sin - rsin) <= np.spacing(np.abs(rsin)))
     rng = np.random.default_rng(D)
     x = rng.standard_normal((7, 3, D)).astype(np.float32)
-    close(ops.rope(x, cos[100:107], sin[100:107], half_layout),
+    close(ops.rope(x, cos[100:107], sin[100:107], half_layout, device=device),
           ref.rope(x, rcos[100:107], rsin[100:107], half_layout))
 
 
@@ -138,23 +147,25 @@ def test_rope_layouts_pair_different_elements():
 ACTIVATIONS = ["silu", "gelu_tanh", "gelu", "relu"]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", ACTIVATIONS)
 @pytest.mark.parametrize("n", [1, 15, 16, 17, 1536 * 3 + 5])
-def test_activations_and_add(kind, n):
+def test_activations_and_add(kind, n, device):
     rng = np.random.default_rng(n)
     g = (rng.standard_normal(n) * 6).astype(np.float32)
     u = rng.standard_normal(n).astype(np.float32)
     # the vector exp has ~2 ulp error, and x / (1 + e) adds two roundings: a few ulp of the output
-    np.testing.assert_allclose(ops.activation(g, kind), ref.activation(g, kind), rtol=RTOL, atol=1e-7)
+    np.testing.assert_allclose(ops.activation(g, kind, device=device), ref.activation(g, kind), rtol=RTOL, atol=1e-7)
     gated = (ref.activation(g, kind).astype(np.float64) * u).astype(np.float32)
-    np.testing.assert_allclose(ops.activation(g, kind, u), gated, rtol=RTOL, atol=1e-7)
-    np.testing.assert_array_equal(ops.add(g, u), g + u)
+    np.testing.assert_allclose(ops.activation(g, kind, u, device=device), gated, rtol=RTOL, atol=1e-7)
+    np.testing.assert_array_equal(ops.add(g, u, device=device), g + u)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("kind", ACTIVATIONS)
-def test_activations_extreme_inputs(kind):
+def test_activations_extreme_inputs(kind, device):
     g = np.array([-200, -90, -88, -87.5, -20, 0, 20, 88, 89, 200] * 2, dtype=np.float32)
-    out = ops.activation(g, kind)
+    out = ops.activation(g, kind, device=device)
     assert np.all(np.isfinite(out))
     np.testing.assert_allclose(out, ref.activation(g, kind), rtol=RTOL, atol=1e-30)
 
@@ -177,41 +188,45 @@ ATTENTION_CASES = [  # T, pos0, H, H_kv, D
 ]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("T,pos0,H,H_kv,D", ATTENTION_CASES)
-def test_attention_prefill_matches_softmax_reference(T, pos0, H, H_kv, D):
+def test_attention_prefill_matches_softmax_reference(T, pos0, H, H_kv, D, device):
     rng = np.random.default_rng(T + pos0 + D)
     S = pos0 + T + 5  # cache longer than what is filled
     q = rng.standard_normal((T, H, D)).astype(np.float32)
     k = rng.standard_normal((H_kv, S, D)).astype(np.float32)
     v = rng.standard_normal((H_kv, S, D)).astype(np.float32)
-    close(ops.attention_prefill(q, k, v, pos0, n_threads=2), ref.attention(q, k, v, pos0))
+    close(ops.attention_prefill(q, k, v, pos0, n_threads=2, device=device), ref.attention(q, k, v, pos0))
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("window, pos0", [(1, 9), (5, 9), (16, 9), (300, 500)])
-def test_attention_sliding_window(window, pos0):
+def test_attention_sliding_window(window, pos0, device):
     rng = np.random.default_rng(window)
     T, H, H_kv, D = 23, 4, 2, 32
     q = rng.standard_normal((T, H, D)).astype(np.float32)
     k = rng.standard_normal((H_kv, pos0 + T, D)).astype(np.float32)
     v = rng.standard_normal((H_kv, pos0 + T, D)).astype(np.float32)
-    prefill = ops.attention_prefill(q, k, v, pos0, window, n_threads=2)
+    prefill = ops.attention_prefill(q, k, v, pos0, window, n_threads=2, device=device)
     close(prefill, ref.attention(q, k, v, pos0, window))
     assert np.abs(prefill - ref.attention(q, k, v, pos0)).max() > 1e-3  # the window changes the result
     for t in (0, T - 1):
-        np.testing.assert_array_equal(ops.attention_decode(q[t], k, v, pos0 + t + 1, window, n_threads=2), prefill[t])
+        decoded = ops.attention_decode(q[t], k, v, pos0 + t + 1, window, n_threads=2, device=device)
+        np.testing.assert_array_equal(decoded, prefill[t])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("T,pos0,H,H_kv,D", ATTENTION_CASES)
-def test_attention_decode_equals_prefill_rows(T, pos0, H, H_kv, D):
+def test_attention_decode_equals_prefill_rows(T, pos0, H, H_kv, D, device):
     rng = np.random.default_rng(T * 7 + D)
     S = pos0 + T
     q = rng.standard_normal((T, H, D)).astype(np.float32)
     k = rng.standard_normal((H_kv, S, D)).astype(np.float32)
     v = rng.standard_normal((H_kv, S, D)).astype(np.float32)
-    prefill = ops.attention_prefill(q, k, v, pos0, n_threads=2)
+    prefill = ops.attention_prefill(q, k, v, pos0, n_threads=2, device=device)
     for t in {0, T // 2, T - 1}:
-        np.testing.assert_array_equal(ops.attention_decode(q[t], k, v, pos0 + t + 1, n_threads=2), prefill[t])
-    np.testing.assert_array_equal(ops.attention_prefill(q, k, v, pos0, n_threads=1), prefill)
+        np.testing.assert_array_equal(ops.attention_decode(q[t], k, v, pos0 + t + 1, n_threads=2, device=device), prefill[t])
+    np.testing.assert_array_equal(ops.attention_prefill(q, k, v, pos0, n_threads=1, device=device), prefill)
 
 
 @pytest.mark.parametrize("D", [16, 64, 256])
@@ -228,12 +243,13 @@ def test_attention_head_alone_equals_head_in_a_group(D):
         np.testing.assert_array_equal(ops.attention_prefill(q[:, h:h + 1], k, v, 0, n_threads=1)[:, 0], together[:, h])
 
 
-def test_attention_large_scores_stay_finite():
+@pytest.mark.parametrize("device", DEVICES)
+def test_attention_large_scores_stay_finite(device):
     rng = np.random.default_rng(3)
     q = (rng.standard_normal((40, 2, 32)) * 30).astype(np.float32)
     k = (rng.standard_normal((1, 40, 32)) * 30).astype(np.float32)
     v = rng.standard_normal((1, 40, 32)).astype(np.float32)
-    out = ops.attention_prefill(q, k, v, 0, n_threads=2)
+    out = ops.attention_prefill(q, k, v, 0, n_threads=2, device=device)
     assert np.all(np.isfinite(out))
     close(out, ref.attention(q, k, v), rtol=1e-4)  # scores ~1e4: fp32 rounding of the scores is ~1e-3 absolute
 
@@ -477,16 +493,18 @@ def test_block_types_dequantize_as_gguf_does(w_type):
     np.testing.assert_array_equal(ops.dequantize(raw, w_type, rows, cols), theirs)
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("w_type", BLOCK_TYPES)
 @pytest.mark.parametrize("T,N", [(1, 7), (5, 33), (9, 16)])
-def test_block_types_matmul_matches_dequantize_then_fp32(w_type, T, N):
+def test_block_types_matmul_matches_dequantize_then_fp32(w_type, T, N, device):
     rng = np.random.default_rng(T * N + w_type)
     K = 512
     raw = ref.random_blocks(rng, w_type, N, K)
     x = rng.standard_normal((T, K)).astype(np.float32)
-    y = ops.matmul(x, raw, w_type, N, 2)
+    y = ops.matmul(x, raw, w_type, N, 2, device=device)
     close(y, ref.matmul(x, ref.dequantize(raw, w_type, N, K)))
-    np.testing.assert_array_equal(ops.matmul(x[-1:], raw, w_type, N, 1), y[-1:])  # decode row == prefill row
+    # decode row == prefill row
+    np.testing.assert_array_equal(ops.matmul(x[-1:], raw, w_type, N, 1, device=device), y[-1:])
 
 
 @pytest.mark.parametrize("w_type", BLOCK_TYPES)
@@ -502,13 +520,25 @@ def test_block_types_rows_do_not_depend_on_batch_or_threads(w_type):
         np.testing.assert_array_equal(ops.matmul(x[t:t + 1], raw, w_type, 19, 2)[0], full[t])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("w_type", [ref.F16, ref.BF16, ref.Q4_0, ref.Q4_1, ref.Q8_0] + BLOCK_TYPES)
-def test_matmul_decodes_every_weight_exactly(w_type):
+def test_matmul_decodes_every_weight_exactly(w_type, device):
     """x = identity makes y = W^T with one non-zero product per sum: the matmul's own weight decoding
     (vectorised per ISA) must give the reference dequantization bit for bit. K = 512: two K-quant
     superblocks, whose 8 blocks the kernel goes through in an unrolled loop per superblock."""
     rng = np.random.default_rng(w_type)
     K, N = 512, 5
     raw = ref.random_blocks(rng, w_type, N, K) if w_type in BLOCK_TYPES else random_weight(rng, w_type, N, K)
-    y = ops.matmul(np.eye(K, dtype=np.float32), raw, w_type, N, 2)
+    y = ops.matmul(np.eye(K, dtype=np.float32), raw, w_type, N, 2, device=device)
     np.testing.assert_array_equal(y.T, ref.dequantize(raw, w_type, N, K))
+
+
+def test_device_argument_is_checked():
+    """A device other than cpu / cuda, or cuda where this build or machine has none, is a clear Error."""
+    x, w = np.ones((2, 32), np.float32), np.ones(32, np.float32)
+    with pytest.raises(nextoken.Error, match="device must be 'cpu' or 'cuda'"):
+        ops.rmsnorm(x, w, 1e-5, device="gpu")
+    if not nextoken.cuda_devices():
+        raw = ref.quantize(np.ones((3, 32), np.float32), ref.Q8_0)
+        with pytest.raises(nextoken.Error, match="device='cuda'"):
+            ops.matmul(x, raw, ref.Q8_0, 3, device="cuda")

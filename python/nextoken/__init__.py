@@ -6,7 +6,7 @@
 """
 from pathlib import Path
 
-from ._core import Error, cpu_isa
+from ._core import Error, cpu_isa, cuda_devices
 from ._core import ops
 from . import chat_template
 from .hub import pull
@@ -34,5 +34,5 @@ try:
     __version__ = _version("nextoken")
 except PackageNotFoundError:  # run from a source tree that was never installed
     __version__ = "0+unknown"
-__all__ = ["Error", "Model", "load", "pull", "ops", "cpu_isa", "sampling_distribution", "get_include",
+__all__ = ["Error", "Model", "load", "pull", "ops", "cpu_isa", "cuda_devices", "sampling_distribution", "get_include",
            "get_library", "__version__"]

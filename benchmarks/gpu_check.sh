@@ -1,0 +1,34 @@
+#!/usr/bin/env bash
+# The CUDA checks, in one go, on a machine with an NVIDIA GPU (device time is short: compile and test on a
+# CPU machine first, tools/cuda_emulated/check.sh). Builds the package with the CUDA kernels for this GPU,
+# then runs every kernel test, the device="cuda" cases on the GPU beside the CPU ones (tests/test_kernels.py).
+# The models do not run on the GPU yet (issue 12): there is nothing to time against torch yet.
+#
+#   bash benchmarks/gpu_check.sh        # from anywhere; a few minutes on 16 cores
+#
+# Environment: PYTHON (default python3) with numpy, pytest and pybind11; BUILD_DIR (default build/cuda);
+# OUT, when set, gets the test log.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+
+PYTHON=${PYTHON:-python3}
+BUILD_DIR=${BUILD_DIR:-build/cuda}
+nvidia-smi --query-gpu=name,driver_version,memory.total,compute_cap --format=csv
+nvcc --version | tail -n 1
+arch=$(nvidia-smi --query-gpu=compute_cap --format=csv,noheader | head -n 1 | tr -d .)
+
+start=$(date +%s)
+cmake -S . -B "$BUILD_DIR" -G Ninja -DNEXTOKEN_CUDA=ON -DCMAKE_CUDA_ARCHITECTURES="$arch" \
+  -Dpybind11_DIR="$("$PYTHON" -m pybind11 --cmakedir)" \
+  -DPython_EXECUTABLE="$("$PYTHON" -c 'import sys; print(sys.executable)')" >/dev/null
+cmake --build "$BUILD_DIR" --parallel "$(nproc)"
+echo "== built in $(( $(date +%s) - start )) s"
+
+site="$(mktemp -d)"
+trap 'rm -rf "$site"' EXIT
+cp -r python/nextoken "$site/"
+cp "$BUILD_DIR"/_core*.so "$BUILD_DIR/libnextoken.so" "$site/nextoken/"
+PYTHONPATH="$site" "$PYTHON" -c 'import nextoken; print("cuda_devices:", nextoken.cuda_devices())'
+# --noconftest: the kernel tests need no fixture, and conftest.py imports gguf, which the GPU image lacks.
+PYTHONPATH="$site" "$PYTHON" -m pytest -q -p no:cacheprovider --noconftest tests/test_kernels.py -rs 2>&1 |
+  tee "${OUT:-$site}/gpu_check.log"

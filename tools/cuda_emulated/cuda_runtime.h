@@ -1,0 +1,203 @@
+// cuda_runtime.h, emulated: enough of CUDA to compile csrc/kernels/*.cu as C++ and run the kernels on the
+// CPU, so that their indexing, reductions and synchronisation are checked by the test suite on machines
+// without a GPU (tools/cuda_emulated/check.sh; CMake option NEXTOKEN_CUDA=EMULATED). This header is found
+// before the real one only in that build.
+//
+// A launch runs the grid's blocks one after another. The threads of a block are fibers (ucontext) of the
+// calling thread, resumed in turn; each runs until it reaches a barrier (__syncthreads, or a warp shuffle's
+// exchange), so a block's threads advance in step as far as the kernels can observe. Device memory is host
+// memory, filled with 0xFF bytes (NaN as floats) when allocated, so a read of what no one wrote shows up.
+// Not emulated: timing, memory coherence between blocks (blocks run in turn), anything the kernels do not use.
+#pragma once
+
+#include <ucontext.h>
+
+#include <algorithm>
+#include <cmath>
+#include <cstddef>
+#include <cstdint>
+#include <cstdlib>
+#include <cstring>
+#include <functional>
+#include <stdexcept>
+#include <vector>
+
+#define __global__
+#define __device__
+#define __host__
+#define __shared__ static  // one block at a time: a static is the block's shared memory
+
+using std::max;
+using std::min;
+
+struct dim3 {
+  unsigned x, y, z;
+  dim3(unsigned x_ = 1, unsigned y_ = 1, unsigned z_ = 1) : x(x_), y(y_), z(z_) {}
+};
+
+enum cudaError_t { cudaSuccess = 0, cudaErrorMemoryAllocation = 2 };
+enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2 };
+struct cudaDeviceProp {
+  char name[256];
+};
+
+inline cudaError_t cudaGetDeviceCount(int* n) {
+  *n = 1;
+  return cudaSuccess;
+}
+inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int) {
+  std::strcpy(prop->name, "CPU emulation (tools/cuda_emulated)");
+  return cudaSuccess;
+}
+inline cudaError_t cudaMalloc(void** p, size_t bytes) {
+  *p = std::malloc(bytes);
+  if (!*p) return cudaErrorMemoryAllocation;
+  std::memset(*p, 0xFF, bytes);
+  return cudaSuccess;
+}
+inline cudaError_t cudaFree(void* p) {
+  std::free(p);
+  return cudaSuccess;
+}
+inline cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+  std::memcpy(dst, src, bytes);
+  return cudaSuccess;
+}
+inline cudaError_t cudaGetLastError() { return cudaSuccess; }
+inline const char* cudaGetErrorString(cudaError_t) { return "out of memory (emulated)"; }
+
+namespace cuda_emulation {
+
+constexpr size_t STACK_BYTES = 64 * 1024;
+
+struct Fiber {
+  ucontext_t context;
+  dim3 thread;
+  int warp = 0, lane = 0;
+  bool done = false;
+};
+
+struct Barrier {
+  int arrived = 0, generation = 0;
+};
+
+// The block being run: its fibers, which one runs, and the barriers of the block and of each warp.
+inline ucontext_t scheduler;
+inline std::vector<Fiber> fibers;
+inline std::vector<std::vector<char>> stacks;  // kept from block to block
+inline int current = 0;
+inline std::function<void()> body;
+inline Barrier block_barrier;
+inline std::vector<Barrier> warp_barriers;
+inline std::vector<unsigned char> warp_slots;  // 32 lanes x 8 bytes per warp, for shuffles
+
+}  // namespace cuda_emulation
+
+inline dim3 threadIdx, blockIdx, blockDim, gridDim;
+
+namespace cuda_emulation {
+
+inline void yield() { swapcontext(&fibers[current].context, &scheduler); }
+
+inline int live(int warp) {  // fibers of a warp (warp >= 0) or of the block (-1) that have not returned
+  int n = 0;
+  for (const Fiber& f : fibers) n += !f.done && (warp < 0 || f.warp == warp);
+  return n;
+}
+
+// Waits until every live fiber of the group has arrived (those that returned no longer count).
+inline void barrier(Barrier& b, int warp) {
+  const int generation = b.generation;
+  ++b.arrived;
+  while (b.generation == generation) {
+    if (b.arrived >= live(warp)) {
+      b.arrived = 0;
+      ++b.generation;
+      break;
+    }
+    yield();
+  }
+}
+
+inline void run_fiber() {
+  body();
+  fibers[current].done = true;
+}  // returns to the scheduler through uc_link
+
+template <class T>
+T shuffle(T v, int source_of_lane_xor, bool by_xor) {
+  static_assert(sizeof(T) <= 8, "shuffle of at most 8 bytes");
+  Fiber& self = fibers[current];
+  unsigned char* slots = warp_slots.data() + size_t(self.warp) * 32 * 8;
+  std::memcpy(slots + 8 * self.lane, &v, sizeof(T));
+  barrier(warp_barriers[self.warp], self.warp);
+  const int from = by_xor ? (self.lane ^ source_of_lane_xor) : source_of_lane_xor;
+  T out;
+  std::memcpy(&out, slots + 8 * from, sizeof(T));
+  barrier(warp_barriers[self.warp], self.warp);
+  return out;
+}
+
+template <class... Params>
+struct Launch {
+  void (*kernel)(Params...);
+  dim3 grid, block;
+  template <class... Args>
+  void operator()(Args... args) const {
+    const int n = int(block.x * block.y * block.z);
+    if (n % 32 != 0) throw std::logic_error("cuda_emulation: blocks of whole warps only");
+    gridDim = grid;
+    blockDim = block;
+    body = [&] { kernel(Params(args)...); };
+    for (unsigned bz = 0; bz < grid.z; ++bz)
+      for (unsigned by = 0; by < grid.y; ++by)
+        for (unsigned bx = 0; bx < grid.x; ++bx) {
+          blockIdx = dim3(bx, by, bz);
+          fibers.assign(n, Fiber());
+          if (int(stacks.size()) < n) stacks.resize(n, std::vector<char>(STACK_BYTES));
+          warp_barriers.assign(n / 32, Barrier());
+          warp_slots.assign(size_t(n) * 8, 0);
+          block_barrier = Barrier();
+          for (int i = 0; i < n; ++i) {
+            Fiber& f = fibers[i];
+            f.thread = dim3(i % block.x, i / block.x % block.y, i / (block.x * block.y));
+            f.warp = i / 32;
+            f.lane = i % 32;
+            getcontext(&f.context);
+            f.context.uc_stack.ss_sp = stacks[i].data();
+            f.context.uc_stack.ss_size = STACK_BYTES;
+            f.context.uc_link = &scheduler;
+            makecontext(&f.context, run_fiber, 0);
+          }
+          for (bool running = true; running;) {
+            running = false;
+            for (int i = 0; i < n; ++i) {
+              if (fibers[i].done) continue;
+              running = true;
+              current = i;
+              threadIdx = fibers[i].thread;
+              swapcontext(&scheduler, &fibers[i].context);
+            }
+          }
+        }
+  }
+};
+
+template <class... Params>
+Launch<Params...> launch(void (*kernel)(Params...), dim3 grid, dim3 block) {
+  return Launch<Params...>{kernel, grid, block};
+}
+
+}  // namespace cuda_emulation
+
+template <class T>
+T __shfl_xor_sync(unsigned, T v, int lane_mask) {
+  return cuda_emulation::shuffle(v, lane_mask, true);
+}
+template <class T>
+T __shfl_sync(unsigned, T v, int source_lane) {
+  return cuda_emulation::shuffle(v, source_lane, false);
+}
+inline void __syncthreads() { cuda_emulation::barrier(cuda_emulation::block_barrier, -1); }
+
+#define NT_LAUNCH(kernel, grid, block) ::cuda_emulation::launch(kernel, grid, block)
