@@ -809,7 +809,8 @@ py::array_t<float> op_add(const FloatArray& x, const FloatArray& y, const std::s
   return out;
 }
 
-py::array_t<float> op_embedding(const py::array& ids, const ByteArray& table, int type, int vocab, int C) {
+py::array_t<float> op_embedding(const py::array& ids, const ByteArray& table, int type, int vocab, int C,
+                                const std::string& device) {
   NT_CHECK(ids.ndim() == 1, "embedding: ids must be 1-D");
   NT_CHECK(ids.size() == 0 || ids.dtype().kind() == 'i' || ids.dtype().kind() == 'u', "embedding: ids must be integers");
   const auto wide = py::array_t<int64_t, py::array::c_style | py::array::forcecast>::ensure(ids);
@@ -820,8 +821,17 @@ py::array_t<float> op_embedding(const py::array& ids, const ByteArray& table, in
     NT_CHECK(id >= 0 && id < vocab, "embedding: token id " + std::to_string(id) + " outside [0, " + std::to_string(vocab) + ")");
     narrow[t] = int32_t(id);
   }
-  py::array_t<float> out({py::ssize_t(narrow.size()), py::ssize_t(C)});
-  embedding(out.mutable_data(), narrow.data(), int(narrow.size()), tv.data, tv.type, C);
+  const int T = int(narrow.size());
+  py::array_t<float> out({py::ssize_t(T), py::ssize_t(C)});
+  float* o = out.mutable_data();
+  if (ran_on_cuda(device, [&] {
+        const cuda::Buffer d_ids = to_device(narrow.data(), narrow.size()), d_out(size_t(T) * C * sizeof(float));
+        const cuda::Buffer d_table(row_bytes(tv.type, C) * vocab, tv.data);
+        cuda::embedding(d_out.as<float>(), d_ids.as<int32_t>(), T, d_table.as<void>(), tv.type, C);
+        d_out.to_host(o);
+      }))
+    return out;
+  embedding(o, narrow.data(), T, tv.data, tv.type, C);
   return out;
 }
 
@@ -844,7 +854,9 @@ void attention_one(float* out, const float* q, const float* k, const float* v, i
         const cuda::Buffer dq = to_device(q, n_q), dk = to_device(k, n_kv), dv = to_device(v, n_kv);
         const cuda::Buffer dout(n_q * sizeof(float));
         const AttentionSeq seq{dk.as<float>(), dv.as<float>(), S, T, pos0, 0};
-        cuda::attention(dout.as<float>(), dq.as<float>(), &seq, 1, H, H_kv, D, scale, window, nullptr, 0, DType::F32);
+        const cuda::Buffer scratch(cuda::attention_scratch_floats(&seq, 1, H, D) * sizeof(float));
+        cuda::attention(dout.as<float>(), dq.as<float>(), &seq, 1, H, H_kv, D, scale, window, nullptr, 0, DType::F32,
+                        scratch.as<float>());
         dout.to_host(out);
       }))
     return;
@@ -1095,7 +1107,8 @@ PYBIND11_MODULE(_core, m) {
   ops.def("activation", &op_activation, py::arg("x"), py::arg("kind"), py::arg("up") = py::none(),
           py::arg("device") = "cpu", "act(x), or act(x) * up (gated); kind: silu, gelu_tanh, gelu, relu.");
   ops.def("add", &op_add, py::arg("x"), py::arg("y"), py::arg("device") = "cpu");
-  ops.def("embedding", &op_embedding, py::arg("ids"), py::arg("table"), py::arg("w_type"), py::arg("vocab"), py::arg("dim"));
+  ops.def("embedding", &op_embedding, py::arg("ids"), py::arg("table"), py::arg("w_type"), py::arg("vocab"), py::arg("dim"),
+          py::arg("device") = "cpu");
   ops.def("attention_prefill", &op_attention_prefill, py::arg("q"), py::arg("k"), py::arg("v"), py::arg("pos0") = 0,
           py::arg("window") = 0, py::arg("n_threads") = 1, py::arg("device") = "cpu",
           "q (T, H, D); k, v (H_kv, S, D); query t at position pos0 + t (sees the last `window` keys if > 0).");

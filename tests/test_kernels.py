@@ -170,12 +170,16 @@ def test_activations_extreme_inputs(kind, device):
     np.testing.assert_allclose(out, ref.activation(g, kind), rtol=RTOL, atol=1e-30)
 
 
-@pytest.mark.parametrize("w_type", [ref.F32, ref.F16, ref.BF16, ref.Q8_0, ref.Q4_1])
-def test_embedding(w_type):
+@pytest.mark.parametrize("device", DEVICES)
+@pytest.mark.parametrize("w_type", [ref.F32, ref.F16, ref.BF16, ref.Q8_0, ref.Q4_1, ref.Q4_K, ref.Q6_K])
+def test_embedding(w_type, device):
     rng = np.random.default_rng(w_type)
-    raw = random_weight(rng, w_type, 50, 64)
+    # 40 blocks of 32: more than a warp has lanes; the float types also end in a partial block
+    C = 1260 if w_type in (ref.F32, ref.F16, ref.BF16) else 1280
+    raw = ref.random_blocks(rng, w_type, 50, C) if w_type in BLOCK_TYPES else random_weight(rng, w_type, 50, C)
     ids = np.array([0, 49, 7, 7, 3], dtype=np.int32)
-    np.testing.assert_array_equal(ops.embedding(ids, raw, w_type, 50, 64), ref.dequantize(raw, w_type, 50, 64)[ids])
+    np.testing.assert_array_equal(ops.embedding(ids, raw, w_type, 50, C, device=device),
+                                  ref.dequantize(raw, w_type, 50, C)[ids])
 
 
 ATTENTION_CASES = [  # T, pos0, H, H_kv, D
@@ -185,6 +189,8 @@ ATTENTION_CASES = [  # T, pos0, H, H_kv, D
     # keys in several 256-key segments, merged; decode splits them over the threads (split-K); groups of
     # 9 and 20 query heads per key/value head (more than the 16 that share one pass)
     (3, 600, 9, 3, 64), (2, 520, 20, 1, 32), (4, 300, 2, 1, 24),
+    # CUDA: prefill with one warp per (row, head) doing both segments, decode split over them (split-K)
+    (40, 300, 8, 2, 64),
 ]
 
 

@@ -64,13 +64,17 @@ void rope(float* x, const float* cos, const float* sin, int T, int n_heads, int 
 // out (n) = act(x) * up (up may be null: act(x) alone); out may alias x.
 void activation(float* out, const float* x, const float* up, int64_t n, Activation act);
 void add_inplace(float* x, const float* y, int64_t n);
+// out (T, C) = rows ids[t] of table (vocab, C) as float32; ids (device memory) must already be checked.
+void embedding(float* out, const int32_t* ids, int T, const void* table, DType type, int C);
 
 // ---- attention.cu ----------------------------------------------------------------------------------
 // kernels.h's attention() on the GPU: seqs is a host array whose k, v point to device memory; q, out and
-// rel_bias are device memory. Head dims up to MAX_HEAD_DIM.
+// rel_bias are device memory. Head dims up to MAX_HEAD_DIM. scratch: device memory of at least
+// attention_scratch_floats() floats for the same sequences (the partial results of split-K decode).
 constexpr int MAX_HEAD_DIM = 256;
+size_t attention_scratch_floats(const AttentionSeq* seqs, int n_seqs, int H, int D);
 void attention(float* out, const float* q, const AttentionSeq* seqs, int n_seqs, int H, int H_kv, int D, float scale,
-               int window, const float* rel_bias, int rel_span, DType kv_type);
+               int window, const float* rel_bias, int rel_span, DType kv_type, float* scratch);
 
 }  // namespace cuda
 }  // namespace nextoken

@@ -1,8 +1,9 @@
-// elementwise.cu: activations and the residual add on the GPU, one thread per element, with
-// elementwise.cpp's formulas (GELU-tanh as x / (1 + e^(-2u)); exact GELU through erf in double).
+// elementwise.cu: activations, the residual add and embedding lookup on the GPU, with elementwise.cpp's
+// formulas (GELU-tanh as x / (1 + e^(-2u)); exact GELU through erf in double) and the CPU's weight decoding.
 #include <cuda_runtime.h>
 
 #include "cuda.h"
+#include "weight_blocks.cuh"
 
 namespace nextoken {
 namespace cuda {
@@ -35,6 +36,19 @@ __global__ void add_kernel(float* x, const float* y, int64_t n) {
   if (i < n) x[i] += y[i];
 }
 
+// One warp per token: lane l decodes the row's 32-weight blocks l, l + 32, ...
+template <DType TYPE>
+__global__ void embedding_kernel(float* out, const int32_t* ids, const uint8_t* table, size_t row_bytes, int C) {
+  const int lane = threadIdx.x % 32, t = blockIdx.x;
+  const uint8_t* row = table + size_t(ids[t]) * row_bytes;
+  float* o = out + size_t(t) * C;
+  for (int b = lane; b * QK < C; b += 32) {
+    float w[QK];
+    load_weight_block<TYPE>(w, row, b, C);
+    for (int j = 0; j < QK && QK * b + j < C; ++j) o[QK * b + j] = w[j];
+  }
+}
+
 unsigned blocks_for(int64_t n) { return unsigned((n + THREADS - 1) / THREADS); }
 
 }  // namespace
@@ -54,6 +68,15 @@ void add_inplace(float* x, const float* y, int64_t n) {
   if (n == 0) return;
   NT_LAUNCH(add_kernel, blocks_for(n), THREADS)(x, y, n);
   check_launch("add");
+}
+
+void embedding(float* out, const int32_t* ids, int T, const void* table, DType type, int C) {
+  if (T == 0) return;
+  with_weight_type(type, [&](auto t) {
+    constexpr DType TYPE = decltype(t)::value;
+    NT_LAUNCH(embedding_kernel<TYPE>, T, 32)(out, ids, static_cast<const uint8_t*>(table), row_bytes(TYPE, C), C);
+  });
+  check_launch("embedding");
 }
 
 }  // namespace cuda

@@ -8,8 +8,8 @@
 // tensor cores (bf16 / f16 tiles) is still to come (issue 12).
 #include <cuda_runtime.h>
 
-#include "blocks.h"
 #include "cuda.h"
+#include "weight_blocks.cuh"
 
 namespace nextoken {
 namespace cuda {
@@ -17,28 +17,6 @@ namespace {
 
 constexpr int WARPS_PER_BLOCK = 4;  // rows per thread block
 constexpr int GROUP = 8;            // tokens a warp carries through a row (accumulators per lane)
-
-__host__ __device__ constexpr bool is_float_type(DType t) { return t == DType::F32 || t == DType::F16 || t == DType::BF16; }
-
-// Weights 32b .. 32b + 31 of a row; the float types allow any K, so their last block is padded with 0.
-template <DType TYPE>
-__device__ inline void load_block(float* w, const uint8_t* row, int b, int K) {
-  if constexpr (is_float_type(TYPE)) {
-#pragma unroll
-    for (int j = 0; j < QK; ++j) {
-      const int k = QK * b + j;
-      float v = 0.0f;
-      if (k < K) {
-        if constexpr (TYPE == DType::F32) v = reinterpret_cast<const float*>(row)[k];
-        else if constexpr (TYPE == DType::F16) v = f16_to_f32(reinterpret_cast<const uint16_t*>(row)[k]);
-        else v = bf16_to_f32(reinterpret_cast<const uint16_t*>(row)[k]);
-      }
-      w[j] = v;
-    }
-  } else {
-    blocks::decode32(w, row, TYPE, b);
-  }
-}
 
 template <DType TYPE>
 __global__ void matmul_kernel(float* y, const float* x, const uint8_t* w, size_t row_bytes, int T, int K, int N) {
@@ -53,7 +31,7 @@ __global__ void matmul_kernel(float* y, const float* x, const uint8_t* w, size_t
   const int n_blocks = (K + QK - 1) / QK;
   for (int b = lane; b < n_blocks; b += 32) {
     float wb[QK];
-    load_block<TYPE>(wb, row, b, K);
+    load_weight_block<TYPE>(wb, row, b, K);
     const int width = min(QK, K - QK * b);
 #pragma unroll
     for (int t = 0; t < GROUP; ++t) {
@@ -78,28 +56,16 @@ __global__ void matmul_kernel(float* y, const float* x, const uint8_t* w, size_t
   }
 }
 
-template <DType TYPE>
-void launch(float* y, const float* x, const void* w, int T, int K, int N) {
-  const dim3 grid((N + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK, (T + GROUP - 1) / GROUP);
-  NT_LAUNCH(matmul_kernel<TYPE>, grid, 32 * WARPS_PER_BLOCK)(y, x, static_cast<const uint8_t*>(w), row_bytes(TYPE, K), T, K, N);
-}
-
 }  // namespace
 
 void matmul(float* y, const float* x, const void* w, DType w_type, int T, int K, int N) {
   if (T == 0 || N == 0) return;
-  switch (w_type) {
-    case DType::F32: launch<DType::F32>(y, x, w, T, K, N); break;
-    case DType::F16: launch<DType::F16>(y, x, w, T, K, N); break;
-    case DType::BF16: launch<DType::BF16>(y, x, w, T, K, N); break;
-    case DType::Q4_0: launch<DType::Q4_0>(y, x, w, T, K, N); break;
-    case DType::Q4_1: launch<DType::Q4_1>(y, x, w, T, K, N); break;
-    case DType::Q5_0: launch<DType::Q5_0>(y, x, w, T, K, N); break;
-    case DType::Q8_0: launch<DType::Q8_0>(y, x, w, T, K, N); break;
-    case DType::Q4_K: launch<DType::Q4_K>(y, x, w, T, K, N); break;
-    case DType::Q5_K: launch<DType::Q5_K>(y, x, w, T, K, N); break;
-    case DType::Q6_K: launch<DType::Q6_K>(y, x, w, T, K, N); break;
-  }
+  const dim3 grid((N + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK, (T + GROUP - 1) / GROUP);
+  with_weight_type(w_type, [&](auto type) {
+    constexpr DType TYPE = decltype(type)::value;
+    NT_LAUNCH(matmul_kernel<TYPE>, grid, 32 * WARPS_PER_BLOCK)(y, x, static_cast<const uint8_t*>(w), row_bytes(TYPE, K),
+                                                               T, K, N);
+  });
   check_launch("matmul");
 }
 

@@ -3,13 +3,15 @@
 // without a GPU (tools/cuda_emulated/check.sh; CMake option NEXTOKEN_CUDA=EMULATED). This header is found
 // before the real one only in that build.
 //
-// A launch runs the grid's blocks one after another. The threads of a block are fibers (ucontext) of the
-// calling thread, resumed in turn; each runs until it reaches a barrier (__syncthreads, or a warp shuffle's
-// exchange), so a block's threads advance in step as far as the kernels can observe. Device memory is host
+// A launch runs the grid's blocks one after another. The threads of a block are fibers of the calling thread
+// (each started on its own stack by setcontext, then switched with _setjmp / _longjmp, which make no system
+// call), resumed in turn; each runs until it reaches a barrier (__syncthreads, or a warp shuffle's exchange),
+// so a block's threads advance in step as far as the kernels can observe. Device memory is host
 // memory, filled with 0xFF bytes (NaN as floats) when allocated, so a read of what no one wrote shows up.
 // Not emulated: timing, memory coherence between blocks (blocks run in turn), anything the kernels do not use.
 #pragma once
 
+#include <setjmp.h>
 #include <ucontext.h>
 
 #include <algorithm>
@@ -71,10 +73,11 @@ namespace cuda_emulation {
 constexpr size_t STACK_BYTES = 64 * 1024;
 
 struct Fiber {
-  ucontext_t context;
+  ucontext_t start;  // its first entry
+  jmp_buf resume;    // where it yielded
   dim3 thread;
   int warp = 0, lane = 0;
-  bool done = false;
+  bool started = false, done = false;
 };
 
 struct Barrier {
@@ -82,7 +85,7 @@ struct Barrier {
 };
 
 // The block being run: its fibers, which one runs, and the barriers of the block and of each warp.
-inline ucontext_t scheduler;
+inline jmp_buf scheduler;
 inline std::vector<Fiber> fibers;
 inline std::vector<std::vector<char>> stacks;  // kept from block to block
 inline int current = 0;
@@ -97,7 +100,9 @@ inline dim3 threadIdx, blockIdx, blockDim, gridDim;
 
 namespace cuda_emulation {
 
-inline void yield() { swapcontext(&fibers[current].context, &scheduler); }
+inline void yield() {
+  if (!_setjmp(fibers[current].resume)) _longjmp(scheduler, 1);
+}
 
 inline int live(int warp) {  // fibers of a warp (warp >= 0) or of the block (-1) that have not returned
   int n = 0;
@@ -122,7 +127,8 @@ inline void barrier(Barrier& b, int warp) {
 inline void run_fiber() {
   body();
   fibers[current].done = true;
-}  // returns to the scheduler through uc_link
+  _longjmp(scheduler, 1);  // never returns: its stack is simply left
+}
 
 template <class T>
 T shuffle(T v, int source_of_lane_xor, bool by_xor) {
@@ -163,11 +169,11 @@ struct Launch {
             f.thread = dim3(i % block.x, i / block.x % block.y, i / (block.x * block.y));
             f.warp = i / 32;
             f.lane = i % 32;
-            getcontext(&f.context);
-            f.context.uc_stack.ss_sp = stacks[i].data();
-            f.context.uc_stack.ss_size = STACK_BYTES;
-            f.context.uc_link = &scheduler;
-            makecontext(&f.context, run_fiber, 0);
+            getcontext(&f.start);
+            f.start.uc_stack.ss_sp = stacks[i].data();
+            f.start.uc_stack.ss_size = STACK_BYTES;
+            f.start.uc_link = nullptr;
+            makecontext(&f.start, run_fiber, 0);
           }
           for (bool running = true; running;) {
             running = false;
@@ -176,7 +182,11 @@ struct Launch {
               running = true;
               current = i;
               threadIdx = fibers[i].thread;
-              swapcontext(&scheduler, &fibers[i].context);
+              if (!_setjmp(scheduler)) {
+                if (fibers[i].started) _longjmp(fibers[i].resume, 1);
+                fibers[i].started = true;
+                setcontext(&fibers[i].start);
+              }
             }
           }
         }
