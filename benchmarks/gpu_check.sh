@@ -1,13 +1,15 @@
 #!/usr/bin/env bash
 # The CUDA checks, in one go, on a machine with an NVIDIA GPU (device time is short: compile and test on a
 # CPU machine first, tools/cuda_emulated/check.sh). Builds the package with the CUDA kernels for this GPU,
-# then runs every kernel test, the device="cuda" cases on the GPU beside the CPU ones (tests/test_kernels.py).
-# The models do not run on the GPU yet (issue 12): there is nothing to time against torch yet.
+# then runs the tests' device="cuda" cases there: the kernels against their numpy references, tiny models
+# against the reference forward pass, every Hugging Face architecture's fixture against transformers.
 #
 #   bash benchmarks/gpu_check.sh        # from anywhere; a few minutes on 16 cores
 #
-# Environment: PYTHON (default python3) with numpy, pytest and pybind11; BUILD_DIR (default build/cuda);
-# OUT, when set, gets the test log.
+# The tests' conftest.py imports gguf (llama.cpp's writer, pure Python), which the GPU machine's image lacks:
+# bring its wheel in .whl/ (here: pip download --no-deps -d .whl "gguf>=0.16"; carry .whl).
+# Environment: PYTHON (default python3) with numpy, pytest, pybind11, tokenizers and jinja2; BUILD_DIR
+# (default build/cuda); OUT, when set, gets the test log.
 set -euo pipefail
 cd "$(dirname "$0")/.."
 
@@ -28,7 +30,9 @@ site="$(mktemp -d)"
 trap 'rm -rf "$site"' EXIT
 cp -r python/nextoken "$site/"
 cp "$BUILD_DIR"/_core*.so "$BUILD_DIR/libnextoken.so" "$site/nextoken/"
+for wheel in .whl/gguf-*.whl; do
+  if [ -f "$wheel" ]; then "$PYTHON" -m pip install -q --no-deps --target "$site" "$wheel"; fi
+done
 PYTHONPATH="$site" "$PYTHON" -c 'import nextoken; print("cuda_devices:", nextoken.cuda_devices())'
-# --noconftest: the kernel tests need no fixture, and conftest.py imports gguf, which the GPU image lacks.
-PYTHONPATH="$site" "$PYTHON" -m pytest -q -p no:cacheprovider --noconftest tests/test_kernels.py -rs 2>&1 |
-  tee "${OUT:-$site}/gpu_check.log"
+PYTHONPATH="$site" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_model.py tests/test_hf.py \
+  -k "cuda or device_is_checked" 2>&1 | tee "${OUT:-$site}/gpu_check.log"

@@ -42,6 +42,16 @@ DType checked_dtype(int type) {
 }
 
 // A (rows, cols) weight of `type` in `data`: checks the byte count and block alignment.
+// Device from a user's string: "cpu", or "cuda" where this build and machine have a GPU.
+Device parse_device(const std::string& device) {
+  if (device == "cpu") return Device::CPU;
+  NT_CHECK(device == "cuda", "device must be 'cpu' or 'cuda', not '" + device + "'");
+  NT_CHECK(cuda::built(), "device='cuda': this build of nextoken has no CUDA kernels (no CUDA compiler was found "
+                          "when it was built)");
+  NT_CHECK(cuda::device_count() > 0, "device='cuda': no CUDA device is visible (no GPU, or no driver)");
+  return Device::CUDA;
+}
+
 TensorView tensor_view(const std::string& name, const ByteArray& data, int type, int64_t rows, int64_t cols) {
   const DType t = checked_dtype(type);
   NT_CHECK(rows > 0 && cols > 0, "tensor '" + name + "' has an empty shape");
@@ -159,6 +169,7 @@ ModelConfig model_config(const py::dict& d) {
   NT_CHECK(kv == "f32" || kv == "f16" || kv == "bf16" || kv == "q8_0",
            "kv_cache must be 'f32', 'f16', 'bf16' or 'q8_0', got '" + kv + "'");
   c.kv_type = kv == "f16" ? DType::F16 : kv == "bf16" ? DType::BF16 : kv == "q8_0" ? DType::Q8_0 : DType::F32;
+  c.device = parse_device(optional("device", std::string("cpu")));
   return c;
 }
 
@@ -572,21 +583,13 @@ struct PySession {
 // ---- ops: kernels on numpy arrays ------------------------------------------------------------------
 
 // device="cuda": the op's CUDA twin on device copies of the arrays (for tests and benchmarks of the twins).
-// False for "cpu"; true once run() has run the op on the GPU. In a build without CUDA run() is never called,
-// so the cuda:: calls in it are never compiled into the module.
+// False for "cpu"; true once run() has run the op on the GPU.
 template <class Run>
 bool ran_on_cuda(const std::string& device, const Run& run) {
-  if (device == "cpu") return false;
-  NT_CHECK(device == "cuda", "device must be 'cpu' or 'cuda', not '" + device + "'");
-#ifdef NEXTOKEN_CUDA
-  NT_CHECK(cuda::device_count() > 0, "device='cuda': no CUDA device is visible (no GPU, or no driver)");
+  if (parse_device(device) == Device::CPU) return false;
   py::gil_scoped_release release;
   run();
   return true;
-#else
-  (void)run;
-  throw Error("device='cuda': this build of nextoken has no CUDA kernels (no CUDA compiler was found when it was built)");
-#endif
 }
 
 // Device copies of host arrays, and fresh device buffers, for ran_on_cuda's ops.
@@ -945,9 +948,7 @@ PYBIND11_MODULE(_core, m) {
   m.def("cpu_isa", &cpu_isa, "The instruction set the CPU kernels run with.");
   m.def("cuda_devices", [] {
     std::vector<std::string> names;
-#ifdef NEXTOKEN_CUDA
     for (int i = 0; i < cuda::device_count(); ++i) names.push_back(cuda::device_name(i));
-#endif
     return names;
   }, "Names of the GPUs the CUDA kernels can run on: empty without a GPU, or in a build without CUDA.");
 

@@ -84,6 +84,9 @@ inline size_t row_bytes(DType t, int64_t n) {
   return size_t(n / info->block) * size_t(info->block_bytes);
 }
 
+// Where a model's weights, caches and activations live: the CPU's memory, or a GPU's (kernels/cuda.h).
+enum class Device { CPU, CUDA };
+
 // A feed-forward nonlinearity (kernels.h: activation, gated_activation).
 enum class Activation { SiLU, GeluTanh, Gelu, ReLU };
 
@@ -115,14 +118,14 @@ NT_HOST_DEVICE inline float f16_to_f32(uint16_t h) {
 
 // binary32 -> binary16, round to nearest even (overflow to inf, tiny values to subnormals or zero).
 // binary32 -> bfloat16, rounded to nearest even (NaN stays NaN).
-inline uint16_t f32_to_bf16(float f) {
+NT_HOST_DEVICE inline uint16_t f32_to_bf16(float f) {
   uint32_t x;
   std::memcpy(&x, &f, 4);
   if ((x & 0x7fffffff) > 0x7f800000) return uint16_t((x >> 16) | 0x40);
   return uint16_t((x + 0x7fff + ((x >> 16) & 1)) >> 16);
 }
 
-inline uint16_t f32_to_f16(float f) {
+NT_HOST_DEVICE inline uint16_t f32_to_f16(float f) {
   uint32_t x;
   std::memcpy(&x, &f, 4);
   const uint32_t sign = (x >> 16) & 0x8000;

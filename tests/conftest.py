@@ -12,6 +12,10 @@ from gguf import GGMLQuantizationType, GGUFWriter
 import nextoken
 from nextoken import reference as ref
 
+# Where the kernels and models are tested: the CPU, and a GPU where one is visible to this build (or the CPU
+# emulation of one that tools/cuda_emulated/check.sh builds); elsewhere only "cpu" is collected.
+DEVICES = ["cpu"] + (["cuda"] if nextoken.cuda_devices() else [])
+
 TINY = dict(n_layers=2, dim=64, hidden_dim=96, n_heads=4, n_kv_heads=2, head_dim=16, vocab_size=300,
             rope_base=10000.0, norm_eps=1e-5)
 

@@ -14,15 +14,19 @@ import pytest
 
 import nextoken
 
+from conftest import DEVICES
+
 HF = Path(__file__).parent / "fixtures" / "hf"
 FOLDERS = sorted(p.name for p in HF.iterdir() if (p / "config.json").is_file())
 RTOL = 1e-4
 
 
-@pytest.fixture(scope="module", params=FOLDERS)
+@pytest.fixture(scope="module", params=[(f, d) for f in FOLDERS for d in DEVICES],
+                ids=[f if d == "cpu" else f"{f}-{d}" for f in FOLDERS for d in DEVICES])
 def case(request):
-    folder = HF / request.param
-    return nextoken.load(folder, n_ctx=64, n_threads=2), np.load(folder / "reference.npz"), folder
+    name, device = request.param
+    folder = HF / name
+    return nextoken.load(folder, n_ctx=64, n_threads=2, device=device), np.load(folder / "reference.npz"), folder
 
 
 def close(actual, expected):

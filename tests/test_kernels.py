@@ -11,12 +11,12 @@ import nextoken
 from nextoken import ops
 from nextoken import reference as ref
 
+from conftest import DEVICES
+
 RTOL = 1e-5
 TYPES = [ref.F32, ref.F16, ref.BF16, ref.Q4_0, ref.Q4_1, ref.Q8_0]
-# Kernels with a CUDA twin (csrc/kernels/*.cu) run against the same references on the GPU where one is
-# visible; elsewhere only "cpu" is collected. The twins decode weights with the CPU's code and sum in float32
-# in another fixed order, so the same tolerances hold.
-DEVICES = ["cpu"] + (["cuda"] if nextoken.cuda_devices() else [])
+# Kernels with a CUDA twin (csrc/kernels/*.cu) run on each of DEVICES against the same references: the twins
+# decode weights with the CPU's code and sum in float32 in another fixed order, so the same tolerances hold.
 
 
 def close(actual, expected, rtol=RTOL):

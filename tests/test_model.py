@@ -1,11 +1,13 @@
 """The whole decoder on tiny random Llama GGUF files, against the numpy reference forward pass."""
+from pathlib import Path
+
 import numpy as np
 import pytest
 
 import nextoken
 from nextoken import reference as ref
 
-from conftest import write_tiny_llama
+from conftest import DEVICES, write_tiny_llama
 
 RTOL = 1e-5  # fp32 engine vs float64 reference, relative to the largest logit (2 layers: no long chains)
 
@@ -16,12 +18,13 @@ def close(actual, expected, rtol=RTOL):
     assert err <= rtol * scale, f"max error {err:.3g} > {rtol:g} x {scale:.3g}"
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("matrix_type,embd_type,tied", [
     (ref.Q4_1, ref.Q8_0, True), (ref.Q4_0, ref.F16, False), (ref.F32, ref.F32, False), (ref.F16, ref.Q4_1, True)])
-def test_forward_matches_reference(tmp_path, matrix_type, embd_type, tied):
+def test_forward_matches_reference(tmp_path, matrix_type, embd_type, tied, device):
     path = tmp_path / "m.gguf"
     config, weights = write_tiny_llama(path, matrix_type, embd_type, tied, seed=matrix_type)
-    model = nextoken.load(path, n_ctx=64, n_threads=2)
+    model = nextoken.load(path, n_ctx=64, n_threads=2, device=device)
     ids = [5, 100, 37, 250, 3, 9, 11, 0, 299]
     close(model.forward(ids), ref.llama_forward(config, weights, ids))
 
@@ -35,9 +38,10 @@ def test_prompts_longer_than_one_chunk(tmp_path):
     close(model.forward(ids), ref.llama_forward(config, weights, ids))
 
 
-def test_decoding_through_the_cache_equals_prefill(tiny_model_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_decoding_through_the_cache_equals_prefill(tiny_model_path, device):
     path, config, _ = tiny_model_path
-    model = nextoken.load(path, n_ctx=64, n_threads=2)
+    model = nextoken.load(path, n_ctx=64, n_threads=2, device=device)
     ids = np.random.default_rng(1).integers(0, config["vocab_size"], 40)
     full = model.forward(ids)
     steps = np.concatenate([model.forward(ids[:1])] + [model.forward(ids[t:t + 1], start_pos=t) for t in range(1, 40)])
@@ -60,9 +64,10 @@ def test_results_do_not_depend_on_thread_count(tiny_model_path):
     np.testing.assert_array_equal(model.forward(ids), one)
 
 
-def test_greedy_generation_follows_reference_argmax(tiny_model_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_greedy_generation_follows_reference_argmax(tiny_model_path, device):
     path, config, weights = tiny_model_path
-    model = nextoken.load(path, n_ctx=64, n_threads=2)
+    model = nextoken.load(path, n_ctx=64, n_threads=2, device=device)
     ids = [10, 20, 30]
     out = model.generate(ids, max_new_tokens=8, min_new_tokens=8)
     seq = list(ids)
@@ -169,6 +174,24 @@ def test_int8_decoding_equals_prefill_and_ignores_threads(tiny_model_path):
     np.testing.assert_array_equal(steps, full)
     model.n_threads = 1
     np.testing.assert_array_equal(model.forward(ids), full)
+
+
+def test_device_is_checked(tiny_model_path):
+    """A device other than cpu / cuda, cuda where there is none, and what the GPU path does not run yet are clear
+    Errors at load."""
+    path = tiny_model_path[0]
+    with pytest.raises(nextoken.Error, match="device must be 'cpu' or 'cuda'"):
+        nextoken.load(path, n_ctx=64, device="gpu")
+    if "cuda" not in DEVICES:
+        with pytest.raises(nextoken.Error, match="device='cuda'"):
+            nextoken.load(path, n_ctx=64, device="cuda")
+        return
+    for options, what in [(dict(compute_type="int8"), "compute_type='int8' runs on the CPU only"),
+                          (dict(kv_cache="q8_0"), "not q8_0")]:
+        with pytest.raises(nextoken.Error, match=what):
+            nextoken.load(path, n_ctx=64, device="cuda", **options)
+    with pytest.raises(nextoken.Error, match="decoder-only models so far"):
+        nextoken.load(Path(__file__).parent / "fixtures" / "seq2seq" / "t5", n_ctx=64, device="cuda")
 
 
 def test_unknown_compute_type(tiny_model_path):

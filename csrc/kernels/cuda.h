@@ -1,6 +1,7 @@
 // cuda.h: the CUDA twins of kernels.h's ops (the .cu file beside each .cpp) and the device memory they
 // work on. Declared without CUDA's headers, so that code built by the host compiler can call them; defined
-// only in builds with NEXTOKEN_CUDA (CMakeLists.txt turns it on where it finds nvcc).
+// by the .cu files in builds with CUDA (CMakeLists.txt turns it on where it finds nvcc), else by
+// no_cuda.cpp, where built() is false, device_count() 0 and everything else throws Error.
 //
 // Pointers passed to the ops are device memory. The ops run in order on the default stream; Buffer::to_host
 // waits for them. A failed launch or copy throws Error naming the op and CUDA's message.
@@ -26,11 +27,19 @@ namespace nextoken {
 namespace cuda {
 
 // ---- device.cu -------------------------------------------------------------------------------------
-// GPUs the driver shows; 0 when there is no driver or device (never throws).
+// Whether this build has the CUDA kernels.
+bool built();
+// GPUs the driver shows; 0 when there is no driver or device, or no CUDA in the build (never throws).
 int device_count();
 std::string device_name(int device);
 // Throws Error("CUDA: <op>: <message>") when the last launch failed.
 void check_launch(const char* op);
+
+// Device memory (alloc throws Error when there is not enough), and copies between any two places, host or
+// device (waiting for the ops queued before it).
+void* alloc(size_t bytes);
+void free(void* p);
+void copy(void* dst, const void* src, size_t bytes);
 
 // Device memory, freed when the Buffer goes out of scope; `from_host`, when given, is copied in.
 class Buffer {
@@ -66,6 +75,12 @@ void activation(float* out, const float* x, const float* up, int64_t n, Activati
 void add_inplace(float* x, const float* y, int64_t n);
 // out (T, C) = rows ids[t] of table (vocab, C) as float32; ids (device memory) must already be checked.
 void embedding(float* out, const int32_t* ids, int T, const void* table, DType type, int C);
+void scale_inplace(float* x, float s, int64_t n);
+void softcap(float* x, float cap, int64_t n);
+void add_bias(float* y, const float* bias, int T, int N);
+// KV cache rows: n rows of D floats, src_stride floats apart, stored as `type` (F32, F16 or BF16) in
+// consecutive rows of kv_row_bytes(type, D) at dst.
+void store_kv_rows(void* dst, const float* src, int n, size_t src_stride, int D, DType type);
 
 // ---- attention.cu ----------------------------------------------------------------------------------
 // kernels.h's attention() on the GPU: seqs is a host array whose k, v point to device memory; q, out and

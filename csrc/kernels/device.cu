@@ -13,6 +13,8 @@ void check(cudaError_t status, const char* what) {
 
 }  // namespace
 
+bool built() { return true; }
+
 int device_count() {
   int n = 0;
   if (cudaGetDeviceCount(&n) != cudaSuccess) {
@@ -30,22 +32,36 @@ std::string device_name(int device) {
 
 void check_launch(const char* op) { check(cudaGetLastError(), op); }
 
-Buffer::Buffer(size_t bytes, const void* from_host) : bytes_(bytes) {
-  check(cudaMalloc(&data_, bytes ? bytes : 1), "allocating device memory");
-  if (from_host && bytes) {
-    const cudaError_t status = cudaMemcpy(data_, from_host, bytes, cudaMemcpyHostToDevice);
-    if (status != cudaSuccess) {
-      cudaFree(data_);
-      check(status, "copying to the device");
-    }
+void* alloc(size_t bytes) {
+  void* p = nullptr;
+  const cudaError_t status = cudaMalloc(&p, bytes ? bytes : 1);
+  if (status != cudaSuccess) {
+    cudaGetLastError();  // not sticky: the device stays usable
+    throw Error("CUDA: could not allocate " + std::to_string(bytes) + " bytes of device memory: " +
+                cudaGetErrorString(status));
+  }
+  return p;
+}
+
+void free(void* p) { cudaFree(p); }
+
+void copy(void* dst, const void* src, size_t bytes) {
+  if (bytes) check(cudaMemcpy(dst, src, bytes, cudaMemcpyDefault), "copying");
+}
+
+Buffer::Buffer(size_t bytes, const void* from_host) : data_(alloc(bytes)), bytes_(bytes) {
+  if (!from_host) return;
+  try {
+    copy(data_, from_host, bytes);
+  } catch (...) {
+    cuda::free(data_);
+    throw;
   }
 }
 
-Buffer::~Buffer() { cudaFree(data_); }
+Buffer::~Buffer() { cuda::free(data_); }
 
-void Buffer::to_host(void* dst) const {
-  if (bytes_) check(cudaMemcpy(dst, data_, bytes_, cudaMemcpyDeviceToHost), "copying to the host");
-}
+void Buffer::to_host(void* dst) const { copy(dst, data_, bytes_); }
 
 }  // namespace cuda
 }  // namespace nextoken

@@ -12,6 +12,7 @@
 #include <new>
 
 #include "../common.h"
+#include "../kernels/cuda.h"
 
 namespace nextoken {
 
@@ -20,10 +21,16 @@ namespace nextoken {
 // and so touches every page (8 sequences with f16 KV caches of n_ctx 2184 cost 335 MiB of resident
 // memory for their 192 positions). Mapped, a cache sized for the full context costs resident memory only
 // for the positions actually written, and goes back to the system when freed.
+// On Device::CUDA the floats are GPU memory, not zeroed (what is read there is always written first).
 class FloatBuffer {
  public:
-  explicit FloatBuffer(size_t n) : data_(nullptr, Release{std::max<size_t>(n, 1) * sizeof(float)}) {
+  explicit FloatBuffer(size_t n, Device device = Device::CPU)
+      : data_(nullptr, Release{std::max<size_t>(n, 1) * sizeof(float), device}) {
     const size_t bytes = data_.get_deleter().bytes;
+    if (device == Device::CUDA) {
+      data_.reset(static_cast<float*>(cuda::alloc(bytes)));
+      return;
+    }
     void* p = nullptr;
 #ifdef MAP_ANONYMOUS
     if (bytes >= MAPPED_BYTES) {
@@ -41,7 +48,12 @@ class FloatBuffer {
   static constexpr size_t MAPPED_BYTES = size_t(1) << 20;  // below this, calloc (small workspaces, tiny models)
   struct Release {
     size_t bytes;
+    Device device;
     void operator()(float* p) const {
+      if (device == Device::CUDA) {
+        cuda::free(p);
+        return;
+      }
 #ifdef MAP_ANONYMOUS
       if (bytes >= MAPPED_BYTES) {
         munmap(p, bytes);

@@ -67,6 +67,7 @@ struct ModelConfig {
   float head_scale = 1.0f;     // the last hidden state times this before the head (T5's tied head: C^-0.5)
 
   DType kv_type = DType::F32;  // how the KV cache stores keys and values: F32, F16 or BF16
+  Device device = Device::CPU;  // where the weights, KV caches and activations live (a load option)
 
   std::vector<LayerConfig> layers;  // n_layers entries
 };

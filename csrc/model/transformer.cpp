@@ -23,8 +23,16 @@ struct Product {
 };
 
 // Products that share their input x, on the path each matrix is set up for (fp32, or int8 against
-// its packed copy), biases added after.
+// its packed copy; on the GPU, fp32), biases added after.
 void project(Workspace& ws, std::initializer_list<Product> outs, const float* x, int T, int K, int n_threads) {
+  if (ws.device == Device::CUDA) {
+    for (const Product& p : outs) {
+      const int N = int(p.m->view.rows);
+      cuda::matmul(p.y, x, p.m->view.data, p.m->view.type, T, K, N);
+      if (p.bias) cuda::add_bias(p.y, p.bias, T, N);
+    }
+    return;
+  }
   constexpr int MAX_OUTS = 3;  // at most Q, K and V share an input
   NT_CHECK(outs.size() <= MAX_OUTS, "internal: too many products share one input");
   MatmulOut floats[MAX_OUTS];
@@ -46,15 +54,42 @@ void project(Workspace& ws, std::initializer_list<Product> outs, const float* x,
 
 // fn(t0, t1) over token ranges, split across the threads when there are enough tokens (prefill).
 // For row-wise ops (norms, RoPE, residual adds, activations): results do not depend on the split.
+// On the GPU (n_threads 0) one call for all rows: its kernels spread them over the device.
 template <class F>
 void by_tokens(int T, int n_threads, const F& fn) {
-  if (T < 2 * n_threads) return fn(0, T);  // decode: not worth waking the threads
+  if (n_threads == 0 || T < 2 * n_threads) return fn(0, T);  // decode: not worth waking the threads
   parallel_for(T, n_threads, 1, fn);
 }
 
+// The row-wise ops forward_batch uses, on the model's device: the CPU kernels or their CUDA twins.
 void apply_norm(const ModelConfig& c, const Norm& n, float* out, const float* x, int T) {
-  if (c.norm == NormKind::RMS) rmsnorm(out, x, n.weight, T, c.dim, c.norm_eps);
-  else layernorm(out, x, n.weight, n.bias, T, c.dim, c.norm_eps);
+  const bool gpu = c.device == Device::CUDA;
+  if (c.norm == NormKind::RMS) gpu ? cuda::rmsnorm(out, x, n.weight, T, c.dim, c.norm_eps) : rmsnorm(out, x, n.weight, T, c.dim, c.norm_eps);
+  else gpu ? cuda::layernorm(out, x, n.weight, n.bias, T, c.dim, c.norm_eps) : layernorm(out, x, n.weight, n.bias, T, c.dim, c.norm_eps);
+}
+void add_rows(Device d, float* x, const float* y, size_t n) { d == Device::CUDA ? cuda::add_inplace(x, y, int64_t(n)) : add_inplace(x, y, int64_t(n)); }
+void scale_rows(Device d, float* x, float s, size_t n) { d == Device::CUDA ? cuda::scale_inplace(x, s, int64_t(n)) : scale_inplace(x, s, int64_t(n)); }
+void copy_floats(Device d, float* dst, const float* src, size_t n) {
+  if (d == Device::CUDA) cuda::copy(dst, src, n * sizeof(float));
+  else std::copy(src, src + n, dst);
+}
+
+// The tensors as the device needs them: the same views on the CPU; on the GPU, copies made there (kept
+// alive by `keep`). Checks first what the GPU path does not run yet.
+TensorMap placed(const ModelConfig& c, ComputeType compute, const TensorMap& tensors,
+                 std::vector<std::unique_ptr<cuda::Buffer>>& keep) {
+  if (c.device == Device::CPU) return tensors;
+  NT_CHECK(compute == ComputeType::Float32, "device='cuda' computes in float32: compute_type='int8' runs on the CPU only");
+  NT_CHECK(c.causal && !c.cross_attention, "device='cuda' runs decoder-only models so far (not encoders or "
+                                           "encoder-decoder models)");
+  NT_CHECK(c.kv_type != DType::Q8_0, "device='cuda' keeps the KV cache as f32, f16 or bf16 (not q8_0)");
+  NT_CHECK(c.head_dim <= cuda::MAX_HEAD_DIM, "device='cuda' takes head dims up to " + std::to_string(cuda::MAX_HEAD_DIM));
+  TensorMap on_device;
+  for (const auto& [role, view] : tensors) {
+    keep.push_back(std::make_unique<cuda::Buffer>(size_t(view.rows) * row_bytes(view.type, view.cols), view.data));
+    on_device[role] = TensorView{view.type, keep.back()->as<void>(), view.rows, view.cols};
+  }
+  return on_device;
 }
 
 }  // namespace
@@ -62,7 +97,9 @@ void apply_norm(const ModelConfig& c, const Norm& n, float* out, const float* x,
 Transformer::Transformer(const ModelConfig& config, const TensorMap& tensors, int max_positions,
                          ComputeType compute, bool weights_file_mapped, int n_threads,
                          const PackedCache& packed_cache)
-    : config_(config), weights_(bind_weights(config_, tensors)), max_positions_(max_positions) {
+    : config_(config),
+      weights_(bind_weights(config_, placed(config, compute, tensors, device_tensors_))),
+      max_positions_(max_positions) {
   NT_CHECK(max_positions > 0, "n_ctx must be positive, got " + std::to_string(max_positions));
   NT_CHECK(n_threads > 0, "n_threads must be positive, got " + std::to_string(n_threads));
   NT_CHECK(config_.relative_span == 0 || max_positions <= config_.relative_span,
@@ -83,9 +120,18 @@ Transformer::Transformer(const ModelConfig& config, const TensorMap& tensors, in
   if (config_.positions == Positions::Rope) {
     const int half = config_.head_dim / 2;
     for (const std::vector<float>& inv_freq : config_.rope_inv_freq) {
-      rope_cos_.emplace_back(size_t(max_positions) * half);
-      rope_sin_.emplace_back(size_t(max_positions) * half);
-      rope_table(rope_cos_.back().get(), rope_sin_.back().get(), max_positions, half, inv_freq.data());
+      const size_t n = size_t(max_positions) * half;
+      FloatBuffer cos(n), sin(n);
+      rope_table(cos.get(), sin.get(), max_positions, half, inv_freq.data());
+      if (config_.device == Device::CPU) {
+        rope_cos_.push_back(std::move(cos));
+        rope_sin_.push_back(std::move(sin));
+        continue;
+      }
+      rope_cos_.emplace_back(n, config_.device);
+      rope_sin_.emplace_back(n, config_.device);
+      cuda::copy(rope_cos_.back().get(), cos.get(), n * sizeof(float));
+      cuda::copy(rope_sin_.back().get(), sin.get(), n * sizeof(float));
     }
   }
   if (compute == ComputeType::Int8)
@@ -124,6 +170,9 @@ void Transformer::forward(KVCache& cache, Workspace& ws, const int32_t* tokens, 
 
 void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Workspace& ws, int nt) const {
   const ModelConfig& c = config_;
+  const Device dev = c.device;
+  const bool gpu = dev == Device::CUDA;
+  if (gpu) nt = 0;  // by_tokens: one call for all rows
   const int C = c.dim, H = c.n_heads, H_kv = c.n_kv_heads, D = c.head_dim, V = c.vocab_size;
   const int q_dim = H * D, kv_dim = H_kv * D, hid = c.hidden_dim;
   const float scale = c.attn_scale > 0.0f ? c.attn_scale : 1.0f / std::sqrt(float(D));
@@ -139,8 +188,14 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
                  ch.cache->length + ch.T <= ch.cache->capacity && (ch.cross != nullptr) == c.cross_attention &&
                  (ch.tokens != nullptr || ch.embeddings != nullptr),
              "internal: a forward pass larger than its workspace or cache, or without its inputs");
-    if (ch.tokens) embedding(x + size_t(T) * C, ch.tokens, ch.T, weights_.token_embd.data, weights_.token_embd.type, C);
-    else std::copy(ch.embeddings, ch.embeddings + size_t(ch.T) * C, x + size_t(T) * C);
+    if (ch.tokens && gpu) {
+      cuda::copy(ws.ids_on_device() + T, ch.tokens, size_t(ch.T) * sizeof(int32_t));
+      cuda::embedding(x + size_t(T) * C, ws.ids_on_device() + T, ch.T, weights_.token_embd.data, weights_.token_embd.type, C);
+    } else if (ch.tokens) {
+      embedding(x + size_t(T) * C, ch.tokens, ch.T, weights_.token_embd.data, weights_.token_embd.type, C);
+    } else {
+      copy_floats(dev, x + size_t(T) * C, ch.embeddings, size_t(ch.T) * C);
+    }
     for (int t = 0; t < ch.T; ++t) {
       ws.row_pos[T + t] = ch.cache->length + t;
       ws.row_chunk[T + t] = i;
@@ -149,14 +204,21 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
   }
   by_tokens(T, nt, [&](int t0, int t1) {
     float* rows = x + size_t(t0) * C;
-    if (c.embed_scale != 1.0f) scale_inplace(rows, c.embed_scale, size_t(t1 - t0) * C);
-    if (c.positions == Positions::Learned)
+    if (c.embed_scale != 1.0f) scale_rows(dev, rows, c.embed_scale, size_t(t1 - t0) * C);
+    if (c.positions == Positions::Learned && gpu) {  // all rows at once: their positions as ids
+      std::vector<int32_t> ids(size_t(t1 - t0));
+      for (int t = t0; t < t1; ++t) ids[size_t(t - t0)] = ws.row_pos[t] + c.position_offset;
+      cuda::copy(ws.ids_on_device(), ids.data(), ids.size() * sizeof(int32_t));
+      cuda::embedding(xn + size_t(t0) * C, ws.ids_on_device(), t1 - t0, weights_.pos_embd.data, weights_.pos_embd.type, C);
+      cuda::add_inplace(rows, xn + size_t(t0) * C, int64_t(t1 - t0) * C);
+    } else if (c.positions == Positions::Learned) {
       for (int t = t0; t < t1; ++t) {
         const int32_t row = ws.row_pos[t] + c.position_offset;
         float* pe = xn + size_t(t) * C;
         embedding(pe, &row, 1, weights_.pos_embd.data, weights_.pos_embd.type, C);
         add_inplace(x + size_t(t) * C, pe, C);
       }
+    }
     if (c.embed_norm) apply_norm(c, weights_.embd_norm, rows, rows, t1 - t0);
     // xn holds the normed input of each pre-norm attention sublayer: here for layer 0, for the others
     // with the previous layer's last residual add.
@@ -167,7 +229,8 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
     const LayerConfig& lc = c.layers[l];
     // Attention sublayer: x += Wo attn(rope(Wq h), rope(Wk h), Wv h), h the (normed) input
     project(ws, {{q, &w.attn.q, w.attn.bq}, {k, &w.attn.k, w.attn.bk}, {v, &w.attn.v, w.attn.bv}}, pre ? xn : x, T, C, nt);
-    by_tokens(T, nt, [&](int t0, int t1) {
+    if (gpu) rope_and_store_on_device(chunks, n_chunks, ws, l);
+    else by_tokens(T, nt, [&](int t0, int t1) {
       if (c.qk_norm) {
         rmsnorm(q + size_t(t0) * q_dim, q + size_t(t0) * q_dim, w.q_norm, (t1 - t0) * H, D, c.norm_eps);
         rmsnorm(k + size_t(t0) * kv_dim, k + size_t(t0) * kv_dim, w.k_norm, (t1 - t0) * H_kv, D, c.norm_eps);
@@ -194,14 +257,18 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
       const int n_keys = c.causal ? 0 : cache.length + chunks[i].T;  // an encoder: the whole input
       ws.attention_seqs[i] = AttentionSeq{cache.keys(l), cache.values(l), cache.capacity, chunks[i].T, cache.length, n_keys};
     }
-    attention(att, q, ws.attention_seqs.data(), n_chunks, H, H_kv, D, scale, lc.sliding_window, weights_.rel_bias,
-              c.relative_span, c.kv_type, nt);
+    if (gpu)
+      cuda::attention(att, q, ws.attention_seqs.data(), n_chunks, H, H_kv, D, scale, lc.sliding_window, weights_.rel_bias,
+                      c.relative_span, c.kv_type, ws.scratch(cuda::attention_scratch_floats(ws.attention_seqs.data(), n_chunks, H, D)));
+    else
+      attention(att, q, ws.attention_seqs.data(), n_chunks, H, H_kv, D, scale, lc.sliding_window, weights_.rel_bias,
+                c.relative_span, c.kv_type, nt);
     project(ws, {{xn, &w.attn.o, w.attn.bo}}, att, T, q_dim, nt);
     const Norm& next_pre_norm = c.cross_attention ? w.cross_norm : w.ffn_norm;
     by_tokens(T, nt, [&](int t0, int t1) {
       float *xt = x + size_t(t0) * C, *ot = xn + size_t(t0) * C;
       if (sandwich) apply_norm(c, w.post_attention_norm, ot, ot, t1 - t0);
-      add_inplace(xt, ot, size_t(t1 - t0) * C);
+      add_rows(dev, xt, ot, size_t(t1 - t0) * C);
       if (pre) apply_norm(c, next_pre_norm, ot, xt, t1 - t0);
       else apply_norm(c, w.attn_norm, xt, xt, t1 - t0);
     });
@@ -216,7 +283,7 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
       project(ws, {{xn, &w.cross.o, w.cross.bo}}, att, T, q_dim, nt);
       by_tokens(T, nt, [&](int t0, int t1) {
         float *xt = x + size_t(t0) * C, *ot = xn + size_t(t0) * C;
-        add_inplace(xt, ot, size_t(t1 - t0) * C);
+        add_rows(dev, xt, ot, size_t(t1 - t0) * C);
         if (pre) apply_norm(c, w.ffn_norm, ot, xt, t1 - t0);
         else apply_norm(c, w.cross_norm, xt, xt, t1 - t0);
       });
@@ -227,7 +294,8 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
     else project(ws, {{up, &w.w_up, w.b_up}}, h, T, C, nt);
     by_tokens(T, nt, [&](int t0, int t1) {
       const size_t a = size_t(t0) * hid, n = size_t(t1 - t0) * hid;
-      if (c.gated) gated_activation(gate + a, gate + a, up + a, n, c.activation);
+      if (gpu) cuda::activation(gate + a, c.gated ? gate + a : up + a, c.gated ? up + a : nullptr, int64_t(n), c.activation);
+      else if (c.gated) gated_activation(gate + a, gate + a, up + a, n, c.activation);
       else activation(gate + a, up + a, n, c.activation);
     });
     project(ws, {{xn, &w.w_down, w.b_down}}, gate, T, hid, nt);
@@ -235,7 +303,7 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
     by_tokens(T, nt, [&](int t0, int t1) {
       float *xt = x + size_t(t0) * C, *ot = xn + size_t(t0) * C;
       if (sandwich) apply_norm(c, w.post_ffw_norm, ot, ot, t1 - t0);
-      add_inplace(xt, ot, size_t(t1 - t0) * C);
+      add_rows(dev, xt, ot, size_t(t1 - t0) * C);
       if (!pre) apply_norm(c, w.ffn_norm, xt, xt, t1 - t0);
       if (next_norm) apply_norm(c, *next_norm, ot, xt, t1 - t0);
     });
@@ -246,33 +314,69 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
   for (int i = 0, row = 0; i < n_chunks; row += chunks[i].T, ++i) {
     const ForwardChunk& ch = chunks[i];
     if (!ch.hidden) continue;
-    if (weights_.output_norm.weight) apply_norm(c, weights_.output_norm, ch.hidden, x + size_t(row) * C, ch.T);
-    else std::copy(x + size_t(row) * C, x + size_t(row + ch.T) * C, ch.hidden);
+    float* hidden = gpu ? ws.logits_on_device(size_t(ch.T) * C) : ch.hidden;  // staged on the GPU
+    if (weights_.output_norm.weight) apply_norm(c, weights_.output_norm, hidden, x + size_t(row) * C, ch.T);
+    else copy_floats(dev, hidden, x + size_t(row) * C, size_t(ch.T) * C);
+    if (gpu) cuda::copy(ch.hidden, hidden, size_t(ch.T) * C * sizeof(float));
   }
   int n_out = 0;
   for (int i = 0, row = 0; i < n_chunks; row += chunks[i].T, ++i) {
     const ForwardChunk& ch = chunks[i];
     if (!ch.logits) continue;
     const int first = ch.all_logits ? row : row + ch.T - 1, n = ch.all_logits ? ch.T : 1;
-    std::copy(x + size_t(first) * C, x + size_t(first + n) * C, xn + size_t(n_out) * C);
+    copy_floats(dev, xn + size_t(n_out) * C, x + size_t(first) * C, size_t(n) * C);
     n_out += n;
   }
-  const bool direct = n_chunks == 1;
-  if (!direct && ws.head.size() < size_t(n_out) * V) ws.head.resize(size_t(n_out) * V);
+  const bool direct = n_chunks == 1 && !gpu;  // the head writes the caller's logits (host memory) itself
+  if (!direct && !gpu && ws.head.size() < size_t(n_out) * V) ws.head.resize(size_t(n_out) * V);
   for (int i = 0; i < n_chunks; ++i) chunks[i].cache->length += chunks[i].T;
   if (n_out == 0) return;
   if (weights_.output_norm.weight) apply_norm(c, weights_.output_norm, xn, xn, n_out);
-  if (c.head_scale != 1.0f) scale_inplace(xn, c.head_scale, size_t(n_out) * C);
-  float* out = direct ? chunks[0].logits : ws.head.data();
+  if (c.head_scale != 1.0f) scale_rows(dev, xn, c.head_scale, size_t(n_out) * C);
+  float* out = direct ? chunks[0].logits : gpu ? ws.logits_on_device(size_t(n_out) * V) : ws.head.data();
   project(ws, {{out, &weights_.output, weights_.output_bias}}, xn, n_out, C, nt);
-  if (c.final_softcap > 0.0f) softcap(out, c.final_softcap, size_t(n_out) * V);
+  if (c.final_softcap > 0.0f) {
+    if (gpu) cuda::softcap(out, c.final_softcap, int64_t(n_out) * V);
+    else softcap(out, c.final_softcap, size_t(n_out) * V);
+  }
   if (direct) return;
-  for (int i = 0, row = 0; i < n_chunks; ++i) {
+  for (int i = 0, row = 0; i < n_chunks; ++i) {  // into each caller's logits (from the GPU: its only copy back)
     const ForwardChunk& ch = chunks[i];
     if (!ch.logits) continue;
     const int n = ch.all_logits ? ch.T : 1;
-    std::copy(out + size_t(row) * V, out + size_t(row + n) * V, ch.logits);
+    if (gpu) cuda::copy(ch.logits, out + size_t(row) * V, size_t(n) * V * sizeof(float));
+    else std::copy(out + size_t(row) * V, out + size_t(row + n) * V, ch.logits);
     row += n;
+  }
+}
+
+void Transformer::rope_and_store_on_device(const ForwardChunk* chunks, int n_chunks, Workspace& ws, int l) const {
+  const ModelConfig& c = config_;
+  const LayerWeights& w = weights_.layers[l];
+  const int H = c.n_heads, H_kv = c.n_kv_heads, D = c.head_dim, q_dim = H * D, kv_dim = H_kv * D;
+  float *q = ws.q.get(), *k = ws.k.get(), *v = ws.v.get();
+  int T = 0;
+  for (int i = 0; i < n_chunks; ++i) T += chunks[i].T;
+  if (c.qk_norm) {
+    cuda::rmsnorm(q, q, w.q_norm, T * H, D, c.norm_eps);
+    cuda::rmsnorm(k, k, w.k_norm, T * H_kv, D, c.norm_eps);
+  }
+  for (int i = 0, row = 0; i < n_chunks; row += chunks[i].T, ++i) {
+    const KVCache& cache = *chunks[i].cache;
+    const int n = chunks[i].T, pos0 = cache.length;
+    float *qc = q + size_t(row) * q_dim, *kc = k + size_t(row) * kv_dim, *vc = v + size_t(row) * kv_dim;
+    if (c.positions == Positions::Rope) {
+      const size_t at = size_t(pos0) * (D / 2);
+      const int table = c.layers[l].rope_table;
+      const float *cos = rope_cos_[table].get() + at, *sin = rope_sin_[table].get() + at;
+      const bool half = c.rope_layout == RopeLayout::Half;
+      cuda::rope(qc, cos, sin, n, H, D, half);
+      cuda::rope(kc, cos, sin, n, H_kv, D, half);
+    }
+    for (int h = 0; h < H_kv; ++h) {
+      cuda::store_kv_rows(cache.row(cache.keys(l), h, pos0), kc + size_t(h) * D, n, kv_dim, D, cache.type);
+      cuda::store_kv_rows(cache.row(cache.values(l), h, pos0), vc + size_t(h) * D, n, kv_dim, D, cache.type);
+    }
   }
 }
 
@@ -288,12 +392,17 @@ void Transformer::rerotate_keys(KVCache& cache, int from, int to, int delta) con
       sin[i] = -rope_sin_[table].get()[size_t(delta) * half + i];
     }
     std::vector<float> key(c.head_dim);
+    std::vector<uint8_t> staged(cache.row_bytes);  // a GPU cache's row, rotated on the CPU (a rare operation)
+    const bool gpu = cache.device == Device::CUDA;
     for (int h = 0; h < c.n_kv_heads; ++h)
       for (int p = from; p < to; ++p) {
         uint8_t* stored = cache.row(cache.keys(l), h, p);
-        load_kv(key.data(), stored, c.head_dim, cache.type);
+        uint8_t* row = gpu ? staged.data() : stored;
+        if (gpu) cuda::copy(row, stored, cache.row_bytes);
+        load_kv(key.data(), row, c.head_dim, cache.type);
         rope(key.data(), cos.data(), sin.data(), 1, 1, c.head_dim, c.rope_layout == RopeLayout::Half);
-        store_kv(stored, key.data(), c.head_dim, cache.type);
+        store_kv(row, key.data(), c.head_dim, cache.type);
+        if (gpu) cuda::copy(stored, row, cache.row_bytes);
       }
   }
 }

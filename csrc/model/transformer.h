@@ -3,11 +3,14 @@
 // A Transformer is the immutable part of a model (config, weights by role, RoPE tables, repacked
 // weights): shareable by any number of threads and sequences. The sequence state (KVCache) and the
 // activations (Workspace) are passed to forward(), so the same weights serve every sequence.
+// With config.device CUDA the weights are copied to the GPU once, and the caches and workspaces made for
+// the model (from its config) live there too; tokens go in and logits come out through host memory.
 #pragma once
 
 #include <memory>
 #include <vector>
 
+#include "../kernels/cuda.h"
 #include "kv_cache.h"
 #include "weights.h"
 #include "workspace.h"
@@ -68,7 +71,12 @@ class Transformer {
   bool packed_from_cache() const { return packed_from_cache_; }  // int8: the packed weights came from the cache
 
  private:
+  // Layer l's new queries and keys normed (QK-norm) and rotated, and its keys and values stored in each chunk's
+  // cache, on the GPU: chunk by chunk, whose rows' positions follow one another (a launch each, not one per row).
+  void rope_and_store_on_device(const ForwardChunk* chunks, int n_chunks, Workspace& ws, int l) const;
+
   ModelConfig config_;
+  std::vector<std::unique_ptr<cuda::Buffer>> device_tensors_;  // the weights on the GPU (device CUDA)
   ModelWeights weights_;
   int max_positions_;
   std::vector<FloatBuffer> rope_cos_, rope_sin_;  // per table: (max_positions, D/2)

@@ -2,6 +2,7 @@
 #pragma once
 
 #include <algorithm>
+#include <memory>
 #include <vector>
 
 #include "buffers.h"
@@ -10,25 +11,29 @@
 
 namespace nextoken {
 
-// Activations for up to `batch` tokens at once; longer prompts run in chunks of `batch`.
+// Activations for up to `batch` tokens at once; longer prompts run in chunks of `batch`. With config.device
+// CUDA the activations are GPU memory (and int8 compute, CPU only, has no buffers).
 struct Workspace {
   Workspace(const ModelConfig& c, int batch)
       : batch(batch),
-        x(size_t(batch) * c.dim),
-        xn(size_t(batch) * c.dim),
-        q(size_t(batch) * c.n_heads * c.head_dim),
-        k(size_t(batch) * c.n_kv_heads * c.head_dim),
-        v(size_t(batch) * c.n_kv_heads * c.head_dim),
-        att(size_t(batch) * c.n_heads * c.head_dim),
-        gate(size_t(batch) * c.hidden_dim),
-        up(size_t(batch) * c.hidden_dim),
-        xq(size_t(batch) * max_in(c)),
-        dx(size_t(batch) * max_in(c) / QK),
-        sx(size_t(batch) * max_in(c) / QK),
-        dx_sx(size_t(batch) * max_in(c) / QK),
+        x(size_t(batch) * c.dim, c.device),
+        xn(size_t(batch) * c.dim, c.device),
+        q(size_t(batch) * c.n_heads * c.head_dim, c.device),
+        k(size_t(batch) * c.n_kv_heads * c.head_dim, c.device),
+        v(size_t(batch) * c.n_kv_heads * c.head_dim, c.device),
+        att(size_t(batch) * c.n_heads * c.head_dim, c.device),
+        gate(size_t(batch) * c.hidden_dim, c.device),
+        up(size_t(batch) * c.hidden_dim, c.device),
+        xq(c.device == Device::CPU ? size_t(batch) * max_in(c) : 0),
+        dx(c.device == Device::CPU ? size_t(batch) * max_in(c) / QK : 0),
+        sx(c.device == Device::CPU ? size_t(batch) * max_in(c) / QK : 0),
+        dx_sx(c.device == Device::CPU ? size_t(batch) * max_in(c) / QK : 0),
         row_pos(batch),
         row_chunk(batch),
-        attention_seqs(std::min(batch, MAX_ATTENTION_SEQS)) {}
+        attention_seqs(std::min(batch, MAX_ATTENTION_SEQS)),
+        device(c.device) {
+    if (device == Device::CUDA) device_ids = std::make_unique<FloatBuffer>(size_t(batch), device);
+  }
 
   static int max_in(const ModelConfig& c) { return std::max({c.dim, c.hidden_dim, c.n_heads * c.head_dim}); }
 
@@ -51,6 +56,25 @@ struct Workspace {
   std::vector<int> row_pos, row_chunk;
   std::vector<AttentionSeq> attention_seqs;
   std::vector<float> head;
+  // On the GPU: the pass's token ids (or positions), int32; attention's split-K partial results and the
+  // logits of the rows asked for, grown to the largest pass seen.
+  Device device;
+  std::unique_ptr<FloatBuffer> device_ids;
+  int32_t* ids_on_device() const { return reinterpret_cast<int32_t*>(device_ids->get()); }
+  float* scratch(size_t n) { return grown(device_scratch, device_scratch_n, n); }
+  float* logits_on_device(size_t n) { return grown(device_logits, device_logits_n, n); }
+
+ private:
+  std::unique_ptr<FloatBuffer> device_scratch, device_logits;
+  size_t device_scratch_n = 0, device_logits_n = 0;
+  float* grown(std::unique_ptr<FloatBuffer>& b, size_t& have, size_t n) {
+    if (!b || have < n) {
+      b.reset();  // the old one goes first: GPU memory may not hold both
+      b = std::make_unique<FloatBuffer>(n, device);
+      have = n;
+    }
+    return b->get();
+  }
 };
 
 }  // namespace nextoken

@@ -33,7 +33,7 @@ def default_threads() -> int:
 def load(model: Union[str, os.PathLike] = hub.DEFAULT_MODEL, n_ctx: int = 2048, n_threads: int | None = None,
          compute_type: str = "float32", weights: str | None = None,
          lora: Union[str, os.PathLike, None] = None, kv_cache: str = "f32",
-         packed_cache: Union[bool, str, os.PathLike, None] = None) -> "Model":
+         packed_cache: Union[bool, str, os.PathLike, None] = None, device: str = "cpu") -> "Model":
     """Load a model by name (see nextoken.hub.MODELS; fetched on first use), from a .gguf file or from a
     Hugging Face folder (config.json, *.safetensors, tokenizer.json).
 
@@ -56,9 +56,12 @@ def load(model: Union[str, os.PathLike] = hub.DEFAULT_MODEL, n_ctx: int = 2048, 
       load instead of repacking (checked against the model file's path, size, mtime and header hash). None
       (default): for the models in nextoken's cache folder (nextoken pull), beside them in packed/; True:
       for any file, there; a path: that file; False: never.
+    device: "cpu" (default), or "cuda": the weights are copied to the GPU once and the KV caches and activations
+      live there (float32 compute; decoder-only models; an f32, f16 or bf16 cache). nextoken.cuda_devices()
+      lists the GPUs this build can use.
     """
     return Model(hub.resolve(model), n_ctx=n_ctx, n_threads=n_threads, compute_type=compute_type, weights=weights,
-                 lora=lora, kv_cache=kv_cache, packed_cache=packed_cache)
+                 lora=lora, kv_cache=kv_cache, packed_cache=packed_cache, device=device)
 
 
 def _check_int(name, value, low, high=2**31 - 1):
@@ -72,11 +75,13 @@ class Model:
     """A loaded model: its weights, tokenizer and one sequence's KV cache. Made by nextoken.load()."""
 
     def __init__(self, path, n_ctx: int = 2048, n_threads: int | None = None, compute_type: str = "float32",
-                 weights: str | None = None, lora=None, kv_cache: str = "f32", packed_cache=None):
+                 weights: str | None = None, lora=None, kv_cache: str = "f32", packed_cache=None, device: str = "cpu"):
         n_ctx = _check_int("n_ctx", n_ctx, 1)
         n_threads = default_threads() if n_threads is None else _check_int("n_threads", n_threads, 1)
         if not isinstance(compute_type, str) or compute_type not in ("float32", "int8"):  # before it is compared
             raise Error(f"compute_type must be 'float32' or 'int8', got {compute_type!r}")
+        if not isinstance(device, str) or device not in ("cpu", "cuda"):
+            raise Error(f"device must be 'cpu' or 'cuda', got {device!r}")
         path = Path(path)
         packed = {}  # int8: where the repacked weights are kept (_packed_cache_path)
         if safetensors.is_folder(path):
@@ -104,7 +109,8 @@ class Model:
             raise Error(f"kv_cache must be 'f32', 'f16', 'bf16' or 'q8_0', got {kv_cache!r}")
         self.kv_cache = kv_cache
         self.architecture = spec.architecture
-        self.config = dict(spec.config, kv_cache=kv_cache)
+        self.config = dict(spec.config, kv_cache=kv_cache, device=device)
+        self.device = device
         if self.tokenizer.vocab_size > self.config["vocab_size"]:
             raise Error(f"the tokenizer has {self.tokenizer.vocab_size} tokens but the model only "
                         f"{self.config['vocab_size']}")

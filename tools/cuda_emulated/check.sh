@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Runs the CUDA kernels (csrc/kernels/*.cu) on the CPU: builds the package with NEXTOKEN_CUDA=EMULATED (the
 # .cu files compiled as C++ over cuda_runtime.h here, which runs a launch's threads as fibers) and runs the
-# kernel tests' device="cuda" cases against their numpy references. For machines without a GPU, where the
-# test suite cannot run those cases; a GPU runs them for real (tests/test_kernels.py, benchmarks/gpu_check.sh).
-# It checks indexing, reductions and synchronisation, not speed, nor what only a GPU does.
+# tests' device="cuda" cases: the kernels against their numpy references, tiny models against the reference
+# forward pass and every Hugging Face architecture's fixture against transformers (test_kernels, test_model,
+# test_hf). For machines without a GPU, where the test suite cannot run those cases; a GPU runs them for real
+# (benchmarks/gpu_check.sh). It checks indexing, reductions and synchronisation, not speed, nor what only a
+# GPU does.
 #
 #   bash tools/cuda_emulated/check.sh [pytest args...]   # from anywhere
 #
@@ -26,4 +28,5 @@ trap 'rm -rf "$site"' EXIT
 cp -r python/nextoken "$site/"
 cp "$BUILD_DIR"/_core*.so "$BUILD_DIR/libnextoken.so" "$site/nextoken/"
 PYTHONPATH="$site" "$PYTHON" -c 'import nextoken; assert nextoken.cuda_devices() == ["CPU emulation (tools/cuda_emulated)"]'
-PYTHONPATH="$site" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_kernels.py -k cuda "$@"
+PYTHONPATH="$site" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_model.py tests/test_hf.py \
+  -k "cuda or device_is_checked" "$@"

@@ -38,7 +38,7 @@ struct dim3 {
 };
 
 enum cudaError_t { cudaSuccess = 0, cudaErrorMemoryAllocation = 2 };
-enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2 };
+enum cudaMemcpyKind { cudaMemcpyHostToDevice = 1, cudaMemcpyDeviceToHost = 2, cudaMemcpyDefault = 4 };
 struct cudaDeviceProp {
   char name[256];
 };
@@ -92,6 +92,8 @@ inline int current = 0;
 inline std::function<void()> body;
 inline Barrier block_barrier;
 inline std::vector<Barrier> warp_barriers;
+inline int block_live = 0;               // fibers of the block that have not returned
+inline std::vector<int> warp_live;       // the same per warp
 inline std::vector<unsigned char> warp_slots;  // 32 lanes x 8 bytes per warp, for shuffles
 
 }  // namespace cuda_emulation
@@ -104,11 +106,7 @@ inline void yield() {
   if (!_setjmp(fibers[current].resume)) _longjmp(scheduler, 1);
 }
 
-inline int live(int warp) {  // fibers of a warp (warp >= 0) or of the block (-1) that have not returned
-  int n = 0;
-  for (const Fiber& f : fibers) n += !f.done && (warp < 0 || f.warp == warp);
-  return n;
-}
+inline int live(int warp) { return warp < 0 ? block_live : warp_live[warp]; }  // warp -1: the whole block
 
 // Waits until every live fiber of the group has arrived (those that returned no longer count).
 inline void barrier(Barrier& b, int warp) {
@@ -127,6 +125,8 @@ inline void barrier(Barrier& b, int warp) {
 inline void run_fiber() {
   body();
   fibers[current].done = true;
+  --block_live;
+  --warp_live[fibers[current].warp];
   _longjmp(scheduler, 1);  // never returns: its stack is simply left
 }
 
@@ -162,6 +162,8 @@ struct Launch {
           fibers.assign(n, Fiber());
           if (int(stacks.size()) < n) stacks.resize(n, std::vector<char>(STACK_BYTES));
           warp_barriers.assign(n / 32, Barrier());
+          warp_live.assign(n / 32, 32);
+          block_live = n;
           warp_slots.assign(size_t(n) * 8, 0);
           block_barrier = Barrier();
           for (int i = 0; i < n; ++i) {
