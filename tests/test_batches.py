@@ -12,7 +12,7 @@ import numpy as np
 import pytest
 
 import nextoken
-from conftest import edited_copy
+from conftest import DEVICES, edited_copy
 from nextoken import _core
 
 HF = Path(__file__).parent / "fixtures" / "hf"
@@ -24,14 +24,18 @@ def prompts_of(vocab, lengths, seed):
     return [rng.integers(3, vocab, n).tolist() for n in lengths]
 
 
-@pytest.fixture(scope="module", params=["gguf-q4_1", "gguf-int8", "gemma3", "gpt2"])
+@pytest.fixture(scope="module", params=["gguf-q4_1", "gguf-int8", "gemma3", "gpt2"] +
+                ["gguf-q4_1-cuda", "gemma3-cuda"] * ("cuda" in DEVICES))
 def model(request, tiny_model_path):
     """The tiny GGUF Llama on both compute paths, and two HF architectures with other attention shapes
-    (Gemma 3: sliding-window layers, QK-norm, sandwich norms; GPT-2: learned positions, biases)."""
-    if request.param.startswith("gguf"):
-        compute = "int8" if request.param.endswith("int8") else "float32"
-        return nextoken.load(tiny_model_path[0], n_ctx=128, n_threads=2, compute_type=compute)
-    return nextoken.load(HF / request.param, n_ctx=128, n_threads=2)
+    (Gemma 3: sliding-window layers, QK-norm, sandwich norms; GPT-2: learned positions, biases); on the GPU
+    where there is one, the Llama and Gemma 3."""
+    name = request.param.removesuffix("-cuda")
+    device = "cuda" if request.param.endswith("-cuda") else "cpu"
+    if name.startswith("gguf"):
+        compute = "int8" if name.endswith("int8") else "float32"
+        return nextoken.load(tiny_model_path[0], n_ctx=128, n_threads=2, compute_type=compute, device=device)
+    return nextoken.load(HF / name, n_ctx=128, n_threads=2, device=device)
 
 
 @pytest.mark.parametrize("sampled", [False, True])
@@ -163,7 +167,7 @@ def test_the_next_prompt_reuses_the_cached_prefix(model):
     before = session.tokens_run
     again = model.generate(turn, max_new_tokens=4, min_new_tokens=4)
     assert session.tokens_run - before == 3 + 1 + 3  # the last reply token, the 3 new ones, 3 decode steps
-    fresh = nextoken.load(model.path, n_ctx=128, n_threads=2, compute_type=model.compute_type)
+    fresh = nextoken.load(model.path, n_ctx=128, n_threads=2, compute_type=model.compute_type, device=model.device)
     assert again == fresh.generate(turn, max_new_tokens=4, min_new_tokens=4)
 
 
@@ -192,12 +196,13 @@ def one_layer_llama(tmp_path):
     return edited_copy(HF / "llama", tmp_path / "llama1", "config.json", one_layer, drop_layer_1)
 
 
-def test_context_shift_runs_past_n_ctx_as_a_fresh_run_of_the_kept_tokens(tmp_path):
+@pytest.mark.parametrize("device", DEVICES)
+def test_context_shift_runs_past_n_ctx_as_a_fresh_run_of_the_kept_tokens(tmp_path, device):
     """With n_ctx = 24, a 20-token prompt and 10 new tokens: the 4th new token fills the cache, so the 5th
     is fed after a shift that keeps 4 tokens and drops 10. Every later token's log-probabilities must then
     be those of a fresh run over the tokens kept so far (re-rotating a kept key by -10 positions gives the
     key a fresh run computes, up to the fp32 rounding of two rotations: ~1e-6 here, 1e-4 bounds it)."""
-    model = nextoken.load(one_layer_llama(tmp_path), n_ctx=24, n_threads=2)
+    model = nextoken.load(one_layer_llama(tmp_path), n_ctx=24, n_threads=2, device=device)
     prompt = prompts_of(model.vocab_size, [20], 5)[0]
     tokens, entries = model.generate(prompt, max_new_tokens=10, min_new_tokens=10, logprobs=5,
                                      context_shift=True, n_keep=4)

@@ -64,11 +64,23 @@ void by_tokens(int T, int n_threads, const F& fn) {
 // The row-wise ops forward_batch uses, on the model's device: the CPU kernels or their CUDA twins.
 void apply_norm(const ModelConfig& c, const Norm& n, float* out, const float* x, int T) {
   const bool gpu = c.device == Device::CUDA;
-  if (c.norm == NormKind::RMS) gpu ? cuda::rmsnorm(out, x, n.weight, T, c.dim, c.norm_eps) : rmsnorm(out, x, n.weight, T, c.dim, c.norm_eps);
-  else gpu ? cuda::layernorm(out, x, n.weight, n.bias, T, c.dim, c.norm_eps) : layernorm(out, x, n.weight, n.bias, T, c.dim, c.norm_eps);
+  if (c.norm == NormKind::RMS) {
+    if (gpu) cuda::rmsnorm(out, x, n.weight, T, c.dim, c.norm_eps);
+    else rmsnorm(out, x, n.weight, T, c.dim, c.norm_eps);
+  } else if (gpu) {
+    cuda::layernorm(out, x, n.weight, n.bias, T, c.dim, c.norm_eps);
+  } else {
+    layernorm(out, x, n.weight, n.bias, T, c.dim, c.norm_eps);
+  }
 }
-void add_rows(Device d, float* x, const float* y, size_t n) { d == Device::CUDA ? cuda::add_inplace(x, y, int64_t(n)) : add_inplace(x, y, int64_t(n)); }
-void scale_rows(Device d, float* x, float s, size_t n) { d == Device::CUDA ? cuda::scale_inplace(x, s, int64_t(n)) : scale_inplace(x, s, int64_t(n)); }
+void add_rows(Device d, float* x, const float* y, size_t n) {
+  if (d == Device::CUDA) cuda::add_inplace(x, y, int64_t(n));
+  else add_inplace(x, y, int64_t(n));
+}
+void scale_rows(Device d, float* x, float s, size_t n) {
+  if (d == Device::CUDA) cuda::scale_inplace(x, s, int64_t(n));
+  else scale_inplace(x, s, int64_t(n));
+}
 void copy_floats(Device d, float* dst, const float* src, size_t n) {
   if (d == Device::CUDA) cuda::copy(dst, src, n * sizeof(float));
   else std::copy(src, src + n, dst);
