@@ -41,7 +41,6 @@ DType checked_dtype(int type) {
   return DType(type);
 }
 
-// A (rows, cols) weight of `type` in `data`: checks the byte count and block alignment.
 // Device from a user's string: "cpu", or "cuda" where this build and machine have a GPU.
 Device parse_device(const std::string& device) {
   if (device == "cpu") return Device::CPU;
@@ -52,6 +51,7 @@ Device parse_device(const std::string& device) {
   return Device::CUDA;
 }
 
+// A (rows, cols) weight of `type` in `data`: checks the byte count and block alignment.
 TensorView tensor_view(const std::string& name, const ByteArray& data, int type, int64_t rows, int64_t cols) {
   const DType t = checked_dtype(type);
   NT_CHECK(rows > 0 && cols > 0, "tensor '" + name + "' has an empty shape");
@@ -592,7 +592,7 @@ bool ran_on_cuda(const std::string& device, const Run& run) {
   return true;
 }
 
-// Device copies of host arrays, and fresh device buffers, for ran_on_cuda's ops.
+// A device copy of a host array, for ran_on_cuda's ops.
 template <class T>
 cuda::Buffer to_device(const T* host, size_t n) { return cuda::Buffer(n * sizeof(T), host); }
 
