@@ -2,9 +2,9 @@
 # The CUDA checks, in one go, on a machine with an NVIDIA GPU (device time is short: compile and test on a
 # CPU machine first, tools/cuda_emulated/check.sh). Builds the package with the CUDA kernels for this GPU,
 # then runs the tests' device="cuda" cases there: the kernels against their numpy references, tiny models
-# against the reference forward pass, every Hugging Face architecture's fixture against transformers, and
-# the batch tests (bitwise batch invariance, the step API, prefix reuse, context shift; too slow for CI's
-# emulation, run by hand under it: 25 passed).
+# against the reference forward pass, every Hugging Face architecture's fixture and the encoder-decoder and
+# captioning ones against transformers, and the batch tests (bitwise batch invariance, the step API, prefix
+# reuse, context shift).
 #
 #   bash benchmarks/gpu_check.sh        # from anywhere; a few minutes on 16 cores
 #
@@ -37,4 +37,4 @@ for wheel in .whl/gguf-*.whl; do
 done
 PYTHONPATH="$site" "$PYTHON" -c 'import nextoken; print("cuda_devices:", nextoken.cuda_devices())'
 PYTHONPATH="$site" "$PYTHON" -m pytest -q -p no:cacheprovider tests/test_kernels.py tests/test_model.py tests/test_hf.py \
-  tests/test_batches.py -k "cuda or device_is_checked" 2>&1 | tee "${OUT:-$site}/gpu_check.log"
+  tests/test_seq2seq.py tests/test_batches.py -k "cuda or device_is_checked" 2>&1 | tee "${OUT:-$site}/gpu_check.log"

@@ -15,17 +15,20 @@ import pytest
 
 import nextoken
 
+from conftest import DEVICES
+
 HERE = Path(__file__).parent / "fixtures" / "seq2seq"
 TEXT = [n for n in ("t5", "t5_gated", "marian", "bart", "mbart") if (HERE / n / "reference.json").is_file()]
 RTOL = 1e-4
 _MODELS = {}
 
 
-def fixture(name):
-    if name not in _MODELS:
-        _MODELS[name] = (nextoken.load(HERE / name, n_ctx=64, n_threads=2),
-                         json.loads((HERE / name / "reference.json").read_text()), np.load(HERE / name / "reference.npz"))
-    return _MODELS[name]
+def fixture(name, device="cpu"):
+    if (name, device) not in _MODELS:
+        _MODELS[name, device] = (nextoken.load(HERE / name, n_ctx=64, n_threads=2, device=device),
+                                 json.loads((HERE / name / "reference.json").read_text()),
+                                 np.load(HERE / name / "reference.npz"))
+    return _MODELS[name, device]
 
 
 def close(actual, expected):
@@ -38,9 +41,10 @@ def test_every_family_has_a_fixture():
     assert (HERE / "vit_gpt2" / "reference.json").is_file()
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", TEXT)
-def test_tokenizer_encoder_and_teacher_forced_logits(name):
-    model, ref, arrays = fixture(name)
+def test_tokenizer_encoder_and_teacher_forced_logits(name, device):
+    model, ref, arrays = fixture(name, device)
     for i, source in enumerate(ref["sources"]):
         assert model.tokenize(source["text"]) == source["input_ids"]
         states = model.encode(source["input_ids"])
@@ -48,9 +52,10 @@ def test_tokenizer_encoder_and_teacher_forced_logits(name):
         close(model.forward(ref["decoder_input_ids"], encoder_hidden_states=states), arrays[f"src{i}_logits"])
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", TEXT)
-def test_greedy_equals_transformers(name):
-    model, ref, _ = fixture(name)
+def test_greedy_equals_transformers(name, device):
+    model, ref, _ = fixture(name, device)
     for case in ref["greedy"]:
         source = ref["sources"][case["source"]]
         n = len(case["new_tokens"])
@@ -62,9 +67,10 @@ def test_greedy_equals_transformers(name):
         [model.generate(s, max_new_tokens=8, min_new_tokens=8) for s in sources]
 
 
+@pytest.mark.parametrize("device", DEVICES)
 @pytest.mark.parametrize("name", TEXT)
-def test_beams_equal_transformers(name):
-    model, ref, _ = fixture(name)
+def test_beams_equal_transformers(name, device):
+    model, ref, _ = fixture(name, device)
     for case in ref["beams"]:
         p = case["params"]
         beams = model.generate(ref["sources"][case["source"]]["input_ids"], num_beams=p["num_beams"],
@@ -102,11 +108,12 @@ def test_bad_encoder_inputs_are_named(smollm2):
         model.encode(list(range(2, 100)))  # longer than n_ctx = 64
 
 
-def test_captioning_equals_transformers():
+@pytest.mark.parametrize("device", DEVICES)
+def test_captioning_equals_transformers(device):
     """ViT + GPT-2: the image preprocessed here from image.png equals HF's pixel_values (Pillow's bilinear
     resize on the same uint8 image, then float32 rescale and normalise: exact up to float32 rounding, 1e-6);
     encoder states, teacher-forced logits, greedy and beams as for the text models."""
-    model, ref, arrays = fixture("vit_gpt2")
+    model, ref, arrays = fixture("vit_gpt2", device)
     from nextoken import vision
     pixels = vision.preprocess(HERE / "vit_gpt2" / "image.png", model.vision)
     np.testing.assert_allclose(pixels, arrays["src0_pixel_values"][0], rtol=0, atol=1e-6)

@@ -92,8 +92,6 @@ TensorMap placed(const ModelConfig& c, ComputeType compute, const TensorMap& ten
                  std::vector<std::unique_ptr<cuda::Buffer>>& keep) {
   if (c.device == Device::CPU) return tensors;
   NT_CHECK(compute == ComputeType::Float32, "device='cuda' computes in float32: compute_type='int8' runs on the CPU only");
-  NT_CHECK(c.causal && !c.cross_attention, "device='cuda' runs decoder-only models so far (not encoders or "
-                                           "encoder-decoder models)");
   NT_CHECK(c.kv_type != DType::Q8_0, "device='cuda' keeps the KV cache as f32, f16 or bf16 (not q8_0)");
   NT_CHECK(c.head_dim <= cuda::MAX_HEAD_DIM, "device='cuda' takes head dims up to " + std::to_string(cuda::MAX_HEAD_DIM));
   TensorMap on_device;
@@ -291,7 +289,11 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
         const KVCache& cross = *chunks[i].cross;
         ws.attention_seqs[i] = AttentionSeq{cross.keys(l), cross.values(l), cross.capacity, chunks[i].T, 0, cross.length};
       }
-      attention(att, q, ws.attention_seqs.data(), n_chunks, H, H_kv, D, scale, 0, nullptr, 0, c.kv_type, nt);
+      if (gpu)
+        cuda::attention(att, q, ws.attention_seqs.data(), n_chunks, H, H_kv, D, scale, 0, nullptr, 0, c.kv_type,
+                        ws.scratch(cuda::attention_scratch_floats(ws.attention_seqs.data(), n_chunks, H, D)));
+      else
+        attention(att, q, ws.attention_seqs.data(), n_chunks, H, H_kv, D, scale, 0, nullptr, 0, c.kv_type, nt);
       project(ws, {{xn, &w.cross.o, w.cross.bo}}, att, T, q_dim, nt);
       by_tokens(T, nt, [&](int t0, int t1) {
         float *xt = x + size_t(t0) * C, *ot = xn + size_t(t0) * C;
@@ -435,11 +437,25 @@ std::unique_ptr<KVCache> Transformer::cross_cache(const float* states, int S, in
   const int D = c.head_dim, H_kv = c.n_kv_heads, kv_dim = H_kv * D;
   auto cache = std::make_unique<KVCache>(c, S);
   Workspace ws(c, std::min(S, 512));
+  const bool gpu = c.device == Device::CUDA;
+  std::unique_ptr<FloatBuffer> on_device;  // the states, on the GPU
+  if (gpu) {
+    on_device = std::make_unique<FloatBuffer>(size_t(S) * c.dim, c.device);
+    cuda::copy(on_device->get(), states, size_t(S) * c.dim * sizeof(float));
+    states = on_device->get();
+  }
   for (int s0 = 0; s0 < S; s0 += ws.batch) {
     const int n = std::min(ws.batch, S - s0);
     for (int l = 0; l < c.n_layers; ++l) {
       const LayerWeights& w = weights_.layers[l];
       project(ws, {{ws.k.get(), &w.cross.k, w.cross.bk}, {ws.v.get(), &w.cross.v, w.cross.bv}}, states + size_t(s0) * c.dim, n, c.dim, n_threads);
+      if (gpu) {  // each head's n rows go to consecutive positions
+        for (int h = 0; h < H_kv; ++h) {
+          cuda::store_kv_rows(cache->row(cache->keys(l), h, s0), ws.k.get() + size_t(h) * D, n, kv_dim, D, cache->type);
+          cuda::store_kv_rows(cache->row(cache->values(l), h, s0), ws.v.get() + size_t(h) * D, n, kv_dim, D, cache->type);
+        }
+        continue;
+      }
       for (int t = 0; t < n; ++t)  // (n, H_kv, D) rows into the (H_kv, S, D) layout
         for (int h = 0; h < H_kv; ++h) {
           const size_t src = size_t(t) * kv_dim + size_t(h) * D;

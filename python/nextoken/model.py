@@ -57,8 +57,8 @@ def load(model: Union[str, os.PathLike] = hub.DEFAULT_MODEL, n_ctx: int = 2048, 
       (default): for the models in nextoken's cache folder (nextoken pull), beside them in packed/; True:
       for any file, there; a path: that file; False: never.
     device: "cpu" (default), or "cuda": the weights are copied to the GPU once and the KV caches and activations
-      live there (float32 compute; decoder-only models; an f32, f16 or bf16 cache). nextoken.cuda_devices()
-      lists the GPUs this build can use.
+      live there (float32 compute; an f32, f16 or bf16 cache). nextoken.cuda_devices() lists the GPUs this
+      build can use.
     """
     return Model(hub.resolve(model), n_ctx=n_ctx, n_threads=n_threads, compute_type=compute_type, weights=weights,
                  lora=lora, kv_cache=kv_cache, packed_cache=packed_cache, device=device)
@@ -144,7 +144,7 @@ class Model:
                 _check_int(f"{path.name}: {key}", self.generation[key], 0, self.config["vocab_size"] - 1)
         self.vision = dict(spec.vision)
         if spec.encoder is not None:
-            self._encoder = _core.Transformer(dict(spec.encoder.config, kv_cache=kv_cache), spec.encoder.tensors, n_ctx, compute_type,
+            self._encoder = _core.Transformer(dict(spec.encoder.config, kv_cache=kv_cache, device=device), spec.encoder.tensors, n_ctx, compute_type,
                                               file_mapped, n_threads)
             self.n_parameters += sum(rows * cols for _, _, rows, cols, _ in spec.encoder.tensors)
 
