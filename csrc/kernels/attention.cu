@@ -25,6 +25,7 @@ constexpr int HEADS_PER_BLOCK = 4;               // warps per thread block, one 
 constexpr int MAX_PER_LANE = MAX_HEAD_DIM / 32;  // elements of a row per lane
 constexpr int SEGMENT_KEYS = 256;                // keys reduced alone before their segment is folded in
 constexpr int SPLIT_BELOW = 256;                 // (row, head) pairs under which segments get warps of their own
+constexpr int MAX_GRID_Y = 65535;                // CUDA's limit on gridDim.y (and .z)
 
 // Element i of a key or value row as stored in the cache.
 template <DType KV>
@@ -80,7 +81,7 @@ __device__ void attend_segment(float& m, float& l, float* acc, const RowHead<KV>
     // a butterfly adds the same two operands on both lanes of every pair, so all lanes hold the same sum
 #pragma unroll
     for (int offset = 16; offset > 0; offset /= 2) dot += __shfl_xor_sync(0xffffffffu, dot, offset);
-    const float score = dot * r.scale + (r.bias ? r.bias[j] : 0.0f);
+    const float score = r.bias ? fmaf(dot, r.scale, r.bias[j]) : dot * r.scale;
     const float m_new = fmaxf(m, score);
     const float rescale = expf(m - m_new), weight = expf(score - m_new);
     l = fmaf(l, rescale, weight);
@@ -215,11 +216,19 @@ bool split(const AttentionSeq& s, int H) { return s.T * H < SPLIT_BELOW && segme
 
 template <DType KV>
 void launch(const SeqArgs& a, const AttentionSeq& s, float* scratch) {
-  const dim3 grid((a.H + HEADS_PER_BLOCK - 1) / HEADS_PER_BLOCK, a.T);
+  const unsigned head_blocks = (a.H + HEADS_PER_BLOCK - 1) / HEADS_PER_BLOCK;
   if (!split(s, a.H)) {
-    NT_LAUNCH(attention_kernel<KV>, grid, 32 * HEADS_PER_BLOCK)(a);
+    for (int r0 = 0; r0 < a.T; r0 += MAX_GRID_Y) {  // rows go in grid.y: at most MAX_GRID_Y a launch
+      SeqArgs rows = a;
+      rows.T = std::min(MAX_GRID_Y, a.T - r0);
+      rows.pos0 = a.pos0 + r0;
+      rows.q = a.q + size_t(r0) * a.H * a.D;
+      rows.out = a.out + size_t(r0) * a.H * a.D;
+      NT_LAUNCH(attention_kernel<KV>, dim3(head_blocks, rows.T), 32 * HEADS_PER_BLOCK)(rows);
+    }
     return;
   }
+  const dim3 grid(head_blocks, a.T);  // split: fewer than SPLIT_BELOW rows
   const int n_segments = segments_of(s);
   NT_LAUNCH(attention_segments_kernel<KV>, dim3(grid.x, grid.y, n_segments), 32 * HEADS_PER_BLOCK)(a, scratch, n_segments);
   NT_LAUNCH(attention_fold_kernel, grid, 32 * HEADS_PER_BLOCK)(a, scratch, n_segments);

@@ -35,11 +35,11 @@ void check_launch(const char* op) { check(cudaGetLastError(), op); }
 void* alloc(size_t bytes) {
   void* p = nullptr;
   const cudaError_t status = cudaMalloc(&p, bytes ? bytes : 1);
-  if (status != cudaSuccess) {
+  if (status == cudaErrorMemoryAllocation) {
     cudaGetLastError();  // not sticky: the device stays usable
-    throw Error("CUDA: could not allocate " + std::to_string(bytes) + " bytes of device memory: " +
-                cudaGetErrorString(status));
+    throw Error("CUDA: could not allocate " + std::to_string(bytes) + " bytes of device memory");
   }
+  check(status, "allocating device memory");  // an earlier fault, reported here
   return p;
 }
 

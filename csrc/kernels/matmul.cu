@@ -8,6 +8,8 @@
 // tensor cores (bf16 / f16 tiles) is still to come (issue 12).
 #include <cuda_runtime.h>
 
+#include <algorithm>
+
 #include "cuda.h"
 #include "weight_blocks.cuh"
 
@@ -60,11 +62,15 @@ __global__ void matmul_kernel(float* y, const float* x, const uint8_t* w, size_t
 
 void matmul(float* y, const float* x, const void* w, DType w_type, int T, int K, int N) {
   if (T == 0 || N == 0) return;
-  const dim3 grid((N + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK, (T + GROUP - 1) / GROUP);
+  constexpr int MOST_TOKENS = 65535 * GROUP;  // token groups go in grid.y, at most 65535 of them a launch
   with_weight_type(w_type, [&](auto type) {
     constexpr DType TYPE = decltype(type)::value;
-    NT_LAUNCH(matmul_kernel<TYPE>, grid, 32 * WARPS_PER_BLOCK)(y, x, static_cast<const uint8_t*>(w), row_bytes(TYPE, K),
-                                                               T, K, N);
+    for (int t0 = 0; t0 < T; t0 += MOST_TOKENS) {
+      const int n = std::min(MOST_TOKENS, T - t0);
+      const dim3 grid((N + WARPS_PER_BLOCK - 1) / WARPS_PER_BLOCK, (n + GROUP - 1) / GROUP);
+      NT_LAUNCH(matmul_kernel<TYPE>, grid, 32 * WARPS_PER_BLOCK)(y + size_t(t0) * N, x + size_t(t0) * K,
+                                                                 static_cast<const uint8_t*>(w), row_bytes(TYPE, K), n, K, N);
+    }
   });
   check_launch("matmul");
 }

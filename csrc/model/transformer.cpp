@@ -398,26 +398,29 @@ void Transformer::rerotate_keys(KVCache& cache, int from, int to, int delta) con
   const ModelConfig& c = config_;
   if (c.positions != Positions::Rope || delta == 0) return;
   const int half = c.head_dim / 2;
-  std::vector<float> cos(half), sin(half);
+  const bool gpu = cache.device == Device::CUDA;
+  // A GPU cache's keys are rotated on the CPU (a rare operation): each head's rows [from, to), which lie
+  // one after another, go down and back up in one copy each.
+  std::vector<uint8_t> staged(gpu ? size_t(to - from) * cache.row_bytes : 0);
+  std::vector<float> cos(half), sin(half), key(c.head_dim);
   for (int l = 0; l < c.n_layers; ++l) {
     const int table = c.layers[l].rope_table;
-    for (int i = 0; i < half; ++i) {  // the angle of -delta: cos is even, sin odd
-      cos[i] = rope_cos_[table].get()[size_t(delta) * half + i];
-      sin[i] = -rope_sin_[table].get()[size_t(delta) * half + i];
-    }
-    std::vector<float> key(c.head_dim);
-    std::vector<uint8_t> staged(cache.row_bytes);  // a GPU cache's row, rotated on the CPU (a rare operation)
-    const bool gpu = cache.device == Device::CUDA;
-    for (int h = 0; h < c.n_kv_heads; ++h)
+    const size_t at = size_t(delta) * half;
+    copy_floats(c.device, cos.data(), rope_cos_[table].get() + at, size_t(half));  // tables on the model's device
+    copy_floats(c.device, sin.data(), rope_sin_[table].get() + at, size_t(half));
+    for (int i = 0; i < half; ++i) sin[i] = -sin[i];  // the angle of -delta: cos is even, sin odd
+    for (int h = 0; h < c.n_kv_heads; ++h) {
+      uint8_t* first = cache.row(cache.keys(l), h, from);
+      uint8_t* rows = gpu ? staged.data() : first;
+      if (gpu) cuda::copy(rows, first, staged.size());
       for (int p = from; p < to; ++p) {
-        uint8_t* stored = cache.row(cache.keys(l), h, p);
-        uint8_t* row = gpu ? staged.data() : stored;
-        if (gpu) cuda::copy(row, stored, cache.row_bytes);
+        uint8_t* row = rows + size_t(p - from) * cache.row_bytes;
         load_kv(key.data(), row, c.head_dim, cache.type);
         rope(key.data(), cos.data(), sin.data(), 1, 1, c.head_dim, c.rope_layout == RopeLayout::Half);
         store_kv(row, key.data(), c.head_dim, cache.type);
-        if (gpu) cuda::copy(stored, row, cache.row_bytes);
       }
+      if (gpu) cuda::copy(first, rows, staged.size());
+    }
   }
 }
 

@@ -6,12 +6,16 @@
 // A launch runs the grid's blocks one after another. The threads of a block are fibers of the calling thread
 // (each started on its own stack by setcontext, then switched with _setjmp / _longjmp, which make no system
 // call), resumed in turn; each runs until it reaches a barrier (__syncthreads, or a warp shuffle's exchange),
-// so a block's threads advance in step as far as the kernels can observe. Device memory is host
-// memory, filled with 0xFF bytes (NaN as floats) when allocated, so a read of what no one wrote shows up.
-// Not emulated: timing, memory coherence between blocks (blocks run in turn), anything the kernels do not use.
+// so a block's threads advance in step as far as the kernels can observe. Device memory (cudaMalloc, below) is
+// host memory that host code cannot touch outside a launch or a copy, and what a GPU refuses aborts with a
+// message: a launch configuration out of CUDA's limits, a full-mask shuffle or __syncthreads after some of
+// the threads returned. Not emulated: timing, memory coherence between blocks (blocks run in turn, so races
+// do not show), shared memory's contents before a block writes it, the GPU's own math functions and FMA
+// contraction (so bitwise claims between two GPU code paths are checked only for this compiler's rounding).
 #pragma once
 
 #include <setjmp.h>
+#include <sys/mman.h>
 #include <ucontext.h>
 
 #include <algorithm>
@@ -20,7 +24,9 @@
 #include <cstdint>
 #include <cstdlib>
 #include <cstring>
+#include <cstdio>
 #include <functional>
+#include <map>
 #include <stdexcept>
 #include <vector>
 
@@ -43,6 +49,29 @@ struct cudaDeviceProp {
   char name[256];
 };
 
+namespace cuda_emulation {
+
+[[noreturn]] inline void misuse(const char* what) {
+  std::fprintf(stderr, "cuda_emulation: %s\n", what);
+  std::abort();
+}
+
+// Device memory: pages of one reserved range that no host code may touch. The range is readable and writable
+// only while a kernel or a copy runs, so host code that reads or writes device memory faults here as it would
+// with a GPU. Pages are never handed out twice; freed ones go back to the system.
+constexpr size_t ARENA_BYTES = size_t(1) << 40;  // address space, not memory
+constexpr size_t PAGE = 4096;
+inline char* arena = nullptr;
+inline size_t arena_used = 0;
+inline std::map<void*, size_t> allocations;  // pointer -> bytes taken (whole pages)
+
+inline void open_device(bool open) {
+  if (arena_used && mprotect(arena, arena_used, open ? PROT_READ | PROT_WRITE : PROT_NONE) != 0)
+    misuse("mprotect failed");
+}
+
+}  // namespace cuda_emulation
+
 inline cudaError_t cudaGetDeviceCount(int* n) {
   *n = 1;
   return cudaSuccess;
@@ -51,18 +80,36 @@ inline cudaError_t cudaGetDeviceProperties(cudaDeviceProp* prop, int) {
   std::strcpy(prop->name, "CPU emulation (tools/cuda_emulated)");
   return cudaSuccess;
 }
+// Filled with 0xFF bytes (NaN as floats), so that a read of what no one wrote shows up.
 inline cudaError_t cudaMalloc(void** p, size_t bytes) {
-  *p = std::malloc(bytes);
-  if (!*p) return cudaErrorMemoryAllocation;
-  std::memset(*p, 0xFF, bytes);
+  using namespace cuda_emulation;
+  if (!arena) {
+    void* reserved = mmap(nullptr, ARENA_BYTES, PROT_NONE, MAP_PRIVATE | MAP_ANONYMOUS | MAP_NORESERVE, -1, 0);
+    if (reserved == MAP_FAILED) return cudaErrorMemoryAllocation;
+    arena = static_cast<char*>(reserved);
+  }
+  const size_t taken = (std::max<size_t>(bytes, 1) + PAGE - 1) / PAGE * PAGE;
+  if (taken > ARENA_BYTES - arena_used) return cudaErrorMemoryAllocation;
+  *p = arena + arena_used;
+  arena_used += taken;
+  allocations[*p] = taken;
+  open_device(true);
+  std::memset(*p, 0xFF, taken);
+  open_device(false);
   return cudaSuccess;
 }
 inline cudaError_t cudaFree(void* p) {
-  std::free(p);
+  using namespace cuda_emulation;
+  const auto it = allocations.find(p);
+  if (it == allocations.end()) misuse("cudaFree of a pointer cudaMalloc did not return");
+  madvise(p, it->second, MADV_DONTNEED);
+  allocations.erase(it);
   return cudaSuccess;
 }
 inline cudaError_t cudaMemcpy(void* dst, const void* src, size_t bytes, cudaMemcpyKind) {
+  cuda_emulation::open_device(true);
   std::memcpy(dst, src, bytes);
+  cuda_emulation::open_device(false);
   return cudaSuccess;
 }
 inline cudaError_t cudaGetLastError() { return cudaSuccess; }
@@ -130,10 +177,12 @@ inline void run_fiber() {
   _longjmp(scheduler, 1);  // never returns: its stack is simply left
 }
 
+// A full-mask shuffle needs every lane of the warp, as on a GPU (where a lane that has returned makes it undefined).
 template <class T>
 T shuffle(T v, int source_of_lane_xor, bool by_xor) {
   static_assert(sizeof(T) <= 8, "shuffle of at most 8 bytes");
   Fiber& self = fibers[current];
+  if (warp_live[self.warp] != 32) misuse("a full-mask warp shuffle after some lanes of the warp returned");
   unsigned char* slots = warp_slots.data() + size_t(self.warp) * 32 * 8;
   std::memcpy(slots + 8 * self.lane, &v, sizeof(T));
   barrier(warp_barriers[self.warp], self.warp);
@@ -152,8 +201,11 @@ struct Launch {
   void operator()(Args... args) const {
     const int n = int(block.x * block.y * block.z);
     if (n % 32 != 0) throw std::logic_error("cuda_emulation: blocks of whole warps only");
+    if (grid.y > 65535 || grid.z > 65535 || n > 1024 || grid.x == 0 || grid.y == 0 || grid.z == 0)
+      misuse("a launch configuration a GPU refuses (grid.y, grid.z <= 65535, at most 1024 threads, no empty grid)");
     gridDim = grid;
     blockDim = block;
+    open_device(true);
     body = [&] { kernel(Params(args)...); };
     for (unsigned bz = 0; bz < grid.z; ++bz)
       for (unsigned by = 0; by < grid.y; ++by)
@@ -192,6 +244,7 @@ struct Launch {
             }
           }
         }
+    open_device(false);
   }
 };
 
@@ -210,6 +263,10 @@ template <class T>
 T __shfl_sync(unsigned, T v, int source_lane) {
   return cuda_emulation::shuffle(v, source_lane, false);
 }
-inline void __syncthreads() { cuda_emulation::barrier(cuda_emulation::block_barrier, -1); }
+inline void __syncthreads() {
+  if (cuda_emulation::block_live != int(blockDim.x * blockDim.y * blockDim.z))
+    cuda_emulation::misuse("__syncthreads after some threads of the block returned");
+  cuda_emulation::barrier(cuda_emulation::block_barrier, -1);
+}
 
 #define NT_LAUNCH(kernel, grid, block) ::cuda_emulation::launch(kernel, grid, block)
