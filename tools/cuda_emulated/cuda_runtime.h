@@ -100,6 +100,7 @@ inline cudaError_t cudaMalloc(void** p, size_t bytes) {
 }
 inline cudaError_t cudaFree(void* p) {
   using namespace cuda_emulation;
+  if (!p) return cudaSuccess;  // as CUDA
   const auto it = allocations.find(p);
   if (it == allocations.end()) misuse("cudaFree of a pointer cudaMalloc did not return");
   madvise(p, it->second, MADV_DONTNEED);
