@@ -216,9 +216,9 @@ void Transformer::forward_batch(const ForwardChunk* chunks, int n_chunks, Worksp
     float* rows = x + size_t(t0) * C;
     if (c.embed_scale != 1.0f) scale_rows(dev, rows, c.embed_scale, size_t(t1 - t0) * C);
     if (c.positions == Positions::Learned && gpu) {  // all rows at once: their positions as ids
-      std::vector<int32_t> ids(size_t(t1 - t0));
-      for (int t = t0; t < t1; ++t) ids[size_t(t - t0)] = ws.row_pos[t] + c.position_offset;
-      cuda::copy(ws.ids_on_device(), ids.data(), ids.size() * sizeof(int32_t));
+      int32_t* ids = ws.row_ids.data();
+      for (int t = t0; t < t1; ++t) ids[t - t0] = ws.row_pos[t] + c.position_offset;
+      cuda::copy(ws.ids_on_device(), ids, size_t(t1 - t0) * sizeof(int32_t));
       cuda::embedding(xn + size_t(t0) * C, ws.ids_on_device(), t1 - t0, weights_.pos_embd.data, weights_.pos_embd.type, C);
       cuda::add_inplace(rows, xn + size_t(t0) * C, int64_t(t1 - t0) * C);
     } else if (c.positions == Positions::Learned) {

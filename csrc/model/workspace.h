@@ -32,7 +32,10 @@ struct Workspace {
         row_chunk(batch),
         attention_seqs(std::min(batch, MAX_ATTENTION_SEQS)),
         device(c.device) {
-    if (device == Device::CUDA) device_ids = std::make_unique<FloatBuffer>(size_t(batch), device);
+    if (device == Device::CUDA) {
+      row_ids.resize(size_t(batch));
+      device_ids = std::make_unique<FloatBuffer>(size_t(batch), device);
+    }
   }
 
   static int max_in(const ModelConfig& c) { return std::max({c.dim, c.hidden_dim, c.n_heads * c.head_dim}); }
@@ -56,9 +59,10 @@ struct Workspace {
   std::vector<int> row_pos, row_chunk;
   std::vector<AttentionSeq> attention_seqs;
   std::vector<float> head;
-  // On the GPU: the pass's token ids (or positions), int32; attention's split-K partial results and the
-  // logits of the rows asked for, grown to the largest pass seen.
+  // On the GPU: the pass's token ids (or positions), int32, staged in row_ids; attention's split-K partial
+  // results and the logits of the rows asked for, grown to the largest pass seen.
   Device device;
+  std::vector<int32_t> row_ids;
   std::unique_ptr<FloatBuffer> device_ids;
   int32_t* ids_on_device() const { return reinterpret_cast<int32_t*>(device_ids->get()); }
   float* scratch(size_t n) { return grown(device_scratch, device_scratch_n, n); }
